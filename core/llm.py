@@ -1,0 +1,178 @@
+"""LLM providers: one interface, an OpenAI-compatible one and an offline one.
+
+Retry policy: the `openai` client is built with `max_retries=0`, and every call is
+bounded by one deadline of `REQUEST_TIMEOUT` seconds (for a stream: until the first
+delta, then between two deltas). A user request therefore never waits more than
+one timeout on the model; retrying is left to the client, which sees 502/504.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from core.errors import UpstreamError, UpstreamTimeout
+from core.prompts import MODE_GUIDES, MODES, Prompt
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+class LLMProvider(Protocol):
+    """What the chat service needs from a model."""
+
+    name: str
+    model: str
+
+    async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
+        """The whole answer."""
+
+    def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
+               usage: Usage) -> AsyncIterator[str]:
+        """The answer as text deltas; fills `usage` when the endpoint reports it."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class OpenAIProvider:
+    """Any OpenAI-compatible `chat/completions` endpoint through `AsyncOpenAI`."""
+
+    name = "openai"
+
+    def __init__(self, *, api_key: str, base_url: str, model: str, timeout: float) -> None:
+        self.model = model
+        self.timeout = timeout
+        # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
+        self._client = AsyncOpenAI(api_key=api_key or "none", base_url=base_url or None,
+                                   timeout=timeout, max_retries=0)
+
+    async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.chat.completions.create(
+                    model=self.model, messages=prompt.messages,
+                    temperature=temperature, max_tokens=max_tokens)
+        except (TimeoutError, openai.APITimeoutError):
+            raise UpstreamTimeout() from None
+        except openai.APIStatusError as exc:
+            raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
+        except openai.APIConnectionError:
+            raise UpstreamError("无法连接大模型服务") from None
+        except (openai.OpenAIError, ValueError, TypeError):
+            raise UpstreamError() from None
+        try:
+            text = response.choices[0].message.content
+            model = response.model or self.model
+        except (AttributeError, IndexError, TypeError):
+            raise UpstreamError() from None
+        if not isinstance(text, str) or not text.strip():
+            raise UpstreamError("大模型服务返回了空回答")
+        usage = Usage()
+        if getattr(response, "usage", None) is not None:
+            usage = Usage(response.usage.prompt_tokens or 0, response.usage.completion_tokens or 0)
+        return Completion(text=text, model=str(model), usage=usage)
+
+    async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
+                     usage: Usage) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        got_text = False
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                stream = await self._client.chat.completions.create(
+                    model=self.model, messages=prompt.messages, temperature=temperature,
+                    max_tokens=max_tokens, stream=True)
+                # Closing the response on exit (normal, error or cancellation) closes
+                # the upstream connection, so a vanished client stops the generation.
+                async with stream:
+                    async for chunk in stream:
+                        deadline.reschedule(loop.time() + self.timeout)
+                        if getattr(chunk, "usage", None):
+                            usage.prompt_tokens = chunk.usage.prompt_tokens or 0
+                            usage.completion_tokens = chunk.usage.completion_tokens or 0
+                        if not chunk.choices:
+                            continue
+                        delta = chunk.choices[0].delta.content
+                        if delta:
+                            got_text = True
+                            yield delta
+        except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
+            raise UpstreamTimeout() from None
+        except openai.APIStatusError as exc:
+            raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
+        except (openai.APIConnectionError, httpx.HTTPError):
+            # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
+            raise UpstreamError("大模型服务连接中断") from None
+        except (openai.OpenAIError, ValueError, TypeError, AttributeError):
+            raise UpstreamError() from None
+        if not got_text:
+            raise UpstreamError("大模型服务返回了空回答")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class OfflineProvider:
+    """Answers with no network: the mode's method (答题思路) and the retrieved
+    knowledge passages, so a first run without a key still gives useful answers."""
+
+    name = "offline"
+    model = "offline"
+    _EXCERPT_CHARS = 160
+    _CHUNK_CHARS = 24
+
+    def answer_text(self, prompt: Prompt) -> str:
+        """The offline answer for a prompt (deterministic)."""
+        mode = prompt.mode
+        lines = [f"【{MODES[mode]}·答题思路】"]
+        lines += [f"{n}. {step}" for n, step in enumerate(MODE_GUIDES[mode], 1)]
+        if prompt.sources:
+            lines += ["", "【知识库参考】"]
+            for n, src in enumerate(prompt.sources, 1):
+                excerpt = " ".join(src.text.split())
+                if len(excerpt) > self._EXCERPT_CHARS:
+                    excerpt = excerpt[: self._EXCERPT_CHARS] + "…"
+                lines.append(f"[{n}] 《{src.title}》：{excerpt}")
+        else:
+            lines += ["", "知识库中没有找到与该问题直接相关的资料。"]
+        lines += ["", "（离线模式：未配置大模型，以上为方法提示和知识库摘录；"
+                      "设置 OPENAI_API_KEY / OPENAI_BASE_URL 后可获得针对本题的完整作答。）"]
+        return "\n".join(lines)
+
+    async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
+        return Completion(text=self.answer_text(prompt), model=self.model)
+
+    async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
+                     usage: Usage) -> AsyncIterator[str]:
+        text = self.answer_text(prompt)
+        for start in range(0, len(text), self._CHUNK_CHARS):
+            yield text[start:start + self._CHUNK_CHARS]
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        return None
+
+
+def make_provider(*, provider: str, api_key: str, base_url: str, model: str,
+                  timeout: float) -> LLMProvider:
+    """The provider the settings ask for."""
+    if provider == "openai":
+        return OpenAIProvider(api_key=api_key, base_url=base_url, model=model, timeout=timeout)
+    return OfflineProvider()

@@ -1,0 +1,12 @@
+"""HTTP handlers. Each module ends with `default_handlers`; `all_handlers()` collects them."""
+from __future__ import annotations
+
+
+def all_handlers() -> list[tuple]:
+    """Every route of the service, in matching order."""
+    from handlers import chat
+
+    routes: list[tuple] = []
+    for module in (chat,):
+        routes.extend(module.default_handlers)
+    return routes

@@ -1,0 +1,188 @@
+"""The base handler: JSON in, JSON out, one error shape, request ids.
+
+Every error, ours or Tornado's (404, 405, uncaught exceptions), leaves through
+`write_error` in the contract's shape: {"error": {code, message, status, request_id}}.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+import tornado.web
+from tornado.web import HTTPError
+
+from core.errors import PayloadTooLarge, InvalidJson, ServiceError
+
+log = logging.getLogger("shenlun.http")
+access_log = logging.getLogger("shenlun.access")
+
+STATUS_BY_CODE = {
+    "invalid_json": 400, "invalid_request": 400, "unauthorized": 401, "forbidden": 403,
+    "not_found": 404, "method_not_allowed": 405, "payload_too_large": 413,
+    "rate_limited": 429, "internal_error": 500, "upstream_error": 502,
+    "server_busy": 503, "upstream_timeout": 504,
+}
+# For errors Tornado raises itself (unknown method, malformed request, …).
+_BY_STATUS = {
+    400: ("invalid_request", "请求格式不正确"),
+    401: ("unauthorized", "缺少或错误的 API 密钥"),
+    403: ("forbidden", "没有权限执行该操作"),
+    404: ("not_found", "请求的资源不存在"),
+    405: ("method_not_allowed", "不支持该请求方法"),
+    413: ("payload_too_large", "请求体过大"),
+    429: ("rate_limited", "请求过于频繁，请稍后再试"),
+    502: ("upstream_error", "大模型服务返回了错误或无法解析的结果"),
+    503: ("server_busy", "服务器繁忙，请稍后再试"),
+    504: ("upstream_timeout", "大模型服务响应超时"),
+}
+_INTERNAL = ("internal_error", "服务器内部错误")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    """JSON API handler. Bodies are streamed in so an oversized one is refused
+    without being held in memory."""
+
+    _request_id: str | None = None
+    _body_parts: list[bytes]
+    _body_size = 0
+    _body_too_large = False
+    cache_status: str | None = None  # X-Cache of this answer, for the access log
+
+    # --- shared resources ---
+
+    @property
+    def ctx(self) -> Any:
+        """The process's `AppContext` (built once in `server.py`)."""
+        return self.application.settings["ctx"]
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            given = self.request.headers.get("X-Request-ID", "")
+            self._request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        return self._request_id
+
+    # --- request ---
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Request-ID", self.request_id)
+        self.set_header("X-Server-ID", self.ctx.settings.server_id)
+
+    _counted = False
+
+    def prepare(self) -> None:
+        self.ctx.inflight_requests += 1
+        self._counted = True
+        self._body_parts = []
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
+            raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
+
+    @property
+    def _body_limit(self) -> int:
+        return self.ctx.settings.max_body_bytes
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_too_large:
+            return
+        self._body_size += len(chunk)
+        if self._body_size > self._body_limit:
+            self._body_too_large = True
+            self._body_parts = []
+        else:
+            self._body_parts.append(chunk)
+
+    def json_body(self) -> Any:
+        """The decoded JSON body; 413 when too large, 400 `invalid_json` when not JSON."""
+        if self._body_too_large:
+            raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
+        raw = b"".join(self._body_parts)
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidJson("请求体不是合法的 UTF-8 编码") from None
+        except (ValueError, RecursionError):
+            raise InvalidJson() from None
+
+    def on_finish(self) -> None:
+        if self._counted:
+            self.ctx.inflight_requests -= 1
+            self._counted = False
+
+    # --- response ---
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(obj, ensure_ascii=False))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ServiceError):
+            status_code = STATUS_BY_CODE.get(exc.code, 500)
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ServiceError):
+            code, message = exc.code, exc.message
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
+        elif isinstance(exc, HTTPError) and exc.status_code in _BY_STATUS:
+            code, message = _BY_STATUS[exc.status_code]
+        else:
+            code, message = _BY_STATUS.get(status_code, _INTERNAL)
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS
+                                               if m not in ("HEAD", "OPTIONS") and self._implements(m)))
+        self.finish(json.dumps(self.error_object(code, message, status_code), ensure_ascii=False))
+
+    def error_object(self, code: str, message: str, status: int) -> dict[str, Any]:
+        """The contract's error JSON."""
+        return {"error": {"code": code, "message": message, "status": status,
+                          "request_id": self.request_id}}
+
+    def _implements(self, method: str) -> bool:
+        return getattr(type(self), method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ServiceError):
+            return  # an expected answer, not a fault: the access line records it
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths: a JSON 404 instead of Tornado's HTML page."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """One access line per request: id, client, method, path, status, latency, cache.
+
+    The query string is left out: it may carry user text (search queries)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
+    request = handler.request
+    access_log.log(
+        level, "%s %s %s %s %d %.1fms cache=%s",
+        getattr(handler, "request_id", "-"), request.remote_ip, request.method,
+        request.path, status, 1000.0 * request.request_time(),
+        getattr(handler, "cache_status", None) or "-",
+        extra={"request_id": getattr(handler, "request_id", "-"), "client": request.remote_ip,
+               "method": request.method, "path": request.path, "status": status,
+               "latency_ms": round(1000.0 * request.request_time(), 1),
+               "cache": getattr(handler, "cache_status", None)},
+    )

@@ -1,0 +1,78 @@
+"""POST /api/chat: whole JSON answers and Server-Sent Events streams."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+from tornado.iostream import StreamClosedError
+
+from core.chat import ChatRequest
+from core.errors import ServiceError
+from handlers.base import STATUS_BY_CODE, BaseHandler, log
+
+
+class ChatHandler(BaseHandler):
+    _pump: asyncio.Task[None] | None = None
+    stream_error: str | None = None  # code of an `event: error`, for the access log
+
+    async def post(self) -> None:
+        req = ChatRequest.from_payload(self.json_body())
+        if not req.stream:
+            result = await self.ctx.chat.answer(req)
+            self.cache_status = result.cache_status
+            self.set_header("X-Cache", result.cache_status)
+            self.write_json(result.body)
+            return
+        events = self.ctx.chat.stream(req)
+        # The first event decides: an error before it is a plain error response
+        # (e.g. 503 that Nginx may retry elsewhere); after it we are streaming.
+        try:
+            kind, start = await events.__anext__()
+        except BaseException:
+            await events.aclose()
+            raise
+        self.cache_status = start["cache"]
+        self.set_header("X-Cache", self.cache_status)
+        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        # A separate task, so a client that goes away can cancel it (and with it the
+        # upstream call) from on_connection_close.
+        self._pump = asyncio.ensure_future(self._send_events(events))
+        await asyncio.wait({self._pump})
+        if not self._pump.cancelled():
+            self._pump.result()
+
+    async def _send_events(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            await self.flush()
+            async for kind, data in events:
+                await self._send(kind if kind != "delta" else None, data)
+        except StreamClosedError:
+            pass
+        except Exception as exc:  # headers are sent: the error travels as an event
+            if isinstance(exc, ServiceError):
+                code, message = exc.code, exc.message
+            else:
+                log.exception("chat stream failed (request %s)", self.request_id)
+                code, message = "internal_error", "服务器内部错误"
+            self.stream_error = code
+            try:
+                await self._send("error", self.error_object(code, message, STATUS_BY_CODE.get(code, 500)))
+            except StreamClosedError:
+                pass
+        finally:
+            await events.aclose()
+
+    async def _send(self, event: str | None, data: dict[str, Any]) -> None:
+        head = f"event: {event}\n" if event else ""
+        self.write(f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n")
+        await self.flush()
+
+    def on_connection_close(self) -> None:
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+
+
+default_handlers = [(r"/api/chat", ChatHandler)]

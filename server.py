@@ -1,0 +1,96 @@
+"""申论助手 backend: one Tornado process on one port.
+
+The start-up story: read settings (exit 2 on a bad one) → logging → shared
+resources → application → listen → wait for SIGTERM/SIGINT → drain → exit 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+
+from core import __version__
+from core.config import ConfigError, Settings
+from core.context import AppContext, build_context
+from core.logs import configure_logging
+from handlers import all_handlers
+from handlers.base import NotFoundHandler, log_request
+
+log = logging.getLogger("shenlun.server")
+
+
+def make_app(settings: Settings, ctx: AppContext | None = None) -> tornado.web.Application:
+    """The Tornado application; builds the shared resources unless given them."""
+    ctx = ctx or build_context(settings)
+    return tornado.web.Application(
+        all_handlers(),
+        ctx=ctx,
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        compress_response=False,
+    )
+
+
+def make_server(app: tornado.web.Application, settings: Settings) -> HTTPServer:
+    """An HTTPServer with limits that keep slow or greedy clients in check."""
+    return HTTPServer(
+        app,
+        # Our handlers answer 413 themselves; this is only a backstop for bodies
+        # sent without a Content-Length.
+        max_body_size=settings.max_body_bytes * 4 + 1024 * 1024,
+        max_header_size=64 * 1024,
+        idle_connection_timeout=75,
+        body_timeout=30,
+    )
+
+
+async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
+    """Stop accepting, let in-flight requests finish (at most `grace` s), close."""
+    server.stop()
+    ctx.draining = True
+    deadline = time.monotonic() + grace
+    while ctx.inflight_requests > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if ctx.inflight_requests:
+        log.warning("grace period over, closing %d request(s) still in flight", ctx.inflight_requests)
+    await server.close_all_connections()
+    await ctx.close()
+
+
+async def serve(settings: Settings) -> int:
+    ctx = build_context(settings)
+    app = make_app(settings, ctx)
+    server = make_server(app, settings)
+    server.listen(settings.port)
+    log.info("%s %s listening on port %d (llm=%s, data=%s)", settings.server_id, __version__,
+             settings.port, settings.llm_provider, settings.data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining requests for up to %.0fs", settings.shutdown_grace_seconds)
+    await drain(server, ctx, settings.shutdown_grace_seconds)
+    log.info("stopped")
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level=settings.log_level, fmt=settings.log_format,
+                      server_id=settings.server_id,
+                      secrets=(settings.openai_api_key, *settings.api_keys, *settings.admin_api_keys))
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

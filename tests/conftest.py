@@ -1,0 +1,80 @@
+"""Shared fixtures: a fake LLM on loopback, settings on a temporary DATA_DIR, the app.
+
+Mark a test `@pytest.mark.settings(name=value, …)` to override settings; by default
+the app talks to the fake LLM. `@pytest.mark.settings(offline=True)` uses the
+built-in offline provider instead.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core.config import Settings
+from server import make_app
+from tests.fake_llm import FakeLLM
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server():
+    fake = FakeLLM().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server):
+    fake_llm_server.reset()
+    return fake_llm_server
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(request, data_dir, fake_llm) -> Settings:
+    marker = request.node.get_closest_marker("settings")
+    overrides: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    if overrides.pop("offline", False):
+        llm = {"openai_api_key": "", "openai_base_url": ""}
+    else:
+        llm = {"openai_api_key": "sk-test-upstream-key-0001", "openai_base_url": fake_llm.base_url}
+    return Settings.from_env({}, **{"data_dir": data_dir, "llm_model": "fake-model",
+                                    **llm, **overrides})
+
+
+@pytest.fixture
+def app(settings, io_loop):
+    application = make_app(settings)
+    yield application
+    io_loop.run_sync(application.settings["ctx"].close)
+
+
+@pytest.fixture
+def ctx(app):
+    return app.settings["ctx"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "settings(**overrides): settings for the app fixture")
+
+
+async def post_json(client, path: str, body: Any, **kwargs):
+    """POST a JSON body and return the response whatever its status."""
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body, ensure_ascii=False)
+    return await client.fetch(path, method="POST", body=data, raise_error=False, **kwargs)
+
+
+def error_of(response) -> dict[str, Any]:
+    """The contract's error object of a response, checked for shape."""
+    body = json.loads(response.body)
+    error = body["error"]
+    assert set(error) == {"code", "message", "status", "request_id"}
+    assert error["status"] == response.code
+    assert error["request_id"] == response.headers["X-Request-ID"]
+    return error

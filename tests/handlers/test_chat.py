@@ -1,0 +1,294 @@
+"""POST /api/chat through real HTTP and the real openai client (CONTRACT §3, §4)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from core.prompts import MODES, char_count
+from tests.conftest import error_of, post_json
+
+
+async def test_whole_answer_comes_from_the_upstream(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "要点一：加强基层治理。[1]"
+    response = await post_json(http_server_client, "/api/chat",
+                               {"message": "如何答好归纳概括题？", "mode": "summarize",
+                                "use_knowledge": False})
+    assert response.code == 200
+    body = json.loads(response.body)
+    assert body["answer"] == "要点一：加强基层治理。[1]"
+    assert body["mode"] == "summarize"
+    assert body["model"] == "fake-model"
+    assert body["char_count"] == char_count("要点一：加强基层治理。[1]")
+    assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": len(body["answer"])}
+    assert body["server_id"] == "server-1"
+    assert body["unknown_citations"] == [1]  # no sources were given, so [1] names none
+    assert fake_llm.calls == 1
+    sent = fake_llm.requests[0]
+    assert sent["model"] == "fake-model"
+    assert sent["messages"][0]["role"] == "system"
+    assert "归纳概括" in sent["messages"][0]["content"]
+    assert sent["messages"][-1] == {"role": "user", "content": "如何答好归纳概括题？"}
+
+
+async def test_material_question_and_word_limit_reach_the_prompt(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "字" * 30
+    response = await post_json(http_server_client, "/api/chat", {
+        "message": "请作答", "mode": "countermeasure", "material": "某村垃圾分类推进缓慢。",
+        "question": "针对资料中的问题提出对策。", "word_limit": 20, "use_knowledge": False})
+    body = json.loads(response.body)
+    assert response.code == 200
+    assert body["char_count"] == 30 and body["word_limit"] == 20 and body["over_limit"] is True
+    sent = fake_llm.requests[0]["messages"]
+    assert "不超过20字" in sent[0]["content"]
+    assert "某村垃圾分类推进缓慢。" in sent[-1]["content"]
+    assert "针对资料中的问题提出对策。" in sent[-1]["content"]
+
+
+async def test_history_is_sent_in_order(http_server_client, fake_llm):
+    history = [{"role": "user", "content": "什么是申论？"},
+               {"role": "assistant", "content": "申论是公务员考试科目。"},
+               {"role": "user", "content": "怎么复习？"}]
+    response = await post_json(http_server_client, "/api/chat",
+                               {"messages": history, "use_knowledge": False})
+    assert response.code == 200
+    sent = fake_llm.requests[0]["messages"]
+    assert [m for m in sent if m["role"] != "system"] == history
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "message"),
+    ({"message": ""}, "message"),
+    ({"message": 42}, "message"),
+    ({"message": "hi", "mode": "poetry"}, "mode"),
+    ({"message": "hi", "temperature": 3}, "temperature"),
+    ({"message": "hi", "temperature": "hot"}, "temperature"),
+    ({"message": "hi", "max_tokens": 0}, "max_tokens"),
+    ({"message": "hi", "max_tokens": True}, "max_tokens"),
+    ({"message": "hi", "word_limit": "200"}, "word_limit"),
+    ({"message": "hi", "stream": "yes"}, "stream"),
+    ({"message": "hi", "material": ["a"]}, "material"),
+    ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"messages": "hello"}, "messages"),
+    ({"messages": [{"role": "user", "content": "x"}] * 21}, "messages"),
+    ({"message": "x" * 8001}, "message"),
+    ([1, 2], "请求体"),
+])
+async def test_bad_fields_are_400_naming_the_field(http_server_client, fake_llm, body, field):
+    response = await post_json(http_server_client, "/api/chat", body)
+    assert response.code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert field in error["message"]
+    assert fake_llm.calls == 0
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"{\"message\": ", "{\"message\": \"中\"}".encode("gbk"), b""])
+async def test_non_json_bodies_are_invalid_json(http_server_client, raw):
+    response = await post_json(http_server_client, "/api/chat", raw)
+    assert response.code == 400
+    assert error_of(response)["code"] == "invalid_json"
+
+
+async def test_deeply_nested_json_is_invalid_json_not_500(http_server_client):
+    response = await post_json(http_server_client, "/api/chat", b"[" * 100_000 + b"]" * 100_000)
+    assert response.code in (400, 413)
+    assert error_of(response)["code"] in ("invalid_json", "payload_too_large")
+
+
+@pytest.mark.settings(max_body_bytes=2048)
+async def test_body_over_the_limit_is_413(http_server_client, fake_llm):
+    response = await post_json(http_server_client, "/api/chat", {"message": "字" * 2000})
+    assert response.code == 413
+    assert error_of(response)["code"] == "payload_too_large"
+    assert fake_llm.calls == 0
+
+
+@pytest.mark.settings(max_body_bytes=2048)
+async def test_chunked_body_over_the_limit_is_413(http_server_client, fake_llm):
+    async def producer(write):
+        for _ in range(8):
+            await write(b" " * 1024)
+        await write(b'{"message": "hi"}')
+
+    response = await http_server_client.fetch(
+        "/api/chat", method="POST", body_producer=producer, raise_error=False)
+    assert response.code == 413
+    assert error_of(response)["code"] == "payload_too_large"
+
+
+async def test_unknown_path_and_wrong_method(http_server_client):
+    missing = await http_server_client.fetch("/api/nope", raise_error=False)
+    assert missing.code == 404 and error_of(missing)["code"] == "not_found"
+    wrong = await http_server_client.fetch("/api/chat", raise_error=False)
+    assert wrong.code == 405 and error_of(wrong)["code"] == "method_not_allowed"
+    assert wrong.headers["Allow"] == "POST"
+
+
+async def test_request_id_is_echoed_or_made(http_server_client):
+    given = await post_json(http_server_client, "/api/chat", {},
+                            headers={"X-Request-ID": "frontend-123"})
+    assert given.headers["X-Request-ID"] == "frontend-123"
+    assert error_of(given)["request_id"] == "frontend-123"
+    made = await post_json(http_server_client, "/api/chat", {},
+                           headers={"X-Request-ID": "bad id with spaces"})
+    assert made.headers["X-Request-ID"] != "bad id with spaces"
+    assert len(made.headers["X-Request-ID"]) == 32
+    assert made.headers["X-Server-ID"] == "server-1"
+    assert made.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Server" not in made.headers
+
+
+async def test_upstream_500_is_502(http_server_client, fake_llm):
+    fake_llm.status = 500
+    response = await post_json(http_server_client, "/api/chat", {"message": "hi", "use_knowledge": False})
+    assert response.code == 502
+    assert error_of(response)["code"] == "upstream_error"
+    assert fake_llm.calls == 1  # no silent retries
+
+
+async def test_upstream_garbage_is_502(http_server_client, fake_llm):
+    fake_llm.garbage = True
+    response = await post_json(http_server_client, "/api/chat", {"message": "hi", "use_knowledge": False})
+    assert response.code == 502
+    assert error_of(response)["code"] == "upstream_error"
+
+
+@pytest.mark.settings(request_timeout=0.3)
+async def test_slow_upstream_is_504_after_one_timeout(http_server_client, fake_llm):
+    fake_llm.latency = 2.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await post_json(http_server_client, "/api/chat", {"message": "hi", "use_knowledge": False})
+    elapsed = loop.time() - started
+    assert response.code == 504
+    assert error_of(response)["code"] == "upstream_timeout"
+    assert fake_llm.calls == 1
+    assert elapsed < 1.5  # one timeout, not three
+
+
+async def test_unreachable_upstream_is_502(http_server_client, fake_llm, ctx):
+    from tornado.testing import bind_unused_port
+    sock, port = bind_unused_port()
+    sock.close()  # nothing listens there now
+    ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+    response = await post_json(http_server_client, "/api/chat", {"message": "hi", "use_knowledge": False})
+    assert response.code == 502
+    assert error_of(response)["code"] == "upstream_error"
+
+
+# --- streaming ---
+
+def parse_sse(raw: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in raw.strip().split("\n\n"):
+        name, data = "message", None
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: "):])
+        events.append((name, data))
+    return events
+
+
+async def stream_chat(client, body, on_chunk=None):
+    chunks: list[tuple[float, bytes]] = []
+    loop = asyncio.get_running_loop()
+
+    def collect(chunk: bytes) -> None:
+        chunks.append((loop.time(), chunk))
+        if on_chunk:
+            on_chunk(chunk)
+
+    response = await client.fetch(
+        "/api/chat", method="POST", body=json.dumps({**body, "stream": True}),
+        streaming_callback=collect, raise_error=False, request_timeout=20)
+    return response, chunks
+
+
+async def test_stream_sends_deltas_before_the_answer_is_complete(http_server_client, fake_llm):
+    text = "第一部分的内容，第二部分的内容，第三部分的内容，第四部分的内容。"
+    fake_llm.reply = lambda body: text
+    fake_llm.chunk_delay = 0.15
+    response, chunks = await stream_chat(http_server_client, {"message": "hi", "use_knowledge": False})
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    events = parse_sse(b"".join(c for _, c in chunks).decode())
+    deltas = [data["delta"] for name, data in events if name == "message"]
+    assert "".join(deltas) == text
+    assert len(deltas) > 3
+    # Not buffered: the first delta arrived well before the last one.
+    first_delta_at = next(t for t, c in chunks if b'"delta"' in c)
+    assert chunks[-1][0] - first_delta_at > 0.3
+    name, done = events[-1]
+    assert name == "done"
+    assert "answer" not in done
+    assert done["char_count"] == char_count(text)
+    assert done["model"] == "fake-model" and done["mode"] == "chat"
+
+
+async def test_stream_failure_midway_is_an_error_event(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "甲" * 64
+    fake_llm.fail_after_chunks = 2
+    response, chunks = await stream_chat(http_server_client, {"message": "hi", "use_knowledge": False})
+    assert response.code == 200  # the status line went out with the first delta
+    events = parse_sse(b"".join(c for _, c in chunks).decode())
+    assert [name for name, _ in events[:2]] == ["message", "message"]
+    name, data = events[-1]
+    assert name == "error"
+    assert data["error"]["code"] == "upstream_error" and data["error"]["status"] == 502
+
+
+async def test_stream_upstream_error_before_any_delta_is_error_event(http_server_client, fake_llm):
+    fake_llm.status = 503
+    response, chunks = await stream_chat(http_server_client, {"message": "hi", "use_knowledge": False})
+    events = parse_sse(b"".join(c for _, c in chunks).decode())
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["code"] == "upstream_error"
+
+
+async def test_client_disconnect_mid_stream_cancels_the_upstream_call(http_server, fake_llm, ctx):
+    fake_llm.reply = lambda body: "乙" * 400
+    fake_llm.chunk_delay = 0.05
+    port = next(iter(http_server._sockets.values())).getsockname()[1]
+    body = json.dumps({"message": "hi", "stream": True, "use_knowledge": False}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    received = b""
+    while b'"delta"' not in received:
+        received += await asyncio.wait_for(reader.read(4096), 5)
+    assert ctx.slots.in_use == 1
+    writer.close()  # the client goes away mid-stream
+    for _ in range(100):
+        if fake_llm.disconnects and ctx.slots.in_use == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert fake_llm.disconnects == 1  # the upstream saw us hang up: generation stopped
+    assert ctx.slots.in_use == 0
+
+
+@pytest.mark.settings(offline=True)
+@pytest.mark.parametrize("mode", sorted(MODES))
+async def test_offline_provider_answers_every_mode(http_server_client, fake_llm, mode):
+    response = await post_json(http_server_client, "/api/chat",
+                               {"message": "如何作答这道题？", "mode": mode})
+    assert response.code == 200
+    body = json.loads(response.body)
+    assert body["model"] == "offline" and body["mode"] == mode
+    assert MODES[mode] in body["answer"]
+    assert body["char_count"] > 50
+    assert fake_llm.calls == 0
+
+
+@pytest.mark.settings(offline=True)
+async def test_offline_provider_streams(http_server_client):
+    response, chunks = await stream_chat(http_server_client, {"message": "文章写作怎么立意？", "mode": "essay"})
+    events = parse_sse(b"".join(c for _, c in chunks).decode())
+    assert events[-1][0] == "done" and events[-1][1]["model"] == "offline"
+    assert "文章写作" in "".join(d["delta"] for n, d in events if n == "message")

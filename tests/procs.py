@@ -1,0 +1,69 @@
+"""Real server processes for tests: start `server.py` on a free loopback port."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tornado.testing import bind_unused_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
+
+
+class ServerProcess:
+    """`python server.py` with the given environment; stderr goes to a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = int(env["PORT"])
+        self.log_path = log_path
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "API_KEYS", "ADMIN_"))}
+        full_env.update(env)
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=ROOT,
+                                     env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30) -> "ServerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"server on {self.port} not ready: {self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def start_server(tmp_path: Path, name: str = "server-1", **env: str) -> ServerProcess:
+    """Start a server on a free port with `env` and wait until it accepts."""
+    env = {"PORT": str(free_port()), "SERVER_ID": name, **env}
+    return ServerProcess(env, tmp_path / f"{name}.log").wait_ready()
