@@ -13,6 +13,7 @@ import time
 
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 
 from core import __version__
 from core.config import ConfigError, Settings
@@ -49,10 +50,20 @@ def make_server(app: tornado.web.Application, settings: Settings) -> HTTPServer:
     )
 
 
+async def publish_metrics(ctx: AppContext) -> None:
+    """Put this instance's snapshot on the fleet board (a disk write: off the loop)."""
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(ctx.executor, ctx.fleet.publish, ctx.metrics_snapshot())
+    except Exception:
+        log.warning("could not publish metrics to the fleet board", exc_info=True)
+
+
 async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
     """Stop accepting, let in-flight requests finish (at most `grace` s), close."""
     server.stop()
     ctx.draining = True
+    ctx.fleet.withdraw()
     deadline = time.monotonic() + grace
     while ctx.inflight_requests > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -69,11 +80,17 @@ async def serve(settings: Settings) -> int:
     server.listen(settings.port)
     log.info("%s %s listening on port %d (llm=%s, data=%s)", settings.server_id, __version__,
              settings.port, settings.llm_provider, settings.data_dir)
+    publisher = PeriodicCallback(lambda: publish_metrics(ctx),
+                                 settings.metrics_collection_interval * 1000)
+    if settings.enable_metrics:
+        await publish_metrics(ctx)
+        publisher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    publisher.stop()
     log.info("shutting down: draining requests for up to %.0fs", settings.shutdown_grace_seconds)
     await drain(server, ctx, settings.shutdown_grace_seconds)
     log.info("stopped")

@@ -5,10 +5,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from core import __version__
+from core.cache import ResponseCache
 from core.chat import ChatService
+from core.clients import TrustedProxies
 from core.concurrency import ConcurrencySlots
 from core.config import Settings
 from core.llm import LLMProvider, make_provider
+from core.metrics import FleetBoard, Metrics
+from core.ratelimit import RateLimiter
 
 # jieba, Whoosh and large disk writes run here, never on the event loop. Small on
 # purpose: on a 2-core machine more threads only add contention under the GIL.
@@ -24,10 +29,22 @@ class AppContext:
     slots: ConcurrencySlots
     chat: ChatService
     executor: ThreadPoolExecutor
+    cache: ResponseCache
+    limiter: RateLimiter
+    proxies: TrustedProxies
+    metrics: Metrics
+    fleet: FleetBoard
+    # /health's own thread, so its probe never queues behind searches or indexing.
+    health_executor: ThreadPoolExecutor
     knowledge: Any = None
     inflight_requests: int = 0  # per process, for the graceful drain
     draining: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This process's metrics now."""
+        return self.metrics.snapshot(cache_size=len(self.cache), llm_calls=self.chat.llm_calls,
+                                     llm_seconds=self.chat.llm_seconds)
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""
@@ -35,6 +52,7 @@ class AppContext:
         for close in reversed(self.closers):
             close()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.health_executor.shutdown(wait=True, cancel_futures=True)
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -44,5 +62,18 @@ def build_context(settings: Settings) -> AppContext:
                         base_url=settings.openai_base_url, model=settings.llm_model,
                         timeout=settings.request_timeout)
     slots = ConcurrencySlots(settings.max_concurrent_requests, settings.queue_timeout)
-    chat = ChatService(llm=llm, slots=slots, server_id=settings.server_id)
-    return AppContext(settings=settings, llm=llm, slots=slots, chat=chat, executor=executor)
+    data = settings.data_dir
+    cache = ResponseCache(data / "cache", ttl_seconds=settings.cache_ttl_seconds,
+                          max_entries=settings.max_cache_size, max_bytes=settings.cache_max_bytes,
+                          executor=executor)
+    limiter = RateLimiter(data / "shared" / "ratelimit", settings.rate_limit_per_minute)
+    fleet = FleetBoard(data / "shared" / "fleet", server_id=settings.server_id,
+                       interval=settings.metrics_collection_interval)
+    chat = ChatService(llm=llm, slots=slots, server_id=settings.server_id,
+                       cache=cache if settings.enable_response_cache else None)
+    ctx = AppContext(settings=settings, llm=llm, slots=slots, chat=chat, executor=executor,
+                     cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
+                     metrics=Metrics(settings.server_id, __version__), fleet=fleet,
+                     health_executor=ThreadPoolExecutor(1, thread_name_prefix="shenlun-health"))
+    ctx.closers += [cache.close, limiter.close, fleet.close]
+    return ctx

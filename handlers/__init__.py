@@ -4,9 +4,9 @@ from __future__ import annotations
 
 def all_handlers() -> list[tuple]:
     """Every route of the service, in matching order."""
-    from handlers import chat
+    from handlers import admin, chat, monitoring
 
     routes: list[tuple] = []
-    for module in (chat,):
+    for module in (chat, admin, monitoring):
         routes.extend(module.default_handlers)
     return routes

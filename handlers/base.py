@@ -14,7 +14,8 @@ from typing import Any
 import tornado.web
 from tornado.web import HTTPError
 
-from core.errors import PayloadTooLarge, InvalidJson, ServiceError
+from core.clients import client_identity
+from core.errors import InvalidJson, PayloadTooLarge, RateLimited, ServiceError
 
 log = logging.getLogger("shenlun.http")
 access_log = logging.getLogger("shenlun.access")
@@ -40,6 +41,8 @@ _BY_STATUS = {
 }
 _INTERNAL = ("internal_error", "服务器内部错误")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# CONTRACT §3: the rate limit covers the chat and the knowledge endpoints.
+RATE_LIMITED_PREFIXES = ("/api/chat", "/api/knowledge/")
 
 
 @tornado.web.stream_request_body
@@ -52,6 +55,8 @@ class BaseHandler(tornado.web.RequestHandler):
     _body_size = 0
     _body_too_large = False
     cache_status: str | None = None  # X-Cache of this answer, for the access log
+    error_code: str | None = None    # code of the error answered, for metrics
+    _limit_headers: dict[str, str] = {}
 
     # --- shared resources ---
 
@@ -75,16 +80,46 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Request-ID", self.request_id)
         self.set_header("X-Server-ID", self.ctx.settings.server_id)
+        # Rate-limit headers survive the clear() that precedes an error answer.
+        for name, value in self._limit_headers.items():
+            self.set_header(name, value)
 
     _counted = False
 
+    @property
+    def client_address(self) -> str:
+        """The client's address; forwarded headers only believed from trusted proxies."""
+        return self.ctx.proxies.client_address(self.request.remote_ip or "", self.request.headers)
+
+    @property
+    def endpoint(self) -> str:
+        """The route, with path arguments replaced by {id}, for metrics labels."""
+        path = self.request.path
+        for arg in self.path_args or ():
+            path = path.replace(arg, "{id}", 1)
+        return path
+
     def prepare(self) -> None:
         self.ctx.inflight_requests += 1
+        self.ctx.metrics.request_started(self.request.path)
         self._counted = True
         self._body_parts = []
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
             raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
+        if self.request.path.startswith(RATE_LIMITED_PREFIXES) and self.request.method != "OPTIONS":
+            self._check_rate_limit()
+
+    def _check_rate_limit(self) -> None:
+        limiter = self.ctx.limiter
+        if not limiter.enabled:
+            return
+        decision = limiter.check(client_identity(self.client_address, None))
+        self._limit_headers = decision.headers()
+        for name, value in self._limit_headers.items():
+            self.set_header(name, value)
+        if not decision.allowed:
+            raise RateLimited(retry_after=decision.retry_after)
 
     @property
     def _body_limit(self) -> int:
@@ -113,9 +148,14 @@ class BaseHandler(tornado.web.RequestHandler):
             raise InvalidJson() from None
 
     def on_finish(self) -> None:
-        if self._counted:
-            self.ctx.inflight_requests -= 1
-            self._counted = False
+        if not self._counted:
+            return
+        self._counted = False
+        self.ctx.inflight_requests -= 1
+        self.ctx.metrics.request_finished(
+            path=self.request.path, endpoint=self.endpoint, method=self.request.method,
+            status=self.get_status(), seconds=self.request.request_time(),
+            cache=self.cache_status, error_code=self.error_code)
 
     # --- response ---
 
@@ -141,6 +181,7 @@ class BaseHandler(tornado.web.RequestHandler):
             code, message = _BY_STATUS[exc.status_code]
         else:
             code, message = _BY_STATUS.get(status_code, _INTERNAL)
+        self.error_code = code
         if status_code == 405:
             self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS
                                                if m not in ("HEAD", "OPTIONS") and self._implements(m)))
@@ -163,7 +204,10 @@ class BaseHandler(tornado.web.RequestHandler):
 class NotFoundHandler(BaseHandler):
     """Unknown paths: a JSON 404 instead of Tornado's HTML page."""
 
+    endpoint = "(unmatched)"  # one label for every scanner's path
+
     def prepare(self) -> None:
+        super().prepare()
         raise HTTPError(404)
 
 

@@ -14,10 +14,12 @@ from handlers.base import STATUS_BY_CODE, BaseHandler, log
 
 class ChatHandler(BaseHandler):
     _pump: asyncio.Task[None] | None = None
-    stream_error: str | None = None  # code of an `event: error`, for the access log
 
     async def post(self) -> None:
         req = ChatRequest.from_payload(self.json_body())
+        # User text only at DEBUG, and cut short: essays do not belong in logs.
+        log.debug("chat %s mode=%s stream=%s question=%.60r", self.request_id, req.mode,
+                  req.stream, req.question)
         if not req.stream:
             result = await self.ctx.chat.answer(req)
             self.cache_status = result.cache_status
@@ -57,7 +59,7 @@ class ChatHandler(BaseHandler):
             else:
                 log.exception("chat stream failed (request %s)", self.request_id)
                 code, message = "internal_error", "服务器内部错误"
-            self.stream_error = code
+            self.error_code = code
             try:
                 await self._send("error", self.error_object(code, message, STATUS_BY_CODE.get(code, 500)))
             except StreamClosedError:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tornado.testing import bind_unused_port
 
@@ -48,7 +49,8 @@ class ServerProcess:
         raise TimeoutError(f"server on {self.port} not ready: {self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:
@@ -67,3 +69,20 @@ def start_server(tmp_path: Path, name: str = "server-1", **env: str) -> ServerPr
     """Start a server on a free port with `env` and wait until it accepts."""
     env = {"PORT": str(free_port()), "SERVER_ID": name, **env}
     return ServerProcess(env, tmp_path / f"{name}.log").wait_ready()
+
+
+def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None,
+         timeout: float = 30) -> tuple[int, Any, bytes]:
+    """One blocking request; returns (status, headers (case-insensitive), body) whatever the status."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else (body if isinstance(body, bytes) else
+                                      json.dumps(body, ensure_ascii=False).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()

@@ -46,3 +46,25 @@ def test_sigterm_lets_a_slow_request_finish(tmp_path, fake_llm):
     assert outcome["body"]["answer"].startswith("这是模拟大模型的回答")
     assert server.proc.wait(20) == 0
     assert "shutting down" in server.log() and "stopped" in server.log()
+
+
+def test_json_logs_have_one_access_line_per_request_and_no_user_text(tmp_path, fake_llm):
+    server = start_server(tmp_path, DATA_DIR=str(tmp_path), LOG_FORMAT="json",
+                          OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-test-upstream-key-0004")
+    secret_question = "这是一段不应出现在INFO日志里的考生作文内容"
+    from tests.procs import http
+    status, headers, _ = http("POST", server.url + "/api/chat",
+                              {"message": secret_question, "use_knowledge": False},
+                              {"X-Request-ID": "log-test-1"})
+    assert status == 200
+    assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    access = [entry for entry in lines if entry["logger"] == "shenlun.access"]
+    assert len(access) == 1
+    entry = access[0]
+    assert entry["request_id"] == "log-test-1" and entry["status"] == 200
+    assert entry["method"] == "POST" and entry["path"] == "/api/chat"
+    assert entry["cache"] == "MISS" and entry["latency_ms"] > 0 and entry["client"] == "127.0.0.1"
+    assert entry["server_id"] == "server-1"
+    assert secret_question not in server.log()
+    assert "sk-test-upstream-key-0004" not in server.log()

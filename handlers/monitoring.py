@@ -1,0 +1,64 @@
+"""GET /health, GET /api/metrics (JSON, ?scope=fleet) and GET /metrics (Prometheus)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from core import __version__
+from core.errors import InvalidRequest, NotFound
+from core.health import run_checks
+from handlers.base import BaseHandler
+
+
+class HealthHandler(BaseHandler):
+    async def get(self) -> None:
+        settings = self.ctx.settings
+        if not settings.health_check_enabled:
+            raise NotFound()
+        probes = {"cache": self.ctx.cache.check}
+        if self.ctx.knowledge is not None:
+            probes["index"] = self.ctx.knowledge.check
+        checks: dict[str, str] = await run_checks(probes, self.ctx.health_executor)
+        healthy = all(v == "ok" for v in checks.values())
+        checks["llm"] = self.ctx.llm.name
+        self.write_json({
+            "status": "ok" if healthy else "fail",
+            "server_id": settings.server_id, "pid": os.getpid(), "version": __version__,
+            "uptime_s": round(time.time() - self.ctx.metrics.started, 3),
+            "draining": self.ctx.draining,
+            "checks": checks,
+        }, status=200 if healthy else 503)
+
+
+class MetricsHandler(BaseHandler):
+    async def get(self) -> None:
+        if not self.ctx.settings.enable_metrics:
+            raise NotFound()
+        scope = self.get_query_argument("scope", "instance")
+        if scope not in ("instance", "fleet"):
+            raise InvalidRequest("参数 scope 必须是 instance 或 fleet")
+        snapshot = self.ctx.metrics_snapshot()
+        if scope == "instance":
+            self.write_json(snapshot)
+            return
+        # Publish first, so the fleet view includes this instance as of now.
+        loop = asyncio.get_running_loop()
+        fleet = self.ctx.fleet
+        await loop.run_in_executor(self.ctx.executor, fleet.publish, snapshot)
+        self.write_json(await loop.run_in_executor(self.ctx.executor, fleet.fleet))
+
+
+class PrometheusHandler(BaseHandler):
+    def get(self) -> None:
+        if not self.ctx.settings.enable_metrics:
+            raise NotFound()
+        text = self.ctx.metrics.prometheus(self.ctx.metrics_snapshot())
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(text)
+
+
+default_handlers = [
+    (r"/health", HealthHandler),
+    (r"/api/metrics", MetricsHandler),
+    (r"/metrics", PrometheusHandler),
+]

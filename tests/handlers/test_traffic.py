@@ -1,0 +1,214 @@
+"""Traffic control in one process: rate limit answers, the concurrency cap, the cache."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.conftest import error_of, post_json
+from tests.handlers.test_chat import parse_sse, stream_chat
+
+CHAT = {"message": "如何答好归纳概括题？", "mode": "summarize", "use_knowledge": False}
+
+
+# --- rate limit ---
+
+@pytest.mark.settings(rate_limit_per_minute=5)
+async def test_bucket_empties_into_429_with_headers(http_server_client, fake_llm):
+    codes, last_ok = [], None
+    for _ in range(7):
+        response = await post_json(http_server_client, "/api/chat", CHAT)
+        codes.append(response.code)
+        if response.code == 200:
+            last_ok = response
+    assert codes == [200] * 5 + [429] * 2
+    assert last_ok.headers["X-RateLimit-Limit"] == "5"
+    assert last_ok.headers["X-RateLimit-Remaining"] == "0"
+    refused = await post_json(http_server_client, "/api/chat", CHAT)
+    assert error_of(refused)["code"] == "rate_limited"
+    assert refused.headers["Retry-After"] == "12"  # 5/min: one token every 12 s
+    assert refused.headers["X-RateLimit-Limit"] == "5"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert 0 < int(refused.headers["X-RateLimit-Reset"]) <= 60
+    assert fake_llm.calls == 1  # four of the five were cache hits, the refusals cost nothing
+
+
+@pytest.mark.settings(rate_limit_per_minute=2)
+async def test_clients_have_their_own_buckets_and_health_is_never_limited(http_server_client):
+    for _ in range(2):
+        assert (await post_json(http_server_client, "/api/chat", CHAT,
+                                headers={"X-Real-IP": "10.0.0.1"})).code == 200
+    assert (await post_json(http_server_client, "/api/chat", CHAT,
+                            headers={"X-Real-IP": "10.0.0.1"})).code == 429
+    # Loopback is a trusted proxy by default: X-Real-IP names another client.
+    assert (await post_json(http_server_client, "/api/chat", CHAT,
+                            headers={"X-Real-IP": "10.0.0.2"})).code == 200
+    for _ in range(5):
+        assert (await http_server_client.fetch("/health", raise_error=False)).code == 200
+
+
+@pytest.mark.settings(rate_limit_per_minute=2, trusted_proxies=("192.0.2.0/24",))
+async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(http_server_client):
+    for n in range(2):
+        assert (await post_json(http_server_client, "/api/chat", CHAT,
+                                headers={"X-Forwarded-For": f"10.9.9.{n}"})).code == 200
+    spoofed = await post_json(http_server_client, "/api/chat", CHAT,
+                              headers={"X-Forwarded-For": "10.9.9.99", "X-Real-IP": "10.9.9.98"})
+    assert spoofed.code == 429  # still the loopback peer's bucket
+
+
+# --- concurrency cap ---
+
+@pytest.mark.settings(max_concurrent_requests=3)
+async def test_requests_beyond_the_cap_get_503_at_once(http_server_client, fake_llm, ctx):
+    fake_llm.latency = 1.0
+    loop = asyncio.get_running_loop()
+
+    async def one(n: int):
+        started = loop.time()
+        response = await post_json(http_server_client, "/api/chat", {**CHAT, "message": f"问题{n}"})
+        return response, loop.time() - started
+
+    results = await asyncio.gather(*(one(n) for n in range(8)))
+    ok = [r for r, _ in results if r.code == 200]
+    busy = [(r, t) for r, t in results if r.code == 503]
+    assert len(ok) == 3 and len(busy) == 5
+    for response, elapsed in busy:
+        assert error_of(response)["code"] == "server_busy"
+        assert response.headers["Retry-After"] == "1"
+        assert elapsed < 0.9  # refused, not queued behind the slow ones
+    assert ctx.slots.in_use == 0 and fake_llm.calls == 3
+
+
+@pytest.mark.settings(max_concurrent_requests=2, request_timeout=0.3)
+async def test_slots_come_back_after_timeouts_and_errors(http_server_client, fake_llm, ctx):
+    fake_llm.latency = 1.0
+    timed_out = await asyncio.gather(*(post_json(http_server_client, "/api/chat",
+                                                 {**CHAT, "message": f"超时{n}"}) for n in range(2)))
+    assert [r.code for r in timed_out] == [504, 504]
+    fake_llm.latency, fake_llm.status = 0.0, 500
+    assert (await post_json(http_server_client, "/api/chat", {**CHAT, "message": "错误"})).code == 502
+    assert ctx.slots.in_use == 0
+    fake_llm.status = 200
+    fine = await asyncio.gather(*(post_json(http_server_client, "/api/chat",
+                                            {**CHAT, "message": f"正常{n}"}) for n in range(2)))
+    assert [r.code for r in fine] == [200, 200]
+
+
+@pytest.mark.settings(max_concurrent_requests=1, queue_timeout=2.0)
+async def test_queue_timeout_lets_a_request_wait_for_a_slot(http_server_client, fake_llm):
+    fake_llm.latency = 0.3
+    results = await asyncio.gather(*(post_json(http_server_client, "/api/chat",
+                                               {**CHAT, "message": f"排队{n}"}) for n in range(3)))
+    assert [r.code for r in results] == [200, 200, 200]
+
+
+@pytest.mark.settings(max_concurrent_requests=1)
+async def test_a_busy_stream_is_a_plain_503(http_server_client, fake_llm):
+    fake_llm.latency = 0.8
+    slow = asyncio.ensure_future(post_json(http_server_client, "/api/chat", {**CHAT, "message": "慢"}))
+    await asyncio.sleep(0.2)
+    response, chunks = await stream_chat(http_server_client, {**CHAT, "message": "快"})
+    assert response.code == 503
+    assert json.loads(b"".join(c for _, c in chunks))["error"]["code"] == "server_busy"
+    assert (await slow).code == 200
+
+
+# --- response cache ---
+
+async def test_identical_requests_hit_the_cache(http_server_client, fake_llm):
+    first = await post_json(http_server_client, "/api/chat", CHAT)
+    second = await post_json(http_server_client, "/api/chat", CHAT)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+    a, b = json.loads(first.body), json.loads(second.body)
+    assert (a["cached"], b["cached"]) == (False, True)
+    assert a["answer"] == b["answer"] and fake_llm.calls == 1
+    other = await post_json(http_server_client, "/api/chat", {**CHAT, "temperature": 0.2})
+    assert other.headers["X-Cache"] == "MISS" and fake_llm.calls == 2
+
+
+async def test_cache_false_bypasses(http_server_client, fake_llm):
+    await post_json(http_server_client, "/api/chat", CHAT)
+    bypass = await post_json(http_server_client, "/api/chat", {**CHAT, "cache": False})
+    assert bypass.headers["X-Cache"] == "BYPASS" and fake_llm.calls == 2
+
+
+@pytest.mark.settings(enable_response_cache=False)
+async def test_cache_can_be_turned_off(http_server_client, fake_llm):
+    for _ in range(2):
+        response = await post_json(http_server_client, "/api/chat", CHAT)
+        assert response.headers["X-Cache"] == "BYPASS"
+    assert fake_llm.calls == 2
+
+
+@pytest.mark.settings(cache_ttl_seconds=1)
+async def test_entries_expire_after_the_ttl(http_server_client, fake_llm):
+    await post_json(http_server_client, "/api/chat", CHAT)
+    assert (await post_json(http_server_client, "/api/chat", CHAT)).headers["X-Cache"] == "HIT"
+    await asyncio.sleep(1.2)
+    assert (await post_json(http_server_client, "/api/chat", CHAT)).headers["X-Cache"] == "MISS"
+    assert fake_llm.calls == 2
+
+
+@pytest.mark.settings(max_cache_size=2)
+async def test_entry_cap_evicts_the_least_recently_used(http_server_client, fake_llm, ctx):
+    async def ask(message: str) -> str:
+        response = await post_json(http_server_client, "/api/chat", {**CHAT, "message": message})
+        return response.headers["X-Cache"]
+
+    assert [await ask("甲"), await ask("乙")] == ["MISS", "MISS"]
+    assert await ask("甲") == "HIT"          # 甲 is now the most recently used
+    assert await ask("丙") == "MISS"         # evicts 乙
+    assert len(ctx.cache) == 2
+    assert [await ask("甲"), await ask("丙"), await ask("乙")] == ["HIT", "HIT", "MISS"]
+
+
+async def test_errors_are_never_cached(http_server_client, fake_llm):
+    fake_llm.status = 500
+    assert (await post_json(http_server_client, "/api/chat", CHAT)).code == 502
+    fake_llm.status = 200
+    response = await post_json(http_server_client, "/api/chat", CHAT)
+    assert response.code == 200 and response.headers["X-Cache"] == "MISS"
+    assert fake_llm.calls == 2
+
+
+async def test_cut_off_streams_are_never_cached(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "丁" * 64
+    fake_llm.fail_after_chunks = 2
+    await stream_chat(http_server_client, CHAT)
+    fake_llm.fail_after_chunks = None
+    response = await post_json(http_server_client, "/api/chat", CHAT)
+    assert response.headers["X-Cache"] == "MISS" and fake_llm.calls == 2
+
+
+async def test_stream_then_cache_then_stream(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "流式回答被缓存之后可以再次流式返回。" * 4
+    first, chunks1 = await stream_chat(http_server_client, CHAT)
+    second, chunks2 = await stream_chat(http_server_client, CHAT)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+    text = lambda chunks: "".join(d["delta"] for n, d in parse_sse(b"".join(c for _, c in chunks).decode())
+                                  if n == "message")
+    assert text(chunks1) == text(chunks2) == fake_llm.reply({})
+    done = parse_sse(b"".join(c for _, c in chunks2).decode())[-1]
+    assert done[0] == "done" and done[1]["cached"] is True
+    whole = await post_json(http_server_client, "/api/chat", CHAT)
+    assert json.loads(whole.body)["answer"] == text(chunks1)
+    assert fake_llm.calls == 1
+
+
+async def test_concurrent_identical_misses_call_the_llm_once(http_server_client, fake_llm):
+    fake_llm.latency = 0.5
+    results = await asyncio.gather(*(post_json(http_server_client, "/api/chat", CHAT) for _ in range(5)))
+    assert [r.code for r in results] == [200] * 5
+    assert len({json.loads(r.body)["answer"] for r in results}) == 1
+    assert fake_llm.calls == 1
+
+
+async def test_cache_clear_empties_it(http_server_client, fake_llm):
+    for n in range(3):
+        await post_json(http_server_client, "/api/chat", {**CHAT, "message": f"问题{n}"})
+    cleared = await post_json(http_server_client, "/api/cache/clear", b"")
+    assert cleared.code == 200 and json.loads(cleared.body) == {"cleared": 3}
+    again = await post_json(http_server_client, "/api/chat", {**CHAT, "message": "问题0"})
+    assert again.headers["X-Cache"] == "MISS" and fake_llm.calls == 4
