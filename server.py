@@ -45,8 +45,10 @@ def make_server(app: tornado.web.Application, settings: Settings) -> HTTPServer:
         # sent without a Content-Length.
         max_body_size=settings.max_body_bytes * 4 + 1024 * 1024,
         max_header_size=64 * 1024,
-        idle_connection_timeout=75,
-        body_timeout=30,
+        # Tornado uses the idle timeout for reading headers too, so a slow-loris
+        # client that trickles its headers is cut off after it.
+        idle_connection_timeout=settings.idle_connection_timeout,
+        body_timeout=settings.body_timeout,
     )
 
 
@@ -78,6 +80,9 @@ async def serve(settings: Settings) -> int:
     app = make_app(settings, ctx)
     server = make_server(app, settings)
     server.listen(settings.port)
+    if not ctx.keys.enabled:
+        log.warning("no API_KEYS configured: every endpoint is open to anyone who can reach port %d",
+                    settings.port)
     log.info("%s %s listening on port %d (llm=%s, data=%s)", settings.server_id, __version__,
              settings.port, settings.llm_provider, settings.data_dir)
     publisher = PeriodicCallback(lambda: publish_metrics(ctx),

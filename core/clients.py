@@ -5,7 +5,6 @@ client cannot pick its own bucket by sending `X-Forwarded-For`.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from functools import lru_cache
 from typing import Iterable, Mapping
@@ -50,9 +49,9 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def client_identity(address: str, api_key: str | None) -> str:
-    """The rate-limit identity: `key:<sha256 prefix>` for a key (never the key
-    itself), else `ip:<address>`."""
-    if api_key:
-        return "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:32]
+def client_identity(address: str, key_digest: str | None) -> str:
+    """The rate-limit identity: `key:<digest prefix>` for a valid key (its SHA-256,
+    never the key itself), else `ip:<address>`."""
+    if key_digest:
+        return "key:" + key_digest[:32]
     return "ip:" + address

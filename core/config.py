@@ -133,6 +133,8 @@ class Settings:
     request_timeout: float = _setting("REQUEST_TIMEOUT", 30.0, _float(0.1, 600), "seconds the LLM may take before 504")
     rate_limit_per_minute: int = _setting("RATE_LIMIT_PER_MINUTE", 60, _int(0, 1_000_000), "requests per minute per client, fleet-wide (0 = off)")
     max_body_bytes: int = _setting("MAX_BODY_BYTES", 1024 * 1024, _int(1024, 100 * 1024 * 1024), "largest request body; larger gets 413")
+    idle_connection_timeout: float = _setting("IDLE_CONNECTION_TIMEOUT", 75.0, _float(0.5, 3600), "seconds a connection may idle or take to send its headers")
+    body_timeout: float = _setting("BODY_TIMEOUT", 30.0, _float(0.5, 3600), "seconds a client may take to send its body")
 
     # response cache
     enable_response_cache: bool = _setting("ENABLE_RESPONSE_CACHE", True, _bool, "cache LLM answers in the shared disk cache")
@@ -186,7 +188,14 @@ class Settings:
                 shown = "<hidden>" if f.metadata["secret"] else repr(raw)
                 raise ConfigError(f"{name}={shown}: {exc}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        if (settings.app_env == "production" and not settings.allow_anonymous
+                and not (settings.api_keys or settings.admin_api_keys)):
+            raise ConfigError("API_KEYS: APP_ENV=production needs API_KEYS/ADMIN_API_KEYS "
+                              "(or ALLOW_ANONYMOUS=true to run open on purpose)")
+        if "*" in settings.cors_origins and len(settings.cors_origins) > 1:
+            raise ConfigError("CORS_ORIGINS: '*' cannot be combined with named origins")
+        return settings
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core import __version__
+from core.auth import KeyRing
 from core.cache import ResponseCache
 from core.chat import ChatService
 from core.clients import TrustedProxies
@@ -32,6 +33,7 @@ class AppContext:
     cache: ResponseCache
     limiter: RateLimiter
     proxies: TrustedProxies
+    keys: KeyRing
     metrics: Metrics
     fleet: FleetBoard
     # /health's own thread, so its probe never queues behind searches or indexing.
@@ -73,6 +75,7 @@ def build_context(settings: Settings) -> AppContext:
                        cache=cache if settings.enable_response_cache else None)
     ctx = AppContext(settings=settings, llm=llm, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
+                     keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=Metrics(settings.server_id, __version__), fleet=fleet,
                      health_executor=ThreadPoolExecutor(1, thread_name_prefix="shenlun-health"))
     ctx.closers += [cache.close, limiter.close, fleet.close]

@@ -14,8 +14,10 @@ from typing import Any
 import tornado.web
 from tornado.web import HTTPError
 
+from core.auth import ADMIN, PUBLIC, Access, allows
 from core.clients import client_identity
-from core.errors import InvalidJson, PayloadTooLarge, RateLimited, ServiceError
+from core.errors import (Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError,
+                         Unauthorized)
 
 log = logging.getLogger("shenlun.http")
 access_log = logging.getLogger("shenlun.access")
@@ -43,6 +45,9 @@ _INTERNAL = ("internal_error", "服务器内部错误")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # CONTRACT §3: the rate limit covers the chat and the knowledge endpoints.
 RATE_LIMITED_PREFIXES = ("/api/chat", "/api/knowledge/")
+CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID"
+CORS_EXPOSE_HEADERS = ("X-Request-ID, X-Server-ID, X-Cache, Retry-After, "
+                       "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
 
 
 @tornado.web.stream_request_body
@@ -57,6 +62,11 @@ class BaseHandler(tornado.web.RequestHandler):
     cache_status: str | None = None  # X-Cache of this answer, for the access log
     error_code: str | None = None    # code of the error answered, for metrics
     _limit_headers: dict[str, str] = {}
+    # Scope each method needs when keys are configured ("public", "client", "admin").
+    # A method left out needs an admin key: the default fails closed.
+    auth: dict[str, str] = {}
+    access = Access(None)
+    _cors_allowed = False
 
     # --- shared resources ---
 
@@ -83,6 +93,30 @@ class BaseHandler(tornado.web.RequestHandler):
         # Rate-limit headers survive the clear() that precedes an error answer.
         for name, value in self._limit_headers.items():
             self.set_header(name, value)
+        self._set_cors_headers()
+
+    def _set_cors_headers(self) -> None:
+        allowed = self.ctx.settings.cors_origins
+        if not allowed:
+            return
+        self.add_header("Vary", "Origin")
+        origin = self.request.headers.get("Origin")
+        if origin and ("*" in allowed or origin in allowed):
+            # Keys travel in headers, never cookies: credentials are never allowed.
+            self.set_header("Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+            self._cors_allowed = True
+
+    def options(self, *args: str) -> None:
+        """CORS preflight: which methods and headers a browser may use here."""
+        methods = ", ".join(m for m in ("GET", "POST", "DELETE") if self._implements(m))
+        self.set_header("Allow", methods)
+        if self._cors_allowed:
+            self.set_header("Access-Control-Allow-Methods", methods)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
 
     _counted = False
 
@@ -107,14 +141,35 @@ class BaseHandler(tornado.web.RequestHandler):
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
             raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
-        if self.request.path.startswith(RATE_LIMITED_PREFIXES) and self.request.method != "OPTIONS":
+        if self.request.method == "OPTIONS":
+            return  # preflights carry no credentials and cost nothing
+        self.access = self.ctx.keys.identify(self._presented_key())
+        if self.request.path.startswith(RATE_LIMITED_PREFIXES):
             self._check_rate_limit()
+        self.require(self.auth.get(self.request.method, ADMIN))
+
+    def _presented_key(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            return header[7:].strip()
+        return self.request.headers.get("X-API-Key", "").strip() or None
+
+    def require(self, scope: str) -> None:
+        """401/403 unless the request's key meets `scope` (no-op when no keys are set)."""
+        if not self.ctx.keys.enabled or allows(self.access.scope, scope):
+            return
+        if self.access.scope is None:
+            raise Unauthorized()
+        raise Forbidden()
 
     def _check_rate_limit(self) -> None:
         limiter = self.ctx.limiter
         if not limiter.enabled:
             return
-        decision = limiter.check(client_identity(self.client_address, None))
+        # A valid key is the client; anything else (no key, a wrong one) is its address,
+        # so guessing keys spends the guesser's own bucket.
+        key_digest = self.access.key_digest.hex() if self.access.key_digest else None
+        decision = limiter.check(client_identity(self.client_address, key_digest))
         self._limit_headers = decision.headers()
         for name, value in self._limit_headers.items():
             self.set_header(name, value)
@@ -148,6 +203,15 @@ class BaseHandler(tornado.web.RequestHandler):
             raise InvalidJson() from None
 
     def on_finish(self) -> None:
+        self._account()
+
+    def on_connection_close(self) -> None:
+        # A client gone before its body arrived never reaches on_finish: account here,
+        # or the drain would wait its whole grace period for a request that is no more.
+        self._account()
+
+    def _account(self) -> None:
+        """Record the request as over, exactly once."""
         if not self._counted:
             return
         self._counted = False
@@ -205,6 +269,7 @@ class NotFoundHandler(BaseHandler):
     """Unknown paths: a JSON 404 instead of Tornado's HTML page."""
 
     endpoint = "(unmatched)"  # one label for every scanner's path
+    auth = {m: PUBLIC for m in tornado.web.RequestHandler.SUPPORTED_METHODS}
 
     def prepare(self) -> None:
         super().prepare()

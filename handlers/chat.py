@@ -7,12 +7,14 @@ from typing import Any, AsyncIterator
 
 from tornado.iostream import StreamClosedError
 
+from core.auth import CLIENT
 from core.chat import ChatRequest
 from core.errors import ServiceError
 from handlers.base import STATUS_BY_CODE, BaseHandler, log
 
 
 class ChatHandler(BaseHandler):
+    auth = {"POST": CLIENT}
     _pump: asyncio.Task[None] | None = None
 
     async def post(self) -> None:
@@ -73,6 +75,7 @@ class ChatHandler(BaseHandler):
         await self.flush()
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         if self._pump is not None and not self._pump.done():
             self._pump.cancel()
 

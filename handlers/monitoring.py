@@ -5,12 +5,14 @@ import asyncio
 import os
 import time
 from core import __version__
+from core.auth import ADMIN, CLIENT, PUBLIC
 from core.errors import InvalidRequest, NotFound
 from core.health import run_checks
 from handlers.base import BaseHandler
 
 
 class HealthHandler(BaseHandler):
+    auth = {"GET": PUBLIC}
     async def get(self) -> None:
         settings = self.ctx.settings
         if not settings.health_check_enabled:
@@ -31,12 +33,15 @@ class HealthHandler(BaseHandler):
 
 
 class MetricsHandler(BaseHandler):
+    auth = {"GET": CLIENT}  # the fleet view needs an admin key, checked below
     async def get(self) -> None:
         if not self.ctx.settings.enable_metrics:
             raise NotFound()
         scope = self.get_query_argument("scope", "instance")
         if scope not in ("instance", "fleet"):
             raise InvalidRequest("参数 scope 必须是 instance 或 fleet")
+        if scope == "fleet":
+            self.require(ADMIN)
         snapshot = self.ctx.metrics_snapshot()
         if scope == "instance":
             self.write_json(snapshot)
@@ -49,6 +54,7 @@ class MetricsHandler(BaseHandler):
 
 
 class PrometheusHandler(BaseHandler):
+    auth = {"GET": PUBLIC}  # scraped per instance; restrict at the network or in Nginx
     def get(self) -> None:
         if not self.ctx.settings.enable_metrics:
             raise NotFound()

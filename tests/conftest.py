@@ -7,6 +7,8 @@ built-in offline provider instead.
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,25 @@ import pytest
 from core.config import Settings
 from server import make_app
 from tests.fake_llm import FakeLLM
+
+SESSION_LOGS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_log(tmp_path_factory):
+    """Every log record of the in-process apps, at DEBUG, unfiltered, in one file."""
+    path = tmp_path_factory.mktemp("logs") / "session.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    SESSION_LOGS.append(path)
+    yield path
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    handler.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from typing import Any
 from tornado.testing import bind_unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every server log of this test session, for the check that no key is ever logged.
+SERVER_LOGS: list[Path] = []
 
 
 def free_port() -> int:
@@ -27,7 +29,9 @@ class ServerProcess:
         self.port = int(env["PORT"])
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "API_KEYS", "ADMIN_"))}
+        full_env["LOG_LEVEL"] = "DEBUG"  # the most talkative level, for the secrets check
         full_env.update(env)
+        SERVER_LOGS.append(log_path)
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=ROOT,
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT)

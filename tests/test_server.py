@@ -49,7 +49,7 @@ def test_sigterm_lets_a_slow_request_finish(tmp_path, fake_llm):
 
 
 def test_json_logs_have_one_access_line_per_request_and_no_user_text(tmp_path, fake_llm):
-    server = start_server(tmp_path, DATA_DIR=str(tmp_path), LOG_FORMAT="json",
+    server = start_server(tmp_path, DATA_DIR=str(tmp_path), LOG_FORMAT="json", LOG_LEVEL="INFO",
                           OPENAI_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-test-upstream-key-0004")
     secret_question = "这是一段不应出现在INFO日志里的考生作文内容"
     from tests.procs import http
@@ -68,3 +68,13 @@ def test_json_logs_have_one_access_line_per_request_and_no_user_text(tmp_path, f
     assert entry["server_id"] == "server-1"
     assert secret_question not in server.log()
     assert "sk-test-upstream-key-0004" not in server.log()
+
+
+def test_debug_logs_cut_user_text_short(tmp_path):
+    server = start_server(tmp_path, DATA_DIR=str(tmp_path), LOG_LEVEL="DEBUG")
+    from tests.procs import http
+    essay = "乡村振兴" * 200
+    assert http("POST", server.url + "/api/chat", {"message": essay, "use_knowledge": False})[0] == 200
+    server.stop()
+    assert "乡村振兴" * 10 in server.log()   # the start of it, at DEBUG
+    assert "乡村振兴" * 20 not in server.log()  # never the whole essay
