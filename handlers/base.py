@@ -42,6 +42,7 @@ _BY_STATUS = {
     504: ("upstream_timeout", "大模型服务响应超时"),
 }
 _INTERNAL = ("internal_error", "服务器内部错误")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # CONTRACT §3: the rate limit covers the chat and the knowledge endpoints.
 RATE_LIMITED_PREFIXES = ("/api/chat", "/api/knowledge/")
@@ -133,7 +134,10 @@ class BaseHandler(tornado.web.RequestHandler):
             path = path.replace(arg, "{id}", 1)
         return path
 
+    _in_prepare = False
+
     def prepare(self) -> None:
+        self._in_prepare = True  # cleared when prepare returns; still set if it raised
         self.ctx.inflight_requests += 1
         self.ctx.metrics.request_started(self.request.path)
         self._counted = True
@@ -142,11 +146,13 @@ class BaseHandler(tornado.web.RequestHandler):
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
             raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
         if self.request.method == "OPTIONS":
+            self._in_prepare = False
             return  # preflights carry no credentials and cost nothing
         self.access = self.ctx.keys.identify(self._presented_key())
         if self.request.path.startswith(RATE_LIMITED_PREFIXES):
             self._check_rate_limit()
         self.require(self.auth.get(self.request.method, ADMIN))
+        self._in_prepare = False
 
     def _presented_key(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
@@ -196,8 +202,14 @@ class BaseHandler(tornado.web.RequestHandler):
             raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
         raw = b"".join(self._body_parts)
         try:
-            return json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
+            text = raw.decode("utf-8")
+            value = json.loads(text)
+            # A \ud800-style escape decodes to a lone surrogate, which no UTF-8 answer,
+            # log line or store can hold: refuse it here, once.
+            if _SURROGATE_ESCAPE.search(text):
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            return value
+        except UnicodeError:
             raise InvalidJson("请求体不是合法的 UTF-8 编码") from None
         except (ValueError, RecursionError):
             raise InvalidJson() from None
@@ -246,6 +258,10 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             code, message = _BY_STATUS.get(status_code, _INTERNAL)
         self.error_code = code
+        if self._in_prepare:
+            # Refused before the body was read: Tornado closes the connection after
+            # this answer, so say so and the client will not reuse it.
+            self.set_header("Connection", "close")
         if status_code == 405:
             self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS
                                                if m not in ("HEAD", "OPTIONS") and self._implements(m)))
@@ -271,9 +287,10 @@ class NotFoundHandler(BaseHandler):
     endpoint = "(unmatched)"  # one label for every scanner's path
     auth = {m: PUBLIC for m in tornado.web.RequestHandler.SUPPORTED_METHODS}
 
-    def prepare(self) -> None:
-        super().prepare()
+    def _not_found(self, *args: str) -> None:
         raise HTTPError(404)
+
+    get = post = put = patch = delete = head = _not_found
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
