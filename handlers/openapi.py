@@ -1,0 +1,264 @@
+"""GET /api/openapi.json: the contract as an OpenAPI 3.1 description.
+
+Kept true by tests: every route of the app is described with exactly the methods
+it implements, and schemathesis checks live answers against these schemas.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core import __version__
+from core.auth import CLIENT
+from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
+from core.knowledge import service as kb
+from core.prompts import MODES
+from handlers.base import BaseHandler
+
+_ERROR_STATUSES = {
+    "400": "请求体不是 JSON，或字段缺失、类型错误、越界（invalid_json / invalid_request）",
+    "401": "配置了密钥而未提供或提供了错误的密钥（unauthorized）",
+    "403": "客户端密钥访问管理员操作（forbidden）",
+    "404": "资源不存在（not_found）",
+    "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
+    "429": "令牌桶已空（rate_limited），见 Retry-After",
+    "502": "大模型返回错误或无法解析的内容（upstream_error）",
+    "503": "并发已满（server_busy），或健康检查失败",
+    "504": "大模型超时（upstream_timeout）",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {s: _json(_ref("Error"), _ERROR_STATUSES[s]) for s in statuses}
+
+
+def _operation(summary: str, ok: dict[str, Any], *errors: str, secured: bool = True,
+               body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(*errors)}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    if not secured:
+        op["security"] = []
+    op.update(extra or {})
+    return op
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_BOOL = {"type": "boolean"}
+_STRS = {"type": "array", "items": _STR}
+
+
+def _text(max_len: int, *, required: bool = False) -> dict[str, Any]:
+    """A string field as core.validation reads it: no NUL; when required, not blank."""
+    pattern = "^[^\\u0000]*\\S[^\\u0000]*$" if required else "^[^\\u0000]*$"
+    return {"type": "string", "maxLength": max_len, "pattern": pattern}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message", "status", "request_id"],
+            "properties": {"code": _STR, "message": _STR, "status": _INT, "request_id": _STR}}},
+    },
+    "ChatRequest": {
+        "type": "object", "required": ["message"],
+        "description": "只有 message 必填；也可以省略 message，让 messages 以一条 user 消息结尾。"
+                       "可选字段为 null 时按未提供处理。",
+        "properties": {
+            "message": _text(MAX_MESSAGE_CHARS, required=True),
+            "messages": _nullable({"type": "array", "maxItems": MAX_HISTORY_TURNS, "items": {
+                "type": "object", "required": ["role", "content"],
+                "properties": {"role": {"enum": ["user", "assistant"]},
+                               "content": _text(MAX_MESSAGE_CHARS, required=True)}}}),
+            "mode": _nullable({"enum": list(MODES)}),
+            "material": _nullable(_text(MAX_MATERIAL_CHARS)),
+            "question": _nullable(_text(MAX_QUESTION_CHARS)),
+            "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
+            "use_knowledge": _nullable(_BOOL), "stream": _nullable(_BOOL), "cache": _nullable(_BOOL),
+            "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
+            "max_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": 8192}),
+        },
+    },
+    "Source": {"type": "object", "required": ["id", "title", "score", "snippet"],
+               "properties": {"id": _STR, "title": _STR, "score": _NUM, "snippet": _STR}},
+    "ChatAnswer": {
+        "type": "object",
+        "required": ["id", "answer", "mode", "model", "sources", "cached", "char_count", "usage",
+                     "server_id", "elapsed_ms"],
+        "properties": {
+            "id": _STR, "answer": _STR, "mode": {"enum": list(MODES)}, "model": _STR,
+            "sources": {"type": "array", "items": _ref("Source")}, "cached": _BOOL,
+            "char_count": _INT, "word_limit": {"type": ["integer", "null"]}, "over_limit": _BOOL,
+            "unknown_citations": {"type": "array", "items": _INT},
+            "usage": {"type": "object", "properties": {"prompt_tokens": _INT, "completion_tokens": _INT}},
+            "server_id": _STR, "elapsed_ms": _NUM,
+        },
+    },
+    "ChatEvent": {
+        "description": "流式回答中的一个 SSE 事件：先 event: sources（用了知识库时），再若干无名事件（data 为"
+                       " {\"delta\": …}），最后 event: done（回答对象去掉 answer），出错时为 event: error。",
+        "type": "object", "required": ["data"],
+        "properties": {
+            "event": {"enum": ["message", "sources", "done", "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
+                {"type": "object", "required": ["delta"], "properties": {"delta": _STR}},
+                {"type": "object", "required": ["sources"],
+                 "properties": {"sources": {"type": "array", "items": _ref("Source")}}},
+                {"type": "object", "required": ["id", "mode", "model", "char_count", "server_id"]},
+                _ref("Error"),
+            ]}},
+        },
+    },
+    "SearchAnswer": {
+        "type": "object", "required": ["query", "total", "took_ms", "results"],
+        "properties": {"query": _STR, "total": _INT, "took_ms": _NUM, "results": {"type": "array", "items": {
+            "type": "object", "required": ["id", "title", "category", "tags", "score", "snippet"],
+            "properties": {"id": _STR, "title": _STR, "category": _STR, "tags": _STRS, "score": _NUM,
+                           "snippet": _STR}}}},
+    },
+    "NewDocument": {
+        "type": "object", "required": ["title", "content"],
+        "properties": {
+            "id": _nullable({"type": "string", "pattern": "^([A-Za-z0-9][A-Za-z0-9._:\\-]{0,127})?$",
+                             "not": {"enum": ["search", "add"]},
+                             "description": "省略或为空时自动生成；已存在则替换"}),
+            "title": _text(kb.MAX_TITLE_CHARS, required=True),
+            "content": _text(kb.MAX_CONTENT_CHARS, required=True),
+            "category": _nullable(_text(kb.MAX_CATEGORY_CHARS)),
+            "tags": {"anyOf": [
+                {"type": "array", "maxItems": kb.MAX_TAGS,
+                 "items": {"type": "string", "maxLength": kb.MAX_TAG_CHARS, "pattern": "^[^,\\u0000]*$"}},
+                {"type": "string", "description": "逗号分隔的标签", "pattern": "^[^\\u0000]*$",
+                 "maxLength": kb.MAX_TAG_CHARS},
+                {"type": "null"}]},
+            "source": _nullable(_text(kb.MAX_SOURCE_CHARS)),
+        },
+    },
+    "Document": {
+        "type": "object", "required": ["id", "title", "content"],
+        "properties": {"id": _STR, "title": _STR, "content": _STR, "category": _STR, "tags": _STRS,
+                       "source": _STR},
+    },
+    "Added": {"type": "object", "required": ["added", "ids"],
+              "properties": {"added": _INT, "ids": _STRS}},
+    "Health": {
+        "type": "object", "required": ["status", "server_id", "pid", "version", "uptime_s", "checks"],
+        "properties": {"status": {"enum": ["ok", "fail"]}, "server_id": _STR, "pid": _INT, "version": _STR,
+                       "uptime_s": _NUM, "draining": _BOOL,
+                       "checks": {"type": "object", "required": ["cache", "llm"],
+                                  "additionalProperties": _STR}},
+    },
+    "Metrics": {
+        "type": "object",
+        "required": ["total_requests", "concurrent_requests", "cache_hit_rate", "rate_limited_requests",
+                     "average_response_time", "cache_size", "server_id", "uptime_s", "memory_rss_bytes",
+                     "cpu_percent"],
+        "properties": {"total_requests": _INT, "concurrent_requests": _INT, "cache_hit_rate": _NUM,
+                       "rate_limited_requests": _INT, "average_response_time": _NUM, "cache_size": _INT,
+                       "server_id": _STR, "uptime_s": _NUM, "memory_rss_bytes": _INT, "cpu_percent": _NUM},
+    },
+    "FleetMetrics": {
+        "type": "object", "required": ["scope", "instances", "totals", "servers"],
+        "properties": {"scope": {"const": "fleet"}, "instances": _INT, "totals": {"type": "object"},
+                       "servers": {"type": "array", "items": _ref("Metrics")}},
+    },
+}
+
+DOC_ID = {"name": "doc_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:\\-]{0,127}$"}}
+
+
+def build_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the service."""
+    paths: dict[str, Any] = {
+        "/api/chat": {"post": _operation(
+            "申论问答（整段或流式）", {
+                "200": {"description": "回答；`stream: true` 时为 text/event-stream", "content": {
+                    "application/json": {"schema": _ref("ChatAnswer")},
+                    "text/event-stream": {"schema": _ref("ChatEvent")}}}},
+            "400", "401", "413", "429", "502", "503", "504", body=_ref("ChatRequest"))},
+        "/api/knowledge/search": {"get": _operation(
+            "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429",
+            params=[_query("q", {"type": "string", "maxLength": kb.MAX_QUERY_CHARS,
+                                 # Tornado drops control characters from query arguments.
+                                 "pattern": "[^\\s\\u0000-\\u001f\\u007f]"}, True,
+                           "关键词，空格分隔（默认任一词命中，都命中的排前）；加英文双引号为短语"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": kb.MAX_LIMIT}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": kb.MAX_OFFSET}),
+                    _query("category", {"type": "string", "maxLength": kb.MAX_CATEGORY_CHARS}),
+                    _query("tag", {"type": "string", "maxLength": kb.MAX_TAG_CHARS}),
+                    _query("mode", {"enum": ["or", "and"]})])},
+        "/api/knowledge/add": {"post": _operation(
+            "添加或替换文档（管理员）", {"201": _json(_ref("Added"), "已写入")}, "400", "401", "403", "413", "429", "503",
+            body={"oneOf": [_ref("NewDocument"), {"type": "object", "required": ["documents"], "properties": {
+                "documents": {"type": "array", "minItems": 1, "maxItems": kb.MAX_BATCH, "items": _ref("NewDocument")}}}]})},
+        "/api/knowledge/{doc_id}": {
+            "get": _operation("读取文档", {"200": _json(_ref("Document"), "文档")}, "401", "404", "429",
+                              params=[DOC_ID]),
+            "delete": _operation("删除文档（管理员）", {"200": _json(
+                {"type": "object", "required": ["deleted"], "properties": {"deleted": _STR}}, "已删除")},
+                "401", "403", "404", "429", "503", params=[DOC_ID]),
+        },
+        "/api/cache/clear": {"post": _operation(
+            "清空共享缓存（管理员）", {"200": _json({"type": "object", "required": ["cleared"],
+                                            "properties": {"cleared": _INT}}, "清除的条目数")}, "401", "403")},
+        "/api/metrics": {"get": _operation(
+            "本实例或整机指标（scope=fleet 需管理员）",
+            {"200": _json({"oneOf": [_ref("Metrics"), _ref("FleetMetrics")]}, "指标")}, "400", "401", "403", "404",
+            params=[_query("scope", {"enum": ["instance", "fleet"]})])},
+        "/metrics": {"get": _operation(
+            "Prometheus 文本格式指标", {"200": {"description": "text/plain; version=0.0.4",
+                                          "content": {"text/plain": {"schema": _STR}}}}, "404", secured=False)},
+        "/health": {"get": _operation(
+            "健康检查", {"200": _json(_ref("Health"), "正常"), "503": _json(_ref("Health"), "某项检查失败")},
+            "404", secured=False)},
+        "/api/openapi.json": {"get": _operation(
+            "本文档", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, "401")},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "申论助手 API", "version": __version__,
+                 "description": "见 README 与 CONTRACT.md。所有错误均为 Error 形状。"},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+    }
+
+
+class OpenAPIHandler(BaseHandler):
+    auth = {"GET": CLIENT}
+    _spec: dict[str, Any] | None = None
+
+    def get(self) -> None:
+        if OpenAPIHandler._spec is None:
+            OpenAPIHandler._spec = build_spec()
+        self.write_json(OpenAPIHandler._spec)
+
+
+default_handlers = [(r"/api/openapi.json", OpenAPIHandler)]
