@@ -1,0 +1,269 @@
+"""Chinese text analysis for the knowledge index: jieba segmentation as a Whoosh analyzer.
+
+What it does to a text, in order:
+
+1. jieba segments it in accurate mode with our user dictionary of 申论 terms
+   (`data/dict/shenlun_terms.txt`), so 放管服, 乡村振兴, 枫桥经验, 接诉即办 stay whole.
+2. Each word is normalized (NFKC, Latin lowercased; never stemmed) and dropped when it
+   is a stop word (`data/dict/stopwords.txt`), whitespace or punctuation.
+3. Search mode: a word longer than two characters is also indexed as every shorter
+   dictionary word inside it (乡村振兴 → 乡村, 振兴, 乡村振兴), so a query for 振兴 finds
+   乡村振兴 and a query for 乡村振兴 finds 乡村振兴战略.
+4. Positions are sequential over the finest pieces of the words (乡村振兴战略 → 乡村 0,
+   振兴 1, 战略 2); a longer word shares the position of its first piece, as a synonym
+   would. Stop words take no position, punctuation leaves a gap. A quoted phrase is cut
+   into the same pieces and must find them at consecutive positions, so "乡村 振兴" and
+   "乡村振兴" both match the text 乡村振兴战略 but not 乡村全面振兴, and no phrase spans
+   a comma.
+
+The jieba tokenizer is this module's own (not jieba's global one), initialized once per
+process by `initialize()`. Changing either dictionary file changes what is indexed, so it
+needs `scripts/reindex.py`.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Iterator
+
+import jieba
+from whoosh.analysis import CompositeAnalyzer, Token, Tokenizer
+
+from core.config import PROJECT_ROOT
+
+DICT_DIR = PROJECT_ROOT / "data" / "dict"
+USER_DICT = DICT_DIR / "shenlun_terms.txt"
+STOPWORDS_FILE = DICT_DIR / "stopwords.txt"
+
+MAX_TOKEN_CHARS = 40  # longer "words" are URLs, hashes or base64: not worth indexing
+
+_jieba = jieba.Tokenizer()
+_init_lock = threading.Lock()
+_ready = False
+_stopwords: frozenset[str] = frozenset()
+
+
+def initialize() -> None:
+    """Load jieba's dictionary, our user dictionary and the stop words.
+
+    Call once at start-up (it takes about a second); later calls return at once.
+    Thread-safe, and idempotent: the user dictionary is never loaded twice.
+    """
+    global _ready, _stopwords
+    if _ready:
+        return
+    with _init_lock:
+        if _ready:
+            return
+        jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG to stderr
+        _jieba.initialize()
+        _jieba.load_userdict(str(USER_DICT))
+        _stopwords = load_stopwords(STOPWORDS_FILE)
+        _expand.cache_clear()
+        _ready = True
+
+
+def load_stopwords(path: Path) -> frozenset[str]:
+    """The stop words of a file: one per line, blank lines and '# ' comments skipped."""
+    words = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word = line.strip()
+        if word and not word.startswith("# "):
+            words.add(normalize(word))
+    return frozenset(words)
+
+
+def normalize(word: str) -> str:
+    """The form a word is indexed and searched under: NFKC (full-width → ASCII), lowercase."""
+    return unicodedata.normalize("NFKC", word).lower()
+
+
+# Full-width ASCII (ＧＤＰ，５Ｇ) folded to half-width before segmentation, one character
+# for one so offsets into the original text stay valid for highlighting.
+_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def fold_width(text: str) -> str:
+    """Full-width ASCII letters, digits and signs → their half-width forms (same length)."""
+    return text.translate(_WIDTH)
+
+
+def is_stopword(word: str) -> bool:
+    """Whether a normalized word is on the stop list."""
+    initialize()
+    return word in _stopwords
+
+
+def _is_han(text: str) -> bool:
+    return all("\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
+
+
+def _is_word(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _pieces(word: str) -> tuple[tuple[str, int, int], ...]:
+    """The finest segmentation of a word into dictionary words, as (piece, start, end).
+
+    The word is cut the way jieba would cut it if the word itself were not in the
+    dictionary, and each piece again, down to two-character words. A word that only
+    falls apart into single characters (放管服) stays whole.
+    """
+    size = len(word)
+    if size <= 2 or not _is_han(word):
+        return ((word, 0, size),)
+    dag = _jieba.get_DAG(word)
+    dag[0] = [end for end in dag[0] if end != size - 1] or [0]
+    route: dict[int, tuple[float, int]] = {}
+    _jieba.calc(word, dag, route)
+    cut, i = [], 0
+    while i < size:
+        end = route[i][1] + 1
+        cut.append((i, end))
+        i = end
+    if all(end - start == 1 for start, end in cut):
+        return ((word, 0, size),)
+    out: list[tuple[str, int, int]] = []
+    for start, end in cut:
+        out.extend((piece, start + s, start + e) for piece, s, e in _pieces(word[start:end]))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _expand(word: str) -> tuple[tuple[str, int, int], ...]:
+    """(token, start, end) of every dictionary word of two or more characters inside a
+    word, the word itself included (last)."""
+    size = len(word)
+    if size <= 2 or not _is_han(word):
+        return ((word, 0, size),)
+    freq = _jieba.FREQ
+    parts = [(word[i:i + n], i, i + n) for n in range(2, size) for i in range(size - n + 1)
+             if freq.get(word[i:i + n])]
+    return (*parts, (word, 0, size))
+
+
+@functools.lru_cache(maxsize=200_000)
+def _layout(word: str) -> tuple[tuple[str, int, int, int], ...]:
+    """(token, relative position, start, end) of everything a word is indexed as.
+
+    The finest pieces take one position each, in order; longer words inside it (and
+    the word itself) share the position of the piece they start in, the way a synonym
+    shares its original's. So the pieces form one unbroken chain through the text, which
+    phrase queries follow, while the compounds are still there to be found.
+    """
+    pieces = _pieces(word)
+    chain = {(start, end) for _, start, end in pieces}
+    starts = [start for _, start, _ in pieces]
+    out = [(piece, n, start, end) for n, (piece, start, end) in enumerate(pieces)]
+    for token, start, end in _expand(word):
+        if (start, end) not in chain:
+            pos = max(n for n, s in enumerate(starts) if s <= start)
+            out.append((token, pos, start, end))
+    return tuple(out)
+
+
+def expand(word: str) -> list[str]:
+    """The tokens of two or more characters a (normalized) word is indexed as, the word
+    itself last: what a search for the word looks for."""
+    initialize()
+    return [token for token, _, _ in _expand(word)]
+
+
+def words(text: str) -> list[str]:
+    """The content words of a text in order: segmented, normalized, no stop words,
+    no punctuation, not expanded. Repeats are kept."""
+    initialize()
+    out = []
+    for raw, _, _ in _jieba.tokenize(fold_width(text), mode="default", HMM=True):
+        word = normalize(raw)
+        if _is_word(word) and len(word) <= MAX_TOKEN_CHARS and word not in _stopwords:
+            out.append(word)
+    return out
+
+
+def phrase_tokens(text: str) -> list[str]:
+    """The chain of finest pieces of a text: what a quoted phrase must find at
+    consecutive positions."""
+    return [piece for word in words(text) for piece, _, _ in _pieces(word)]
+
+
+class JiebaTokenizer(Tokenizer):
+    """A Whoosh tokenizer doing steps 1–4 of the module docstring.
+
+    Modes: "index" and "query" emit every token; "highlight" emits the words only (no
+    pieces), every word including stop words and punctuation, each with `expansions`
+    (the tokens it is indexed as) so a highlighter can mark whole words.
+
+    Holds no state, so the copy Whoosh pickles into the index's table of contents
+    always uses the dictionaries of the running code.
+    """
+
+    def __call__(self, value: str, positions: bool = False, chars: bool = False,
+                 keeporiginal: bool = False, removestops: bool = True, start_pos: int = 0,
+                 start_char: int = 0, tokenize: bool = True, mode: str = "",
+                 **kwargs: object) -> Iterator[Token]:
+        initialize()
+        if not tokenize:
+            token = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
+            token.text = normalize(value)
+            token.boost = 1.0
+            if keeporiginal:
+                token.original = value
+            if positions:
+                token.pos = start_pos
+            if chars:
+                token.startchar, token.endchar = start_char, start_char + len(value)
+            yield token
+            return
+        highlight = mode == "highlight"
+        pos = start_pos
+        gap = False  # punctuation since the last token: the next one skips a position
+        for raw, start, end in _jieba.tokenize(fold_width(value), mode="default", HMM=True):
+            word = normalize(raw)
+            if word.isspace():
+                continue
+            is_word = _is_word(word)
+            if not is_word:
+                gap = True
+                if not highlight:
+                    continue
+            elif len(word) > MAX_TOKEN_CHARS:
+                continue
+            stopped = word in _stopwords or not is_word
+            if highlight or (stopped and not removestops):
+                layout: tuple[tuple[str, int, int, int], ...] = ((word, 0, 0, end - start),)
+            elif stopped:
+                continue
+            else:
+                layout = _layout(word)
+            if gap and not highlight:
+                pos += 1
+                gap = False
+            for text, offset, first, last in layout:
+                token = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
+                token.text = text
+                token.boost = 1.0
+                token.stopped = stopped
+                if highlight:
+                    token.expansions = frozenset() if stopped else frozenset(expand(word))
+                if keeporiginal:
+                    token.original = raw[first:last]
+                if positions:
+                    token.pos = pos + offset
+                if chars:
+                    token.startchar = start_char + start + first
+                    token.endchar = start_char + start + last
+                yield token
+            pos += 1 + max(offset for _, offset, _, _ in layout)
+
+
+def chinese_analyzer() -> CompositeAnalyzer:
+    """The analyzer of the index's text fields."""
+    return CompositeAnalyzer(JiebaTokenizer())
+
+
+ANALYZER = chinese_analyzer()

@@ -1,0 +1,382 @@
+"""The shared Whoosh index: its schema, where it lives, how every process keeps it
+current, and how `scripts/reindex.py` replaces it without anyone noticing.
+
+Layout under `DATA_DIR/knowledge/`:
+
+    documents.sqlite3   the document store (the source of truth)
+    CURRENT             the name of the live index directory (replaced atomically)
+    indexes/<name>/     Whoosh files, plus APPLIED (the last store change it holds)
+                        and APPLY.lock (who may write it)
+
+Writing (any process). An add first commits to the store, which gives it a change number
+`seq`, then waits until the live index has APPLIED >= seq. Whoever gets APPLY.lock applies
+*every* store change after APPLIED (its own and anybody else's), commits, and writes
+APPLIED before releasing the lock. So concurrent adds from several processes share
+commits, nothing is ever dropped (the store has it; the next holder applies it), and an
+add that waited too long gets ServerBusy with its document safe in the store.
+
+Reading. A searcher per thread; before each search it checks (one stat of CURRENT, one
+listdir of the index) whether CURRENT names another directory or the index has a newer
+commit, and if so opens a fresh one. An add therefore shows in every process's next
+search: its answer is sent only after the commit that holds it.
+
+Rebuilding. `rebuild()` writes a whole new directory from one snapshot of the store,
+applies the changes made meanwhile, then takes the *old* index's APPLY.lock, applies the
+last few changes and replaces CURRENT. A writer that was waiting for the old lock re-reads
+CURRENT once it gets it and moves on to the new index, so no add lands in the old index
+after the switch, and every add before it is in the store the rebuild catches up from.
+(Belt and braces: a writer returns only when the index that is live *now* has its
+change, so even a write that raced the switch is applied to the new index.)
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from whoosh import index as whoosh_index
+from whoosh.fields import ID, KEYWORD, STORED, TEXT, Schema
+from whoosh.index import FileIndex
+from whoosh.scoring import BM25F
+from whoosh.searching import Searcher
+from whoosh.writing import SegmentWriter
+
+from core.errors import ServerBusy
+from core.knowledge.analyzer import ANALYZER
+from core.knowledge.passages import split_passages
+from core.knowledge.store import Changes, Document, DocumentStore
+
+log = logging.getLogger("shenlun.knowledge")
+
+POINTER = "CURRENT"
+APPLIED = "APPLIED"
+APPLY_LOCK = "APPLY.lock"
+_NAME = re.compile(r"^index-[0-9A-Za-z.\-]{1,80}$")
+
+SCHEMA = Schema(
+    pid=ID(stored=True, unique=True),          # passage id: "<doc id>#<n>"
+    doc_id=ID(stored=True, sortable=True),  # a column: hits map to documents without stored fields
+    title=TEXT(analyzer=ANALYZER, stored=True, phrase=True),
+    content=TEXT(analyzer=ANALYZER, stored=True, phrase=True),  # the passage's text
+    category=ID(stored=True),
+    tags=KEYWORD(stored=True, commas=True, scorable=False),
+    source=STORED(),
+    created_at=STORED(),
+    updated_at=STORED(),
+)
+WEIGHTING = BM25F(B=0.75, K1=1.2)
+
+
+# --- small file helpers ---
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
+
+
+def read_applied(path: Path) -> int:
+    """The last store change an index directory holds (0 when none)."""
+    try:
+        return int((path / APPLIED).read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+@contextmanager
+def file_lock(path: Path, *, timeout: float | None, poll: float = 0.005) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` for the body; yields False (and holds nothing)
+    when `timeout` passed first. timeout=None waits for ever, 0 tries once."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if deadline is not None and time.monotonic() >= deadline:
+                yield False
+                return
+            # Jitter: several processes polling in step would keep colliding.
+            time.sleep(poll * (0.5 + random.random()))
+            poll = min(poll * 1.5, 0.05)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _passages(doc: Document) -> Iterator[dict[str, object]]:
+    for n, text in enumerate(split_passages(doc.content)):
+        yield {"pid": f"{doc.id}#{n}", "doc_id": doc.id, "title": doc.title, "content": text,
+               "category": doc.category, "tags": ",".join(doc.tags), "source": doc.source,
+               "created_at": doc.created_at, "updated_at": doc.updated_at}
+
+
+def add_passages(writer: SegmentWriter, doc: Document) -> int:
+    """Add a document's passages (none of it may be in the index yet); returns how many."""
+    written = 0
+    for fields in _passages(doc):
+        writer.add_document(**fields)
+        written += 1
+    return written
+
+
+def apply_changes(writer: SegmentWriter, changes: Changes) -> int:
+    """Bring an index (through its writer) in line with a batch of store changes.
+    Idempotent: applying the same changes twice leaves the same index. Returns the
+    number of passages written."""
+    written = 0
+    for doc_id in changes.deleted:
+        writer.delete_by_term("doc_id", doc_id)
+    for doc in changes.upserted:
+        writer.delete_by_term("doc_id", doc.id)
+        written += add_passages(writer, doc)
+    return written
+
+
+def busy() -> ServerBusy:
+    """The error of a write that waited too long for the index (its document is stored)."""
+    return ServerBusy("知识库写入繁忙，请稍后重试（文档已保存，稍后即可检索）", retry_after=1)
+
+
+@dataclass
+class RebuildStats:
+    documents: int
+    passages: int
+    name: str
+
+
+class SharedIndex:
+    """The live index of one data directory, as seen by this process."""
+
+    def __init__(self, root: Path, store: DocumentStore, *, write_timeout: float = 10.0) -> None:
+        self.root = Path(root)
+        self.store = store
+        self.write_timeout = write_timeout
+        self.indexes = self.root / "indexes"
+        self.indexes.mkdir(parents=True, exist_ok=True)
+        self._pointer: tuple[tuple[int, int, int], str] | None = None
+        self._open_indexes: dict[str, FileIndex] = {}
+        self._local = threading.local()
+        self._searchers: dict[int, Searcher] = {}
+        self._lock = threading.Lock()
+
+    # --- where the live index is ---
+
+    def current_name(self) -> str | None:
+        """The name of the live index directory (None before there is one). One stat
+        per call; the file is read only when it was replaced."""
+        try:
+            st = os.stat(self.root / POINTER)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._pointer
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        name = (self.root / POINTER).read_text(encoding="utf-8").strip()
+        if not _NAME.match(name):
+            raise RuntimeError(f"{self.root / POINTER} names no index: {name!r}")
+        self._pointer = (key, name)
+        return name
+
+    def path(self, name: str) -> Path:
+        return self.indexes / name
+
+    def _index(self, name: str) -> FileIndex:
+        with self._lock:
+            ix = self._open_indexes.get(name)
+            if ix is None:
+                ix = whoosh_index.open_dir(str(self.path(name)), schema=SCHEMA)
+                # Forget indexes no longer live (a rebuild replaced them).
+                self._open_indexes = {k: v for k, v in self._open_indexes.items()
+                                      if k == self._pointer_name()}
+                self._open_indexes[name] = ix
+            return ix
+
+    def _pointer_name(self) -> str | None:
+        return self._pointer[1] if self._pointer else None
+
+    def ensure(self) -> None:
+        """Create an empty live index if there is none (safe when several processes
+        start at once), then apply store changes it lacks."""
+        if self.current_name() is None:
+            with file_lock(self.root / ".init.lock", timeout=None):
+                if self.current_name() is None:
+                    name = create_index_dir(self.indexes)
+                    _write_atomic(self.root / POINTER, name + "\n")
+                    log.info("created an empty knowledge index %s", name)
+        try:
+            self.sync(self.store.seq())
+        except ServerBusy:
+            log.warning("knowledge index busy at start-up; it will catch up on the next write")
+
+    # --- writing ---
+
+    def try_sync(self, seq: int) -> bool:
+        """One attempt, never waiting for the lock: True once the live index holds store
+        change `seq` (and all before it), applying the pending changes itself if the
+        write lock is free; False when somebody else is writing (try again shortly)."""
+        name = self._live()
+        if read_applied(self.path(name)) >= seq:
+            return True
+        with file_lock(self.path(name) / APPLY_LOCK, timeout=0) as held:
+            # Re-read CURRENT under the lock: a rebuild switches while holding it.
+            if held and self.current_name() == name:
+                self._catch_up(name)
+        return read_applied(self.path(self._live())) >= seq
+
+    def sync(self, seq: int, timeout: float | None = None) -> None:
+        """`try_sync` until it succeeds; ServerBusy after `timeout` (default
+        `write_timeout`) seconds. Blocks the calling thread: for scripts and start-up."""
+        deadline = time.monotonic() + (self.write_timeout if timeout is None else timeout)
+        delay = 0.002
+        while not self.try_sync(seq):
+            if time.monotonic() >= deadline:
+                raise busy()
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, 0.05)
+
+    def _live(self) -> str:
+        name = self.current_name()
+        if name is None:
+            raise RuntimeError("no knowledge index: call ensure() first")
+        return name
+
+    def _catch_up(self, name: str) -> None:
+        """Apply every store change after APPLIED to index `name`. Hold its APPLY.lock."""
+        path = self.path(name)
+        applied = read_applied(path)
+        changes = self.store.changes_since(applied)
+        if changes.seq <= applied:
+            return
+        if changes.upserted or changes.deleted:
+            writer = self._index(name).writer(timeout=5.0)  # ours is the only writer: the lock is free
+            try:
+                apply_changes(writer, changes)
+            except BaseException:
+                writer.cancel()
+                raise
+            writer.commit()
+        _write_atomic(path / APPLIED, f"{changes.seq}\n")
+
+    # --- reading ---
+
+    def searcher(self) -> Searcher:
+        """This thread's searcher on the latest commit of the live index."""
+        name = self._live()
+        searcher: Searcher | None = getattr(self._local, "searcher", None)
+        if searcher is None or self._local.name != name or not searcher.up_to_date():
+            if searcher is not None:
+                searcher.close()
+            # A fresh reader, not Searcher.refresh(): refresh() reuses segment readers
+            # and, when another process's merge deletes a file under it, retries with
+            # readers it already closed (ReaderClosed). Opening afresh retries cleanly.
+            searcher = self._index(name).searcher(weighting=WEIGHTING)
+        self._local.searcher, self._local.name = searcher, name
+        with self._lock:
+            self._searchers[threading.get_ident()] = searcher
+        return searcher
+
+    def close(self) -> None:
+        """Close every thread's searcher."""
+        with self._lock:
+            for searcher in self._searchers.values():
+                searcher.close()
+            self._searchers.clear()
+        self._local = threading.local()
+
+
+def create_index_dir(indexes: Path) -> str:
+    """A new, empty index directory under `indexes`; returns its name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"index-{stamp}-{os.getpid()}-{random.randrange(16**6):06x}"
+    path = indexes / name
+    path.mkdir(parents=True)
+    whoosh_index.create_in(str(path), SCHEMA)
+    return name
+
+
+def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
+            progress: Callable[[int, int], None] | None = None) -> RebuildStats:
+    """Build a new index from the whole store and make it the live one.
+
+    Live processes keep searching the old index until the switch and the new one after;
+    documents added or deleted while this runs are applied before the switch (see the
+    module docstring). `progress(done, total)` is called as documents are indexed.
+    Raises RuntimeError if another rebuild is running.
+    """
+    root = Path(root)
+    indexes = root / "indexes"
+    indexes.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / ".reindex.lock", timeout=0) as held:
+        if not held:
+            raise RuntimeError("another reindex is running on this data directory")
+        name = create_index_dir(indexes)
+        path = indexes / name
+        ix = whoosh_index.open_dir(str(path), schema=SCHEMA)
+        with store.snapshot() as (seq, total, docs):
+            writer = ix.writer(limitmb=128)
+            try:
+                done = 0
+                for doc in docs:
+                    add_passages(writer, doc)
+                    done += 1
+                    if progress:
+                        progress(done, total)
+            except BaseException:
+                writer.cancel()
+                raise
+            writer.commit(optimize=True)
+        _write_atomic(path / APPLIED, f"{seq}\n")
+
+        shared = SharedIndex(root, store)
+        # Catch up without blocking anyone while there may be a lot to apply...
+        shared._catch_up(name)
+        old = shared.current_name()
+        if old is None:
+            _write_atomic(root / POINTER, name + "\n")
+        else:
+            # ...then hold the old index's write lock for the last few changes and the switch.
+            with file_lock(shared.path(old) / APPLY_LOCK, timeout=lock_timeout) as held_old:
+                if not held_old:
+                    raise RuntimeError("the live index stayed busy; nothing was switched")
+                shared._catch_up(name)
+                _write_atomic(root / POINTER, name + "\n")
+        store.prune_deleted(read_applied(path))
+        _remove_stale(indexes, keep={name, old})
+        passages = whoosh_index.open_dir(str(path), schema=SCHEMA).doc_count()
+        documents = store.count()
+    return RebuildStats(documents=documents, passages=passages, name=name)
+
+
+def _remove_stale(indexes: Path, keep: set[str | None]) -> None:
+    # The previous index stays: a process may still be answering from it until its next
+    # search. Anything older (or a crashed rebuild's leftovers) goes.
+    for entry in indexes.iterdir():
+        if entry.is_dir() and _NAME.match(entry.name) and entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,238 @@
+"""The knowledge base use cases: validate, then store / index / search off the event loop.
+
+`KnowledgeBase` is what handlers and the chat service use. Every jieba, Whoosh and
+SQLite call runs on the executor it is given; only waiting happens on the loop.
+
+Limits (documented in the README): a batch has at most MAX_BATCH documents; title ≤
+MAX_TITLE_CHARS, content ≤ MAX_CONTENT_CHARS, category ≤ MAX_CATEGORY_CHARS, at most
+MAX_TAGS tags of ≤ MAX_TAG_CHARS each, source ≤ MAX_SOURCE_CHARS; an id is 1–128 of
+A–Z a–z 0–9 . _ : - starting with a letter or digit; a search query ≤ MAX_QUERY_CHARS,
+limit 1–MAX_LIMIT, offset 0–MAX_OFFSET.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from core.errors import InvalidRequest, NotFound
+from core.knowledge import analyzer, search as searching
+from core.knowledge.index import SharedIndex, busy
+from core.knowledge.store import Document, DocumentStore
+from core.prompts import Source
+from core.validation import read_str, read_str_list, require_object
+
+MAX_BATCH = 100
+MAX_TITLE_CHARS = 200
+MAX_CONTENT_CHARS = 50_000
+MAX_CATEGORY_CHARS = 50
+MAX_TAGS = 20
+MAX_TAG_CHARS = 30
+MAX_SOURCE_CHARS = 500
+MAX_QUERY_CHARS = 200
+MAX_LIMIT = 50
+MAX_OFFSET = 10_000
+DEFAULT_LIMIT = 10
+RESERVED_IDS = frozenset({"search", "add"})  # would collide with /api/knowledge/search|add
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
+
+T = TypeVar("T")
+
+
+# --- validation ---
+
+def _field(item: Mapping[str, Any], where: str, key: str) -> tuple[dict[str, Any], str]:
+    # The core.validation readers name the field they read; give them the full path
+    # ("documents[3].title") to name.
+    label = f"{where}.{key}" if where else key
+    return ({label: item[key]} if key in item else {}), label
+
+
+def parse_document(item: Any, where: str = "") -> Document:
+    """One document of an add payload; raises InvalidRequest naming the field."""
+    data = require_object(item, where or "请求体")
+    doc_id = read_str(*_field(data, where, "id"), max_len=128)
+    if doc_id and (not ID_PATTERN.match(doc_id) or doc_id in RESERVED_IDS):
+        label = _field(data, where, "id")[1]
+        raise InvalidRequest(f"字段 {label} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
+                             f"以字母或数字开头），且不能是 search 或 add")
+    title = read_str(*_field(data, where, "title"), max_len=MAX_TITLE_CHARS, required=True)
+    content = read_str(*_field(data, where, "content"), max_len=MAX_CONTENT_CHARS, required=True)
+    category = read_str(*_field(data, where, "category"), max_len=MAX_CATEGORY_CHARS)
+    source = read_str(*_field(data, where, "source"), max_len=MAX_SOURCE_CHARS)
+    tags_field, tags_label = _field(data, where, "tags")
+    if isinstance(tags_field.get(tags_label), list) and any(
+            isinstance(t, str) and "," in t for t in tags_field[tags_label]):
+        raise InvalidRequest(f"字段 {tags_label} 的标签不能含有逗号")
+    tags = read_str_list(tags_field, tags_label, max_items=MAX_TAGS, max_len=MAX_TAG_CHARS)
+    return Document(id=doc_id, title=title.strip(), content=content, category=category.strip(),
+                    tags=tuple(dict.fromkeys(tags)), source=source.strip())
+
+
+def parse_documents(payload: Any) -> list[Document]:
+    """The documents of an add payload: one document, or {"documents": [...]} (1 to
+    MAX_BATCH). Raises InvalidRequest naming the field; nothing is stored then."""
+    data = require_object(payload)
+    if "documents" not in data:
+        return [parse_document(data)]
+    items = data["documents"]
+    if not isinstance(items, list):
+        raise InvalidRequest("字段 documents 必须是数组")
+    if not items:
+        raise InvalidRequest("字段 documents 不能为空")
+    if len(items) > MAX_BATCH:
+        raise InvalidRequest(f"字段 documents 最多 {MAX_BATCH} 篇（本次 {len(items)} 篇）")
+    docs = [parse_document(item, f"documents[{n}]") for n, item in enumerate(items)]
+    seen: set[str] = set()
+    for n, doc in enumerate(docs):
+        if doc.id and doc.id in seen:
+            raise InvalidRequest(f"字段 documents[{n}].id 与前面的文档重复：{doc.id}")
+        seen.add(doc.id)
+    return docs
+
+
+def _param_int(params: Mapping[str, Sequence[str]], name: str, lo: int, hi: int, default: int) -> int:
+    values = params.get(name)
+    if not values or values[-1].strip() == "":
+        return default
+    raw = values[-1].strip()
+    if not re.fullmatch(r"[+-]?\d{1,9}", raw) or not lo <= int(raw) <= hi:
+        raise InvalidRequest(f"参数 {name} 必须是 {lo} 到 {hi} 之间的整数")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A validated /api/knowledge/search query."""
+
+    q: str
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    mode: str = "or"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "SearchRequest":
+        """Validate query-string parameters (name → values); raises InvalidRequest."""
+        q = (params.get("q") or [""])[-1]
+        if not q.strip():
+            raise InvalidRequest("参数 q 不能为空")
+        if len(q) > MAX_QUERY_CHARS or "\x00" in q:
+            raise InvalidRequest(f"参数 q 过长或含有非法字符（最多 {MAX_QUERY_CHARS} 个字符）")
+        mode = ((params.get("mode") or [""])[-1].strip().lower() or "or")
+        if mode not in searching.MODES:
+            raise InvalidRequest("参数 mode 必须是 or 或 and")
+        category = (params.get("category") or [""])[-1].strip()
+        tags = tuple(t.strip() for t in params.get("tag", []) if t.strip())
+        if len(category) > MAX_CATEGORY_CHARS or any(len(t) > MAX_TAG_CHARS for t in tags) \
+                or len(tags) > MAX_TAGS:
+            raise InvalidRequest("参数 category 或 tag 过长")
+        return cls(q=q.strip(), limit=_param_int(params, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT),
+                   offset=_param_int(params, "offset", 0, MAX_OFFSET, 0),
+                   category=category, tags=tags, mode=mode)
+
+
+# --- the service ---
+
+class KnowledgeBase:
+    """The knowledge base of one data directory, for one process."""
+
+    def __init__(self, store: DocumentStore, index: SharedIndex, executor: Executor, *,
+                 write_timeout: float = WRITE_TIMEOUT) -> None:
+        self.store = store
+        self.index = index
+        self.executor = executor
+        self.write_timeout = write_timeout
+
+    @classmethod
+    def open(cls, data_dir: Path, executor: Executor, *,
+             write_timeout: float = WRITE_TIMEOUT) -> "KnowledgeBase":
+        """Open (creating if needed) the store and the index under `data_dir/knowledge`.
+
+        Blocking (loads jieba's dictionaries, ~1 s): call at start-up, not on the loop
+        of a running server.
+        """
+        analyzer.initialize()
+        root = Path(data_dir) / "knowledge"
+        store = DocumentStore(root / "documents.sqlite3")
+        index = SharedIndex(root, store, write_timeout=write_timeout)
+        index.ensure()
+        return cls(store, index, executor, write_timeout=write_timeout)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def search(self, req: SearchRequest) -> dict[str, Any]:
+        """The contract's search answer: query, total, took_ms, results."""
+        started = time.perf_counter()
+        page = await self._run(self._search, req)
+        return {"query": req.q, "total": page.total,
+                "took_ms": round((time.perf_counter() - started) * 1000, 1),
+                "results": page.results}
+
+    def _search(self, req: SearchRequest) -> searching.SearchPage:
+        return searching.search(self.index.searcher(), req.q, limit=req.limit, offset=req.offset,
+                                category=req.category, tags=req.tags, mode=req.mode)
+
+    async def add(self, docs: Sequence[Document]) -> list[str]:
+        """Store documents (upsert by id) and return their ids once every process's
+        searches can find them. ServerBusy if the shared index stays busy for
+        `write_timeout` seconds; the documents are stored even then."""
+        ids, seq = await self._run(self.store.upsert, docs)
+        await self._sync(seq)
+        return ids
+
+    async def get(self, doc_id: str) -> dict[str, Any]:
+        """A document as stored; NotFound for an unknown id."""
+        doc = await self._run(self.store.get, doc_id)
+        if doc is None:
+            raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
+        return doc.as_dict()
+
+    async def delete(self, doc_id: str) -> None:
+        """Delete a document everywhere; NotFound for an unknown id."""
+        seq = await self._run(self.store.delete, doc_id)
+        if seq is None:
+            raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
+        await self._sync(seq)
+
+    async def retrieve(self, query: str, limit: int) -> list[Source]:
+        """The passages most relevant to `query`, best first, above the relevance bar
+        (the `Retriever` of core/chat.py)."""
+        if not query.strip():
+            return []
+        return await self._run(lambda: searching.retrieve(self.index.searcher(), query, limit))
+
+    async def count(self) -> int:
+        """How many documents the store holds."""
+        return await self._run(self.store.count)
+
+    def check(self) -> None:
+        """Raise unless the store and the live index both answer. Blocking: a health
+        probe runs it on its own executor."""
+        self.store.count()
+        self.index.searcher().doc_count()
+
+    async def _sync(self, seq: int) -> None:
+        # Poll from the loop, one short executor call per try, so waiting for another
+        # process's commit never ties up an executor thread.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_timeout
+        delay = 0.002
+        while not await self._run(self.index.try_sync, seq):
+            if loop.time() >= deadline:
+                raise busy()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, 0.05)
+
+    def close(self) -> None:
+        """Close searchers and database connections."""
+        self.index.close()
+        self.store.close()

@@ -1,0 +1,104 @@
+"""The shared index: writers that wait their turn, and rebuilds that lose nothing.
+
+Two `SharedIndex` objects on one directory stand for two processes (each has its own
+searchers, pointer cache and locks, exactly as separate processes would)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.errors import ServerBusy
+from core.knowledge import analyzer
+from core.knowledge.index import APPLY_LOCK, SharedIndex, file_lock, rebuild
+from core.knowledge.search import search
+from core.knowledge.store import Document, DocumentStore
+
+
+@pytest.fixture
+def root(tmp_path):
+    analyzer.initialize()
+    return tmp_path / "knowledge"
+
+
+def open_process(root):
+    store = DocumentStore(root / "documents.sqlite3")
+    index = SharedIndex(root, store, write_timeout=0.5)
+    index.ensure()
+    return store, index
+
+
+def add(store, index, *docs):
+    _, seq = store.upsert(list(docs))
+    index.sync(seq)
+
+
+def found(index, word):
+    return sorted(r["id"] for r in search(index.searcher(), word, limit=50).results)
+
+
+def doc(doc_id, word):
+    return Document(doc_id, f"标题{doc_id}", f"正文提到{word}。")
+
+
+def test_an_add_in_one_process_is_searchable_in_another(root):
+    store_a, index_a = open_process(root)
+    store_b, index_b = open_process(root)
+    assert found(index_b, "qzxshared") == []  # b's searcher is open on the old commit
+    add(store_a, index_a, doc("one", "qzxshared"))
+    assert found(index_b, "qzxshared") == ["one"]
+    store_b.delete("one") and index_b.sync(store_b.seq())
+    assert found(index_a, "qzxshared") == []
+
+
+def test_a_busy_index_gives_server_busy_but_keeps_the_document(root):
+    store, index = open_process(root)
+    live = index.path(index.current_name())
+    with file_lock(live / APPLY_LOCK, timeout=0) as held:  # another process is writing
+        assert held
+        _, seq = store.upsert([doc("waiting", "qzxbusy")])
+        assert index.try_sync(seq) is False
+        started = time.monotonic()
+        with pytest.raises(ServerBusy):
+            index.sync(seq)
+        assert 0.4 < time.monotonic() - started < 5  # the bound, not much more
+    assert store.get("waiting") is not None  # stored, never dropped
+    other_store, other = open_process(root)
+    add(other_store, other, doc("next", "qzxbusy"))  # the next writer applies it too
+    assert found(index, "qzxbusy") == ["next", "waiting"]
+
+
+def test_rebuild_keeps_what_was_added_and_deleted_while_it_ran(root):
+    store, index = open_process(root)
+    add(store, index, *[doc(f"old-{n}", "qzxold") for n in range(5)], doc("doomed", "qzxold"))
+    writer_store, writer = open_process(root)  # another process, writing during the rebuild
+    during = []
+
+    def write_meanwhile(done, total):
+        if done == 1:
+            add(writer_store, writer, doc("during", "qzxduring"))
+            writer_store.delete("doomed")
+            writer.sync(writer_store.seq())
+            during.append(found(index, "qzxduring"))  # live at once, in the old index
+
+    before = index.current_name()
+    stats = rebuild(root, store, progress=write_meanwhile)
+    assert during == [["during"]]
+    assert index.current_name() == stats.name != before
+    assert found(index, "qzxduring") == ["during"]  # no further write needed to see it
+    assert found(index, "qzxold") == [f"old-{n}" for n in range(5)]
+    assert stats.documents == 6 and stats.passages == 6
+
+
+def test_one_rebuild_at_a_time_and_old_directories_go(root):
+    store, index = open_process(root)
+    add(store, index, doc("a", "qzxa"))
+    names = [index.current_name()]
+    for _ in range(3):
+        names.append(rebuild(root, store).name)
+    left = sorted(p.name for p in (root / "indexes").iterdir())
+    assert left == sorted(names[-2:])  # the live one and its predecessor
+    assert found(index, "qzxa") == ["a"]
+    with file_lock(root / ".reindex.lock", timeout=0):
+        with pytest.raises(RuntimeError, match="another reindex"):
+            rebuild(root, store)

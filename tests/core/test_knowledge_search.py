@@ -1,0 +1,162 @@
+"""Chinese relevance on a small corpus, through the real index (jieba + Whoosh, BM25F)."""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from core.knowledge import KnowledgeBase, SearchRequest
+from core.knowledge import analyzer
+from core.knowledge.store import Document
+
+CORPUS = [
+    Document("rural", "乡村振兴的五个方面",
+             "产业振兴、人才振兴、文化振兴、生态振兴和组织振兴，共同构成乡村振兴的总体要求。", "主题"),
+    Document("grassroots", "基层治理的创新做法",
+             "网格化管理让基层治理更加精细，新时代枫桥经验推动矛盾纠纷就地化解。", "主题", ("基层治理",)),
+    Document("both", "县域发展观察",
+             "某县把乡村振兴和基层治理结合起来，以党建引领村级事务，群众满意度明显提升。", "案例"),
+    Document("apart", "农村发展报告",
+             "这几年乡村面貌焕然一新，产业全面振兴，农民收入持续增长。", "案例"),
+    Document("reform", "深化放管服改革",
+             "简政放权、放管结合、优化服务，持续优化营商环境，激发市场主体活力。", "主题", ("营商环境",)),
+    Document("hotline-title", "接诉即办的北京实践",
+             "一条热线把群众的每一个电话当作治理的哨声，推动部门快速响应、主动服务。", "案例"),
+    Document("hotline-body", "城市热线观察",
+             "不少城市推行接诉即办，把群众的每一个电话当作治理的哨声，推动部门快速响应。", "案例"),
+    Document("method", "归纳概括题的答题步骤",
+             "审题、找点、加工、成文。要点分条，关键词前置，不照抄资料原句。", "方法", ("归纳概括", "方法")),
+]
+
+
+@pytest.fixture
+def kb(tmp_path, io_loop):
+    executor = ThreadPoolExecutor(2)
+    base = KnowledgeBase.open(tmp_path, executor)
+    io_loop.run_sync(lambda: base.add(CORPUS))
+    yield base
+    base.close()
+    executor.shutdown()
+
+
+async def search(kb, q, **params):
+    args = {"q": [q], **{k: [str(v)] for k, v in params.items()}}
+    return await kb.search(SearchRequest.from_params(args))
+
+
+def ids(answer):
+    return [r["id"] for r in answer["results"]]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("枫桥经验怎样化解矛盾纠纷", "grassroots"),  # words in another order and form
+    ("营商环境的优化", "reform"),               # the text says 优化营商环境
+    ("归纳概括题怎么找点", "method"),
+])
+async def test_expected_document_ranks_first_on_shared_words(kb, query, expected):
+    answer = await search(kb, query)
+    assert ids(answer)[0] == expected
+    assert query not in CORPUS_TEXT  # they share segmented words, not the string
+
+
+CORPUS_TEXT = "\n".join(d.title + d.content for d in CORPUS)
+
+
+async def test_two_words_find_either_and_both_come_first(kb):
+    answer = await search(kb, "乡村振兴 基层治理")
+    found = ids(answer)
+    assert found[0] == "both"
+    assert {"rural", "grassroots"} <= set(found)
+    assert answer["total"] == len(found)
+    # Spaces are optional in Chinese: the same query written as one string.
+    assert ids(await search(kb, "乡村振兴基层治理"))[0] == "both"
+
+
+async def test_and_mode_needs_every_word(kb):
+    assert ids(await search(kb, "乡村振兴 基层治理", mode="and")) == ["both"]
+
+
+async def test_quoted_phrase_matches_only_the_phrase(kb):
+    loose = set(ids(await search(kb, "乡村 振兴")))
+    assert "apart" in loose  # 乡村 … 振兴, far apart: found by the words
+    for phrase in ('"乡村 振兴"', '"乡村振兴"', "“乡村振兴”"):
+        assert set(ids(await search(kb, phrase))) == {"rural", "both"}, phrase
+    assert ids(await search(kb, '"振兴乡村"')) == []
+
+
+async def test_title_match_outranks_body_match(kb):
+    assert ids(await search(kb, "接诉即办"))[:2] == ["hotline-title", "hotline-body"]
+
+
+async def test_highlights_mark_whole_matched_words(kb):
+    answer = await search(kb, "振兴")
+    rural = next(r for r in answer["results"] if r["id"] == "rural")
+    assert "<em>乡村振兴</em>" in rural["snippet"]  # the whole word, not 乡村<em>振兴</em>
+    for result in answer["results"]:
+        assert_marks_are_whole_words(result["snippet"], result["id"])
+    both = (await search(kb, "乡村振兴 基层治理"))["results"][0]
+    assert "<em>乡村振兴</em>" in both["snippet"] and "<em>基层治理</em>" in both["snippet"]
+    assert_marks_are_whole_words(both["snippet"], "both")
+
+
+def assert_marks_are_whole_words(snippet: str, doc_id: str) -> None:
+    content = next(d.content for d in CORPUS if d.id == doc_id)
+    plain = snippet.replace("<em>", "").replace("</em>", "").strip("…")
+    start = content.index(plain)
+    # Every mark starts and ends on a boundary of jieba's segmentation of the text.
+    boundaries = {0}
+    for token in analyzer.ANALYZER(content, chars=True, mode="highlight"):
+        boundaries |= {token.startchar, token.endchar}
+    offset = start
+    for part in re.split(r"(</?em>)", snippet.strip("…")):
+        if part in ("<em>", "</em>"):
+            assert offset in boundaries, (snippet, part, offset)
+        else:
+            offset += len(part)
+
+
+async def test_pagination_reports_the_true_total(kb):
+    everything = await search(kb, "治理 振兴 服务", limit=50)
+    total = everything["total"]
+    assert total == len(everything["results"]) >= 5
+    pages = [ids(await search(kb, "治理 振兴 服务", limit=2, offset=n)) for n in range(0, total, 2)]
+    assert [i for page in pages for i in page] == ids(everything)
+    assert all(page for page in pages)
+    assert (await search(kb, "治理 振兴 服务", limit=2, offset=total))["results"] == []
+    scores = [r["score"] for r in everything["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_category_and_tag_filters(kb):
+    assert set(ids(await search(kb, "治理 振兴", category="案例"))) == {
+        "both", "apart", "hotline-title", "hotline-body"}
+    assert ids(await search(kb, "治理", tag="基层治理")) == ["grassroots"]
+    assert ids(await search(kb, "治理", category="没有这类")) == []
+
+
+async def test_result_shape(kb):
+    result = (await search(kb, "放管服"))["results"][0]
+    assert set(result) >= {"id", "title", "category", "tags", "score", "snippet"}
+    assert result["title"] == "深化放管服改革" and result["tags"] == ["营商环境"]
+    assert isinstance(result["score"], float) and result["score"] > 0
+
+
+async def test_snippets_are_html_escaped(kb, tmp_path):
+    await kb.add([Document("xss", "标签测试", "放管服<script>alert(1)</script>&改革")])
+    snippet = next(r for r in (await search(kb, "放管服"))["results"] if r["id"] == "xss")["snippet"]
+    assert "<script>" not in snippet and "&lt;script&gt;" in snippet
+
+
+@pytest.mark.parametrize("question", ["你好", "您好！", "谢谢", "今天天气怎么样", "红烧肉怎么做", "hello"])
+async def test_greetings_and_unrelated_questions_retrieve_nothing(kb, question):
+    assert await kb.retrieve(question, 4) == []
+
+
+async def test_retrieve_returns_passages_of_relevant_documents(kb):
+    sources = await kb.retrieve("枫桥经验怎样化解矛盾纠纷？", 4)
+    assert sources and sources[0].id == "grassroots"
+    assert sources[0].title == "基层治理的创新做法"
+    assert "就地化解" in sources[0].text
+    assert "<em>新时代枫桥经验</em>" in sources[0].snippet  # the text's word, whole
+    assert len({s.id for s in sources}) == len(sources)  # one passage per document
