@@ -1,0 +1,337 @@
+"""The grading use case: resolve a request, grade it by rules, ask the model, merge.
+
+`GradingService.grade()` returns the grade as a JSON-ready dict. The deterministic
+layer always runs (off the event loop, it uses jieba); with a model configured, the
+model's validated judgement is merged in under these rules:
+
+* a point earns credit only with evidence quoted verbatim from the answer — the
+  rules' own match, or the model's quote once found in the answer (a quote that is
+  not there is dropped); the better-evidenced status wins, and a model "hit" whose
+  quote shares almost nothing with the point counts as partial;
+* the 要点/内容 score is computed from those judgements, 格式 from the literal format
+  checks; 逻辑结构, 语言表达 and 立意 are the model's scores, clamped to their ranges
+  and scaled down like the rules' when content coverage is low;
+* the total is the sum of the dimensions, in half points.
+
+Without a model (offline provider) the rules' grade is the grade, and says so.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import Executor
+from dataclasses import replace
+from typing import Any
+
+from core.concurrency import ConcurrencySlots
+from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from core.grading.llm_grader import (GRADE_PROMPT_VERSION, LLMVerdict, build_messages,
+                                     first_json_object, retry_messages, validate)
+from core.grading.points import Judgement, quote_overlap
+from core.grading.practice import PracticeBank
+from core.grading.request import GradeRequest
+from core.grading.rubric import (DEFAULT_FULL_SCORES, DIMENSIONS, LLM_HIT_MIN_OVERLAP,
+                                 QUESTION_TYPES, RUBRIC_VERSION, json_number, round_score)
+from core.grading.rules import (DimensionScore, GradeInput, RuleGrade, credit_ratio,
+                                grade_by_rules, relevance_factor)
+from core.grading.structure import detect_genre, detect_question_type
+from core.grading.text import ensure_jieba, locate_quote, question_focus
+from core.llm import LLMProvider, Usage
+from core.prompts import SYSTEM_PROMPTS, Prompt, char_count
+from core.wordlimit import condense_messages, trim_to_limit
+
+log = logging.getLogger("shenlun.grading")
+
+GRADE_TEMPERATURE = 0.2
+_STATUS_RANK = {"missed": 0, "partial": 1, "hit": 2}
+NOTICE = ("模拟评分：由申论助手依据{rubric}自动给出，仅供练习参考，"
+          "不代表任何考试的真实阅卷结果。")
+OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规则层给出（要点关键词匹配、字数与格式检查），"
+                  "无法判断语义与文采；示范答案为{kind}。")
+
+
+class GradingService:
+    """Grades candidates' answers; one per process, built in `build_context`."""
+
+    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, executor: Executor,
+                 practice: PracticeBank, server_id: str) -> None:
+        self.llm = llm
+        self.slots = slots
+        self.executor = executor
+        self.practice = practice
+        self.server_id = server_id
+        self.llm_calls = 0
+        self.llm_seconds = 0.0
+        # Load jieba's dictionaries in the background now, not in the first grade.
+        executor.submit(ensure_jieba)
+
+    @property
+    def offline(self) -> bool:
+        return self.llm.name == "offline"
+
+    # --- the use case ---
+
+    def resolve(self, req: GradeRequest) -> GradeInput:
+        """The request with its practice item, type, full score and limit settled."""
+        item = None
+        if req.practice_id is not None:
+            item = self.practice.get(req.practice_id)
+            if item is None:
+                raise InvalidRequest(f"字段 practice_id 指向的练习题不存在：{req.practice_id}")
+        if item is not None:
+            qtype, source = item.question_type, "practice"
+            question, material, reference = item.question, item.material, item.reference_answer
+        else:
+            question, material, reference = req.question, req.material, req.reference
+            detected = detect_question_type(question)
+            if req.question_type:
+                qtype, source = req.question_type, "given"
+            elif detected:
+                qtype, source = detected, "question"
+            else:
+                qtype, source = "summarize", "default"
+        genre = None
+        if qtype == "document":
+            genre = req.genre or (item.genre if item else None) or detect_genre(question)
+        full = req.full_score or (item.full_score if item else DEFAULT_FULL_SCORES[qtype])
+        limit = req.word_limit or (item.word_limit if item else None)
+        return GradeInput(answer=req.answer, question=question, question_type=qtype,
+                          full_score=float(full), material=material, reference=reference,
+                          word_limit=limit, genre=genre, type_source=source,
+                          points=item.points if item else (),
+                          rubric_id=item.rubric_id if item else "",
+                          practice_id=item.id if item else None)
+
+    async def grade(self, req: GradeRequest) -> dict[str, Any]:
+        """The grade of one answer (raises InvalidRequest, UpstreamError, …)."""
+        started = time.monotonic()
+        inp = self.resolve(req)
+        loop = asyncio.get_running_loop()
+        rules: RuleGrade = await loop.run_in_executor(self.executor, grade_by_rules, inp)
+        if self.offline:
+            return self._body(rules, None, None, Usage(), self.llm.model, started)
+        async with self.slots.hold():
+            verdict, usage, model = await self._ask(rules)
+            note = await self._fit_improved(rules, verdict, usage)
+        return self._body(rules, verdict, note, usage, model, started)
+
+    # --- the model ---
+
+    async def _call(self, messages: list[dict[str, str]], max_tokens: int, usage: Usage) -> tuple[str, str]:
+        self.llm_calls += 1
+        started = time.monotonic()
+        try:
+            completion = await self.llm.complete_json(messages, temperature=GRADE_TEMPERATURE,
+                                                      max_tokens=max_tokens)
+        finally:
+            self.llm_seconds += time.monotonic() - started
+        usage.prompt_tokens += completion.usage.prompt_tokens
+        usage.completion_tokens += completion.usage.completion_tokens
+        return completion.text, completion.model
+
+    async def _ask(self, rules: RuleGrade) -> tuple[LLMVerdict, Usage, str]:
+        """The model's judgement: one call, and one retry when it is malformed."""
+        messages = build_messages(rules)
+        max_tokens = min(8192, 1500 + 2 * rules.inp.improved_limit)
+        usage = Usage()
+        text, model = await self._call(messages, max_tokens, usage)
+        verdict, problems = validate(first_json_object(text), rules)
+        if verdict is None:
+            log.info("grade: malformed model answer (%s), retrying once", "；".join(problems))
+            text, model = await self._call(retry_messages(messages, text, problems), max_tokens, usage)
+            verdict, still = validate(first_json_object(text), rules)
+            if verdict is None:
+                raise UpstreamError("大模型返回的批改结果不是符合要求的 JSON（已重试一次）："
+                                    + "；".join(still))
+            verdict.repairs.insert(0, "首次输出不合要求（" + "；".join(problems) + "），已重试一次")
+        return verdict, usage, model
+
+    async def _fit_improved(self, rules: RuleGrade, verdict: LLMVerdict, usage: Usage) -> str | None:
+        """Keep the improved answer within the limit: condense once, then trim."""
+        limit = rules.inp.improved_limit
+        if char_count(verdict.improved_answer) <= limit:
+            return None
+        original = char_count(verdict.improved_answer)
+        asked = [{"role": "system", "content": SYSTEM_PROMPTS[rules.inp.question_type]},
+                 {"role": "user", "content": f"【题目】\n{rules.inp.question}\n\n请写出示范答案。"}]
+        prompt = Prompt(mode=rules.inp.question_type, question=rules.inp.question,
+                        messages=condense_messages(asked, verdict.improved_answer, limit))
+        self.llm_calls += 1
+        started = time.monotonic()
+        try:
+            completion = await self.llm.complete(prompt, temperature=GRADE_TEMPERATURE,
+                                                 max_tokens=min(8192, 500 + 2 * limit))
+            usage.prompt_tokens += completion.usage.prompt_tokens
+            usage.completion_tokens += completion.usage.completion_tokens
+            if char_count(completion.text) < original:
+                verdict.improved_answer = completion.text.strip()
+        except (UpstreamError, UpstreamTimeout):
+            log.warning("grade: condensing the improved answer failed; trimming instead")
+        finally:
+            self.llm_seconds += time.monotonic() - started
+        if char_count(verdict.improved_answer) <= limit:
+            return f"示范答案原有 {original} 字，超出 {limit} 字，已请大模型压缩一次"
+        verdict.improved_answer = trim_to_limit(verdict.improved_answer, limit)
+        return f"示范答案原有 {original} 字，压缩后仍超出 {limit} 字，已在句末截断"
+
+    # --- merging and the answer ---
+
+    def _merge_points(self, rules: RuleGrade, verdict: LLMVerdict | None) -> list[Judgement]:
+        if verdict is None:
+            return rules.judgements
+        merged: list[Judgement] = []
+        topic = question_focus(rules.inp.question)
+        for rule_j in rules.judgements:
+            status, quote = verdict.points.get(rule_j.point.id, ("missed", ""))
+            found = locate_quote(rules.counted, quote) if quote and status != "missed" else None
+            j = replace(rule_j, evidence=list(rule_j.evidence))
+            if found is None:
+                if status != "missed" and quote:
+                    j.note = _join(j.note, "大模型给出的引文不在答案的计分范围内，已舍弃")
+                merged.append(j)
+                continue
+            if status == "hit" and quote_overlap(rule_j.point, found, topic) < LLM_HIT_MIN_OVERLAP:
+                status = "partial"
+                j.note = _join(j.note, "引文与要点字面关联弱，按部分命中计")
+            if _STATUS_RANK[status] > _STATUS_RANK[j.status]:
+                j.status, j.judged_by = status, "llm"
+                j.note = j.note.replace("该要点写在了超出字数限制的部分，不计分", "").strip("；")
+            elif j.status != "missed":
+                j.judged_by = "rules+llm"
+            if found not in j.evidence:
+                j.evidence.append(found)
+            merged.append(j)
+        return merged
+
+    def _dimensions(self, rules: RuleGrade, verdict: LLMVerdict | None,
+                    judgements: list[Judgement]) -> list[DimensionScore]:
+        if verdict is None:
+            return list(rules.dimensions.values())
+        gate = relevance_factor(judgements)
+        result = []
+        for dim in DIMENSIONS[rules.inp.question_type]:
+            base = rules.dimensions[dim.key]
+            comment = verdict.comments.get(dim.key, base.comment)
+            if dim.key == "points" and rules.has_content_points:
+                score = round_score(base.max * (credit_ratio(judgements, "points") or 0.0))
+                result.append(DimensionScore(dim.key, dim.name, score, base.max, comment, "rules"))
+            elif dim.key == "format":
+                result.append(DimensionScore(dim.key, dim.name, base.score, base.max,
+                                             _join(comment, base.comment if base.score < base.max else ""),
+                                             "rules"))
+            else:
+                score = round_score(verdict.scores.get(dim.key, base.score) * gate)
+                if gate < 1.0:
+                    comment = _join(comment, f"内容覆盖不足，本项按 {gate:.0%} 折算")
+                result.append(DimensionScore(dim.key, dim.name, score, base.max, comment, "llm"))
+        return result
+
+    def _body(self, rules: RuleGrade, verdict: LLMVerdict | None, improved_note: str | None,
+              usage: Usage, model: str, started: float) -> dict[str, Any]:
+        inp = rules.inp
+        judgements = self._merge_points(rules, verdict)
+        dims = self._dimensions(rules, verdict, judgements)
+        score = min(inp.full_score, round_score(sum(d.score for d in dims)))
+        maxima = {d.key: d.max for d in dims}
+        weights: dict[str, float] = {}
+        for j in judgements:
+            weights[j.point.dimension] = weights.get(j.point.dimension, 0.0) + j.point.weight
+        rubric_name = {"practice": f"练习题《{inp.practice_id}》的评分要点", "reference": "参考答案提取的要点",
+                       "material": "从给定资料自动提取的要点", "none": "通用评分规则"}[rules.rubric_source]
+        notice = NOTICE.format(rubric=rubric_name + f"（评分规则 {RUBRIC_VERSION}"
+                               + (f"，提示词 {GRADE_PROMPT_VERSION}）" if verdict else "）"))
+        if verdict is None:
+            kind = {"reference": "参考答案", "outline": "按得分点生成的作答提纲"}[rules.improved_source]
+            notice += OFFLINE_NOTICE.format(kind=kind)
+        if rules.rubric_source == "material":
+            notice += "得分点由程序从资料中自动提取，可能不全或不准。"
+        improved = verdict.improved_answer if verdict else rules.improved_answer
+        grader = "llm+rules" if verdict else "rules"
+
+        def point(j: Judgement) -> dict[str, Any]:
+            dim_max = maxima.get(j.point.dimension, 0.0)
+            share = j.point.weight / weights[j.point.dimension] if weights.get(j.point.dimension) else 0.0
+            return {"id": j.point.id, "label": j.point.label, "dimension": j.point.dimension,
+                    "status": j.status, "score": json_number(round(dim_max * share * j.credit, 2)),
+                    "max": json_number(round(dim_max * share, 2)), "evidence": j.evidence,
+                    "judged_by": j.judged_by if j.status != "missed" else grader, "note": j.note}
+
+        return {
+            "id": uuid.uuid4().hex,
+            "simulated": True,
+            "notice": notice,
+            "grader": grader,
+            "model": model,
+            "rubric": {"id": inp.rubric_id or rules.rubric_source, "source": rules.rubric_source,
+                       "version": RUBRIC_VERSION, "point_count": len(rules.points)},
+            "prompt_version": GRADE_PROMPT_VERSION if verdict else None,
+            "practice_id": inp.practice_id,
+            "question_type": inp.question_type,
+            "question_type_label": QUESTION_TYPES[inp.question_type],
+            "question_type_source": inp.type_source,
+            "genre": inp.genre,
+            "score": json_number(score),
+            "full_score": json_number(inp.full_score),
+            "dimensions": [d.as_dict() for d in dims],
+            "points_hit": [point(j) for j in judgements if j.status != "missed"],
+            "points_missed": [point(j) for j in judgements if j.status == "missed"],
+            "char_count": rules.char_count,
+            "word_limit": inp.word_limit,
+            "over_limit": rules.over_limit,
+            "structure_checks": [c.as_dict() for c in rules.checks],
+            "overall_comment": verdict.overall_comment if verdict else _overall(rules, score),
+            "suggestions": verdict.suggestions if verdict else rules.suggestions,
+            "improved_answer": improved,
+            "improved_answer_char_count": char_count(improved),
+            "improved_answer_limit": inp.improved_limit,
+            "improved_answer_source": "llm" if verdict else rules.improved_source,
+            "improved_answer_note": improved_note,
+            "deterministic": {
+                "score": json_number(rules.score),
+                "dimensions": [d.as_dict() for d in rules.dimensions.values()],
+                "points": [{"id": j.point.id, "status": j.status, "coverage": j.coverage,
+                            "evidence": j.evidence} for j in rules.judgements],
+                "copy_ratio": rules.copy_ratio,
+                "relevance_factor": rules.relevance,
+            },
+            "repairs": verdict.repairs if verdict else [],
+            "usage": usage.as_dict(),
+            "server_id": self.server_id,
+            "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+        }
+
+
+def _join(*parts: str) -> str:
+    return "；".join(p for p in parts if p)
+
+
+def _overall(rules: RuleGrade, score: float) -> str:
+    hit = sum(1 for j in rules.judgements if j.status == "hit")
+    partial = sum(1 for j in rules.judgements if j.status == "partial")
+    text = (f"规则层评分 {score:g}/{rules.inp.full_score:g}：{len(rules.judgements)} 个得分点中命中 {hit} 个、"
+            f"部分命中 {partial} 个")
+    failed = [c.name for c in rules.checks if not c.passed]
+    if failed:
+        text += "；未通过的结构检查：" + "、".join(failed)
+    if rules.over_limit:
+        text += f"；超出字数限制 {rules.char_count - (rules.inp.word_limit or 0)} 字"
+    return text + "。"
+
+
+def render_text(grade: dict[str, Any]) -> str:
+    """A grade as readable text (the `answer` of the `/api/chat` grade alias)."""
+    lines = [f"【{grade['question_type_label']}·模拟评分】{grade['score']:g} / {grade['full_score']:g} 分"]
+    lines += [f"- {d['name']}：{d['score']:g}/{d['max']:g}，{d['comment']}" for d in grade["dimensions"]]
+    if grade["points_hit"]:
+        lines.append("命中要点：" + "；".join(
+            p["label"] + ("（部分）" if p["status"] == "partial" else "") for p in grade["points_hit"]))
+    if grade["points_missed"]:
+        lines.append("遗漏要点：" + "；".join(p["label"] for p in grade["points_missed"]))
+    limit = grade["word_limit"]
+    lines.append(f"字数：{grade['char_count']} 字" + (f"（限 {limit} 字，{'超出' if grade['over_limit'] else '未超出'}）"
+                                                   if limit else ""))
+    lines += ["修改建议："] + [f"{n}. {s}" for n, s in enumerate(grade["suggestions"], 1)]
+    lines += ["示范答案：", grade["improved_answer"], "", grade["notice"]]
+    return "\n".join(lines)

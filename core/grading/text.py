@@ -1,0 +1,295 @@
+"""Text helpers of the deterministic layer: sentences, content words, quotes.
+
+Everything here is plain, synchronous Python. The functions that touch jieba can
+take a few hundred milliseconds the first time (dictionary load), so callers on the
+event loop run them in the executor.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jieba
+import jieba.analyse
+
+from core.config import PROJECT_ROOT
+
+USER_DICT = PROJECT_ROOT / "data" / "dict" / "shenlun_terms.txt"
+
+# Function words that carry no point content. Single characters that do carry it in
+# 申论 (难, 低, 少, 弱, 乱, 慢 …) are deliberately kept.
+STOPWORDS = frozenset(
+    "的 了 和 与 及 以及 等 是 在 对 把 被 将 为 也 都 而 并 或 其 之 这 那 着 就 又 于 由 "
+    "从 向 让 使 要 会 能 可 可以 一些 一个 我们 他们 它们 我 你 他 她 它 各 该 此 "
+    "进行 相关 方面 问题 有关 通过 存在 一是 二是 三是 四是 五是 六是 部分 一些 不少 很多 "
+    "目前 过去 现在 如今 工作人员 负责人 做法 表明 说明 可见 因此 首先 其次 最后 同时 此外 "
+    # generic words that name no point (they survive TF-IDF in long materials)
+    "资料 需要 没有 具体 剩下 提供 推出 突出 现象 发现 觉得 知道 成为 出现 情况 时候 地方 东西 "
+    "工作 已经 开始 一起 常常 经常 主要 基本 正在 这些 那些 大多 越来越 不少 记者 表示".split())
+# Cues of the question's object, used to pick material sentences.
+_CUES = {
+    "problem": "难 不足 缺乏 缺少 不够 低 少 滞后 薄弱 不高 不到位 困难 矛盾 隐患 不强 单一 不畅 "
+               "不全 不完善 脱节 流失 短缺 老化 闲置 乱 投诉 抱怨".split(),
+    "measure": "通过 建立 推行 开展 设立 引入 实施 推出 完善 加强 搭建 探索 组建 推动 创新 "
+               "整合 打造 培育 健全 落实 强化".split(),
+    "cause": "由于 因为 导致 造成 缘于 原因 以致".split(),
+    "effect": "促进 带动 提升 有利于 使得 改善 变化 成效 增加 提高 减少 意义 作用".split(),
+}
+
+_BOILERPLATE = ("给定资料", "根据", "参考", "结合", "请你", "请", "自选角度", "自拟题目", "自拟标题",
+                "写一篇文章", "写一篇", "谈谈你", "你对", "的理解", "资料中提到", "资料")
+_NEGATIONS = frozenset("不 没 未 无 非".split())
+_CONNECTIVES = frozenset("因此 可见 总之 综上 综上所述 所以 同时 此外 另外 首先 其次 最后 对此 为此 "
+                         "当前 目前 总而言之 由此可见".split())
+_SENTENCE_END = "。！？!?；;\n"
+_NUMBER_MARKER = re.compile(
+    r"^\s*(?:[（(]?\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[）)]|\d{1,2}\s*[.．、]|"
+    r"[一二三四五六七八九十]{1,3}\s*[、.．]|[①②③④⑤⑥⑦⑧⑨⑩]|第[一二三四五六七八九十]+[，,、]|"
+    r"[一二三四五六七八九十]是)")
+_INLINE_MARKER = re.compile(
+    r"(?:[一二三四五六七八九十]是|[①②③④⑤⑥⑦⑧⑨⑩]|[（(](?:\d{1,2}|[一二三四五六七八九十])[）)])")
+_ALLOW_POS = ("n", "nz", "vn", "v", "a", "an", "ad", "l", "i", "j", "nt", "ns", "nl", "ng")
+
+_init_lock = threading.Lock()
+_initialized = False
+
+
+def ensure_jieba() -> None:
+    """Load jieba's global tokenizer (the one `jieba.analyse` uses) and the project's
+    申论 dictionary into it, once per process.
+
+    `core.knowledge.analyzer.initialize()` loads the same dictionary into that
+    module's private tokenizer, which `jieba.analyse` does not use; hence our own
+    load here, guarded so it happens once."""
+    global _initialized
+    if _initialized:
+        return
+    with _init_lock:
+        if _initialized:
+            return
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+        if USER_DICT.exists():
+            jieba.load_userdict(str(USER_DICT))
+        _initialized = True
+
+
+@dataclass(frozen=True)
+class Span:
+    """A piece of a text and where it sits in it: `text == source[start:end]`."""
+
+    text: str
+    start: int
+    end: int
+
+
+def sentences(text: str) -> list[Span]:
+    """Sentences of `text` (split after 。！？； and line breaks), stripped, as spans
+    of the original text so that quoting one is quoting the text verbatim."""
+    spans: list[Span] = []
+    start = 0
+    for i, ch in enumerate(text):
+        if ch in _SENTENCE_END:
+            _add_span(spans, text, start, i + 1)
+            start = i + 1
+    _add_span(spans, text, start, len(text))
+    return spans
+
+
+def _add_span(spans: list[Span], text: str, start: int, end: int) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end > start and any(not ch.isspace() and ch not in _SENTENCE_END for ch in text[start:end]):
+        spans.append(Span(text[start:end], start, end))
+
+
+def windows(text: str) -> list[Span]:
+    """Each sentence, and each pair of adjacent sentences, as matching windows."""
+    sents = sentences(text)
+    result = list(sents)
+    for a, b in zip(sents, sents[1:]):
+        result.append(Span(text[a.start:b.end], a.start, b.end))
+    return result
+
+
+def paragraphs(text: str) -> list[str]:
+    """Non-empty lines (a paragraph per line, as answers are typed)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def compact(text: str) -> str:
+    """`text` without whitespace (how an examiner reads a grid answer sheet)."""
+    return "".join(text.split())
+
+
+@lru_cache(maxsize=4096)
+def content_words(phrase: str) -> tuple[str, ...]:
+    """The content words of a short phrase: jieba tokens minus function words and
+    punctuation, in order, deduplicated."""
+    ensure_jieba()
+    tokens = jieba.lcut(compact(phrase))
+    words: list[str] = []
+    n = 0
+    while n < len(tokens):
+        token = tokens[n]
+        # A negation belongs to what it negates: 不+强 is one content word, 不强.
+        if token in _NEGATIONS and n + 1 < len(tokens) and _is_word_char(tokens[n + 1][:1]):
+            token += tokens[n + 1]
+            n += 1
+        n += 1
+        if token in STOPWORDS or token in _NEGATIONS or not any(_is_word_char(ch) for ch in token):
+            continue
+        if token not in words:
+            words.append(token)
+    return tuple(words)
+
+
+def without_topic(words: tuple[str, ...], topic: str) -> tuple[str, ...]:
+    """`words` minus those the question itself contains (垃圾分类 in a question about
+    垃圾分类 proves nothing about a point); all of them if every word is topical."""
+    if not topic:
+        return words
+    kept = tuple(w for w in words if w not in topic)
+    return kept or words
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum()
+
+
+def coverage(words: tuple[str, ...], text: str) -> float:
+    """Share of `words` (weighted by length) found in `text` as substrings."""
+    if not words:
+        return 0.0
+    haystack = compact(text)
+    total = sum(len(w) for w in words)
+    found = sum(len(w) for w in words if w in haystack)
+    return found / total
+
+
+def keywords(text: str, top_k: int) -> list[tuple[str, float]]:
+    """TF-IDF keywords of `text` (jieba.analyse), nouns, verbs and adjectives only."""
+    ensure_jieba()
+    tags = jieba.analyse.extract_tags(text, topK=top_k * 3, withWeight=True, allowPOS=_ALLOW_POS)
+    # Words jieba guessed by its HMM (not in any dictionary) are mostly cuts across
+    # word boundaries (市是, 上卖): left out.
+    known = jieba.dt.FREQ
+    picked = [(w, float(s)) for w, s in tags
+              if len(w) >= 2 and w not in STOPWORDS and known.get(w, 0) > 0]
+    return picked[:top_k]
+
+
+def cue_kind(question: str) -> str | None:
+    """What the question asks for: problem, measure, cause or effect (None if unclear)."""
+    if any(k in question for k in ("对策", "建议", "措施", "做法", "经验", "举措", "如何", "怎样")):
+        return "measure"
+    if any(k in question for k in ("原因", "为什么", "成因")):
+        return "cause"
+    if any(k in question for k in ("问题", "困难", "困境", "挑战", "不足")):
+        return "problem"
+    if any(k in question for k in ("意义", "作用", "影响", "成效", "变化", "启示")):
+        return "effect"
+    return None
+
+
+def cue_bonus(sentence: str, kind: str | None) -> float:
+    """1 when a sentence carries a cue of the asked object, else 0."""
+    if kind is None:
+        return 0.0
+    return 1.0 if any(c in sentence for c in _CUES[kind]) else 0.0
+
+
+def split_items(text: str) -> list[str]:
+    """The items of a list-shaped text (a reference answer).
+
+    Numbered lines (1. / （1） / 一、) are the items when there are two or more — a
+    总括句 before them is not an item. Otherwise each paragraph is an item, and a
+    paragraph with inline markers (一是…二是…, ①②, （1）) gives its lead-in and each
+    marked part; a single unmarked paragraph is split into sentences."""
+    lines = paragraphs(text)
+    numbered = [n for n, line in enumerate(lines) if _NUMBER_MARKER.match(line)]
+    if len(numbered) >= 2:
+        items: list[str] = []
+        for n in range(len(numbered)):
+            start = numbered[n]
+            end = numbered[n + 1] if n + 1 < len(numbered) else len(lines)
+            items.append(strip_marker("".join(lines[start:end])))
+        return [i for i in items if i]
+    if len(lines) == 1 and len(_INLINE_MARKER.findall(lines[0])) < 2:
+        return [s.text for s in sentences(text)]
+    items = []
+    for line in lines:
+        marks = list(_INLINE_MARKER.finditer(line))
+        if len(marks) < 2:
+            items.append(line)
+            continue
+        lead = line[:marks[0].start()].strip()
+        if len(lead) >= 8:
+            items.append(lead)
+        cuts = [m.start() for m in marks] + [len(line)]
+        items += [strip_marker(line[a:b]).rstrip("；;，,") for a, b in zip(cuts, cuts[1:])]
+    return [i for i in items if i.strip()]
+
+
+def question_focus(question: str) -> str:
+    """The part of a question that names its topic: without the score in brackets,
+    the 要求 that follows, and the boilerplate every question shares."""
+    text = re.split(r"要求[:：]", question, maxsplit=1)[0]
+    text = re.sub(r"[（(]\s*\d+\s*分\s*[）)]", "", text)
+    for phrase in _BOILERPLATE:
+        text = text.replace(phrase, "")
+    return text
+
+
+def strip_marker(item: str) -> str:
+    """An item without its leading number (1. / （一） / ① / 一是 …)."""
+    return _NUMBER_MARKER.sub("", item, count=1).strip()
+
+
+def numbered_markers(text: str) -> int:
+    """How many list markers an answer uses (line starts and inline 一是/①/（1）)."""
+    line_marks = sum(1 for line in paragraphs(text) if _NUMBER_MARKER.match(line))
+    inline = len(_INLINE_MARKER.findall(text))
+    return max(line_marks, inline)
+
+
+def head_of(item: str, max_chars: int = 20) -> str:
+    """A short label for an item: its head before a colon, else its first clause."""
+    for sep in ("：", ":"):
+        if sep in item:
+            head = item.split(sep, 1)[0].strip()
+            if 2 <= len(head) <= max_chars:
+                return head
+    clauses = [c.strip() for c in re.split(r"[，,；;。！？]", item) if c.strip()] or [item.strip()]
+    clause = clauses[0]
+    if clause in _CONNECTIVES and len(clauses) > 1:
+        clause = clauses[1]
+    return clause if len(clause) <= max_chars else clause[:max_chars] + "…"
+
+
+def locate_quote(answer: str, quote: str, *, max_chars: int = 150) -> str | None:
+    """The exact substring of `answer` that `quote` reproduces, or None.
+
+    Whitespace differences are forgiven (a model may re-wrap lines), nothing else:
+    the returned text is always a verbatim slice of the answer. Quotes shorter than
+    two characters or longer than `max_chars` prove nothing and are refused."""
+    if not isinstance(quote, str):
+        return None
+    target = compact(quote).strip("“”\"'「」『』")
+    if len(target) < 2 or len(target) > max_chars:
+        return None
+    stripped = quote.strip()
+    if stripped and stripped in answer:
+        return stripped
+    # Map the answer's non-whitespace characters back to their positions.
+    positions = [i for i, ch in enumerate(answer) if not ch.isspace()]
+    flat = "".join(answer[i] for i in positions)
+    at = flat.find(target)
+    if at < 0:
+        return None
+    return answer[positions[at]:positions[at + len(target) - 1] + 1]
