@@ -13,15 +13,16 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
 from core.concurrency import ConcurrencySlots
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.llm import Completion, LLMProvider, Usage
 from core.prompts import MODES, PROMPT_VERSION, Prompt, Source, build_prompt, char_count
 from core.validation import (read_bool, read_choice, read_float, read_int, read_str,
                              require_object)
+from core.wordlimit import ANSWER_MODES, condense_messages, is_over
 
 log = logging.getLogger("shenlun.chat")
 
@@ -259,9 +260,29 @@ class ChatService:
             try:
                 completion: Completion = await self.llm.complete(
                     prompt, temperature=req.temperature, max_tokens=req.max_tokens)
+                completion = await self._within_limit(req, prompt, completion)
             finally:
                 self.llm_seconds += time.monotonic() - started
         return _Outcome(completion.text, completion.model, completion.usage)
+
+    async def _within_limit(self, req: ChatRequest, prompt: Prompt, completion: Completion) -> Completion:
+        """An answer-writing mode's answer over `word_limit` is condensed once; the
+        shorter of the two is kept and `over_limit` reports the truth about it."""
+        if (req.mode not in ANSWER_MODES or self.llm.name == "offline"
+                or not is_over(completion.text, req.word_limit)):
+            return completion
+        self.llm_calls += 1
+        try:
+            condensed = await self.llm.complete(
+                replace(prompt, messages=condense_messages(prompt.messages, completion.text, req.word_limit)),
+                temperature=req.temperature, max_tokens=req.max_tokens)
+        except (UpstreamError, UpstreamTimeout):
+            log.warning("condensing an over-limit answer failed; the long answer is kept")
+            return completion
+        usage = Usage(completion.usage.prompt_tokens + condensed.usage.prompt_tokens,
+                      completion.usage.completion_tokens + condensed.usage.completion_tokens)
+        best = condensed if char_count(condensed.text) < char_count(completion.text) else completion
+        return Completion(text=best.text, model=best.model, usage=usage)
 
     def _sources(self, prompt: Prompt) -> list[dict[str, Any]]:
         return [{"id": s.id, "title": s.title, "score": round(s.score, 3), "snippet": s.snippet}

@@ -12,6 +12,8 @@ from core.chat import ChatService
 from core.clients import TrustedProxies
 from core.concurrency import ConcurrencySlots
 from core.config import Settings
+from core.grading import GradingService, PracticeBank
+from core.knowledge import KnowledgeBase
 from core.llm import LLMProvider, make_provider
 from core.metrics import FleetBoard, Metrics
 from core.ratelimit import RateLimiter
@@ -39,14 +41,18 @@ class AppContext:
     # /health's own thread, so its probe never queues behind searches or indexing.
     health_executor: ThreadPoolExecutor
     knowledge: Any = None
+    grading: GradingService | None = None
     inflight_requests: int = 0  # per process, for the graceful drain
     draining: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """This process's metrics now."""
-        return self.metrics.snapshot(cache_size=len(self.cache), llm_calls=self.chat.llm_calls,
-                                     llm_seconds=self.chat.llm_seconds)
+        grading_calls, grading_seconds = (self.grading.llm_calls, self.grading.llm_seconds) \
+            if self.grading else (0, 0.0)
+        return self.metrics.snapshot(cache_size=len(self.cache),
+                                     llm_calls=self.chat.llm_calls + grading_calls,
+                                     llm_seconds=self.chat.llm_seconds + grading_seconds)
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""
@@ -71,12 +77,17 @@ def build_context(settings: Settings) -> AppContext:
     limiter = RateLimiter(data / "shared" / "ratelimit", settings.rate_limit_per_minute)
     fleet = FleetBoard(data / "shared" / "fleet", server_id=settings.server_id,
                        interval=settings.metrics_collection_interval)
-    chat = ChatService(llm=llm, slots=slots, server_id=settings.server_id,
+    # Loads jieba's dictionaries now (~1 s), not on the first request.
+    knowledge = KnowledgeBase.open(data, executor)
+    chat = ChatService(llm=llm, slots=slots, server_id=settings.server_id, retriever=knowledge,
                        cache=cache if settings.enable_response_cache else None)
+    grading = GradingService(llm=llm, slots=slots, executor=executor, practice=PracticeBank.load(),
+                             server_id=settings.server_id)
     ctx = AppContext(settings=settings, llm=llm, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=Metrics(settings.server_id, __version__), fleet=fleet,
-                     health_executor=ThreadPoolExecutor(1, thread_name_prefix="shenlun-health"))
-    ctx.closers += [cache.close, limiter.close, fleet.close]
+                     health_executor=ThreadPoolExecutor(1, thread_name_prefix="shenlun-health"),
+                     knowledge=knowledge, grading=grading)
+    ctx.closers += [cache.close, limiter.close, fleet.close, knowledge.close]
     return ctx

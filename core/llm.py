@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Protocol, Sequence
 
 import httpx
 import openai
@@ -48,6 +48,10 @@ class LLMProvider(Protocol):
                usage: Usage) -> AsyncIterator[str]:
         """The answer as text deltas; fills `usage` when the endpoint reports it."""
 
+    async def complete_json(self, messages: Sequence[dict[str, str]], *, temperature: float,
+                            max_tokens: int) -> Completion:
+        """A whole answer that should be one JSON object (the text is not parsed here)."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -65,14 +69,39 @@ class OpenAIProvider:
                                    timeout=timeout, max_retries=0)
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
+        return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
+
+    # Whether the endpoint accepts `response_format={"type": "json_object"}`; set to
+    # False the first time it refuses it, so later calls go prompt-only at once.
+    json_mode: bool = True
+
+    async def complete_json(self, messages: Sequence[dict[str, str]], *, temperature: float,
+                            max_tokens: int) -> Completion:
+        """One answer asked for as a JSON object.
+
+        Uses the endpoint's JSON mode (`response_format={"type": "json_object"}`);
+        an endpoint that refuses that parameter with 400/422 is asked again once
+        without it (the prompt itself asks for JSON) and is not offered it again.
+        The text is returned as is: parsing and validating it is the caller's job."""
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+        try:
+            return await self._complete_messages(list(messages), temperature, max_tokens, extra)
+        except _JsonModeRefused:
+            self.json_mode = False
+            return await self._complete_messages(list(messages), temperature, max_tokens, {})
+
+    async def _complete_messages(self, messages: list[dict[str, str]], temperature: float,
+                                 max_tokens: int, extra: dict[str, Any]) -> Completion:
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._client.chat.completions.create(
-                    model=self.model, messages=prompt.messages,
-                    temperature=temperature, max_tokens=max_tokens)
+                    model=self.model, messages=messages, temperature=temperature,
+                    max_tokens=max_tokens, **extra)
         except (TimeoutError, openai.APITimeoutError):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
+            if extra and exc.status_code in (400, 422) and "response_format" in _error_text(exc):
+                raise _JsonModeRefused() from None
             raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
         except openai.APIConnectionError:
             raise UpstreamError("无法连接大模型服务") from None
@@ -159,6 +188,12 @@ class OfflineProvider:
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return Completion(text=self.answer_text(prompt), model=self.model)
 
+    async def complete_json(self, messages: Sequence[dict[str, str]], *, temperature: float,
+                            max_tokens: int) -> Completion:
+        """No model, no judgement: an empty object. Callers that need one (grading)
+        use their deterministic layer instead of calling this."""
+        return Completion(text="{}", model=self.model)
+
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
                      usage: Usage) -> AsyncIterator[str]:
         text = self.answer_text(prompt)
@@ -168,6 +203,17 @@ class OfflineProvider:
 
     async def close(self) -> None:
         return None
+
+
+class _JsonModeRefused(Exception):
+    """The endpoint rejected `response_format` (internal to `complete_json`)."""
+
+
+def _error_text(exc: "openai.APIStatusError") -> str:
+    try:
+        return (exc.response.text or "") + " " + str(exc.message)
+    except Exception:
+        return str(exc)
 
 
 def make_provider(*, provider: str, api_key: str, base_url: str, model: str,

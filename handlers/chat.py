@@ -9,7 +9,8 @@ from tornado.iostream import StreamClosedError
 
 from core.auth import CLIENT
 from core.chat import ChatRequest
-from core.errors import ServiceError
+from core.errors import InvalidRequest, ServiceError
+from core.grading import GradeRequest, is_grade_request, render_text
 from handlers.base import STATUS_BY_CODE, BaseHandler, log
 
 
@@ -18,7 +19,11 @@ class ChatHandler(BaseHandler):
     _pump: asyncio.Task[None] | None = None
 
     async def post(self) -> None:
-        req = ChatRequest.from_payload(self.json_body())
+        payload = self.json_body()
+        if is_grade_request(payload):
+            await self._grade(payload)
+            return
+        req = ChatRequest.from_payload(payload)
         # User text only at DEBUG, and cut short: essays do not belong in logs.
         log.debug("chat %s mode=%s stream=%s question=%.60r", self.request_id, req.mode,
                   req.stream, req.question)
@@ -47,6 +52,17 @@ class ChatHandler(BaseHandler):
         await asyncio.wait({self._pump})
         if not self._pump.cancelled():
             self._pump.result()
+
+    async def _grade(self, payload: dict[str, Any]) -> None:
+        """`mode: "grade"` with an `answer`: the grader's result (as `POST /api/grade`),
+        plus `answer` as readable text so a chat client can show it."""
+        if payload.get("stream") is True:
+            raise InvalidRequest("字段 stream：批改结果不支持流式输出，请去掉 stream 或改用 POST /api/grade")
+        grade = await self.ctx.grading.grade(GradeRequest.from_payload(payload))
+        self.cache_status = "BYPASS"
+        self.set_header("X-Cache", "BYPASS")
+        self.write_json({**grade, "mode": "grade", "answer": render_text(grade),
+                         "sources": [], "cached": False})
 
     async def _send_events(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
         try:

@@ -10,6 +10,11 @@ from typing import Any
 from core import __version__
 from core.auth import CLIENT
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
+from core.grading import PracticeBank
+from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS,
+                                  MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
+from core.grading.rubric import TYPE_ALIASES
+from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb
 from core.prompts import MODES
 from handlers.base import BaseHandler
@@ -185,6 +190,123 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+# Grading and practice (issue 8). The practice ids are the bundled ones, so that a
+# schema-valid body is one the service accepts.
+PRACTICE_IDS = [item.id for item in PracticeBank.load().list()]
+GRADING_SCHEMAS = {
+    "GradeRequest": {
+        "type": "object", "required": ["answer"],
+        "description": "answer 必填；不带 practice_id 时 question 与 material（或 reference）也必填。"
+                       "可选字段为 null 时按未提供处理。",
+        "anyOf": [
+            {"required": ["practice_id"], "properties": {"practice_id": {"enum": PRACTICE_IDS}}},
+            {"required": ["question", "material"],
+             "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True),
+                            "material": _text(GRADE_MATERIAL_CHARS, required=True)}},
+            {"required": ["question", "reference"],
+             "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True),
+                            "reference": _text(MAX_REFERENCE_CHARS, required=True)}},
+        ],
+        "properties": {
+            "answer": _text(MAX_ANSWER_CHARS, required=True),
+            "practice_id": _nullable({"enum": PRACTICE_IDS}),
+            "question": _nullable(_text(GRADE_QUESTION_CHARS)),
+            "material": _nullable(_text(GRADE_MATERIAL_CHARS)),
+            "reference": _nullable(_text(MAX_REFERENCE_CHARS)),
+            "question_type": _nullable({"enum": sorted(TYPE_ALIASES)}),
+            "genre": _nullable({"enum": list(GENRE_PARTS)}),
+            "full_score": _nullable({"type": "integer", "minimum": 1, "maximum": 100}),
+            "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
+        },
+    },
+    "GradeDimension": {
+        "type": "object", "required": ["key", "name", "score", "max", "comment", "source"],
+        "properties": {"key": {"enum": ["points", "structure", "language", "format", "theme"]},
+                       "name": _STR, "score": _NUM, "max": _NUM, "comment": _STR,
+                       "source": {"enum": ["rules", "llm"]}},
+    },
+    "GradePoint": {
+        "type": "object", "required": ["id", "label", "dimension", "status", "score", "max", "evidence"],
+        "properties": {"id": _STR, "label": _STR, "dimension": {"enum": ["points", "theme"]},
+                       "status": {"enum": ["hit", "partial", "missed"]}, "score": _NUM, "max": _NUM,
+                       "evidence": _STRS, "judged_by": _STR, "note": _STR},
+    },
+    "Grade": {
+        "type": "object",
+        "required": ["id", "simulated", "notice", "grader", "model", "rubric", "prompt_version",
+                     "question_type", "score", "full_score", "dimensions", "points_hit", "points_missed",
+                     "char_count", "word_limit", "over_limit", "structure_checks", "suggestions",
+                     "improved_answer", "deterministic", "usage", "server_id", "elapsed_ms"],
+        "properties": {
+            "id": _STR, "simulated": {"const": True}, "notice": _STR,
+            "grader": {"enum": ["llm+rules", "rules"]}, "model": _STR,
+            "rubric": {"type": "object", "required": ["id", "source", "version", "point_count"],
+                       "properties": {"id": _STR, "source": {"enum": ["practice", "reference", "material", "none"]},
+                                      "version": _STR, "point_count": _INT}},
+            "prompt_version": {"type": ["string", "null"]},
+            "practice_id": {"type": ["string", "null"]},
+            "question_type": {"enum": ["summarize", "analyze", "countermeasure", "document", "essay"]},
+            "question_type_label": _STR,
+            "question_type_source": {"enum": ["given", "practice", "question", "default"]},
+            "genre": {"type": ["string", "null"]},
+            "score": _NUM, "full_score": _NUM,
+            "dimensions": {"type": "array", "items": _ref("GradeDimension")},
+            "points_hit": {"type": "array", "items": _ref("GradePoint")},
+            "points_missed": {"type": "array", "items": _ref("GradePoint")},
+            "char_count": _INT, "word_limit": {"type": ["integer", "null"]}, "over_limit": _BOOL,
+            "structure_checks": {"type": "array", "items": {
+                "type": "object", "required": ["key", "name", "passed", "detail"],
+                "properties": {"key": _STR, "name": _STR, "passed": _BOOL, "detail": _STR, "dimension": _STR}}},
+            "overall_comment": _STR, "suggestions": _STRS,
+            "improved_answer": _STR, "improved_answer_char_count": _INT, "improved_answer_limit": _INT,
+            "improved_answer_source": {"enum": ["llm", "reference", "outline"]},
+            "improved_answer_note": {"type": ["string", "null"]},
+            "deterministic": {"type": "object", "required": ["score", "dimensions", "points"]},
+            "repairs": _STRS,
+            "usage": {"type": "object", "properties": {"prompt_tokens": _INT, "completion_tokens": _INT}},
+            "server_id": _STR, "elapsed_ms": _NUM,
+        },
+    },
+    "PracticeSummary": {
+        "type": "object",
+        "required": ["id", "title", "question_type", "question_type_label", "question", "word_limit", "full_score"],
+        "properties": {"id": _STR, "title": _STR,
+                       "question_type": {"enum": ["summarize", "analyze", "countermeasure", "document", "essay"]},
+                       "question_type_label": _STR, "genre": {"type": ["string", "null"]}, "question": _STR,
+                       "word_limit": _INT, "full_score": _INT, "material_chars": _INT,
+                       "scoring_point_count": _INT, "tags": _STRS},
+    },
+    "PracticeItem": {
+        "allOf": [_ref("PracticeSummary"), {
+            "type": "object", "required": ["material", "reference_answer", "scoring_points"],
+            "properties": {"material": _STR, "reference_answer": _STR, "note": _STR,
+                           "scoring_points": {"type": "array", "items": {
+                               "type": "object", "required": ["id", "label", "score", "phrasings"],
+                               "properties": {"id": _STR, "label": _STR, "score": _NUM, "phrasings": _STRS,
+                                              "dimension": {"enum": ["points", "theme"]}}}}}}],
+    },
+}
+SCHEMAS.update(GRADING_SCHEMAS)
+
+PRACTICE_ID = {"name": "doc_id", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,63}$"}}
+
+GRADING_PATHS = {
+    "/api/grade": {"post": _operation(
+        "批改考生答案（模拟评分：要点、维度分、修改建议、示范答案）", {"200": _json(_ref("Grade"), "评分结果")},
+        "400", "401", "413", "429", "502", "503", "504", body=_ref("GradeRequest"))},
+    "/api/practice": {"get": _operation(
+        "练习题列表（不含资料与参考答案）", {"200": _json(
+            {"type": "object", "required": ["total", "items"],
+             "properties": {"total": _INT, "items": {"type": "array", "items": _ref("PracticeSummary")}}},
+            "练习题")}, "400", "401",
+        params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）")])},
+    "/api/practice/{doc_id}": {"get": _operation(
+        "一道练习题（资料、题目、参考答案、评分要点）", {"200": _json(_ref("PracticeItem"), "练习题")},
+        "401", "404", params=[PRACTICE_ID])},
+}
+
+
 DOC_ID = {"name": "doc_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:\\-]{0,127}$"}}
 
@@ -233,6 +355,7 @@ def build_spec() -> dict[str, Any]:
         "/health": {"get": _operation(
             "健康检查", {"200": _json(_ref("Health"), "正常"), "503": _json(_ref("Health"), "某项检查失败")},
             "404", secured=False)},
+        **GRADING_PATHS,
         "/api/openapi.json": {"get": _operation(
             "本文档", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, "401")},
     }

@@ -38,11 +38,15 @@ def test_three_processes_enforce_one_rate_limit(fleet):
         server = servers[n % 3]
         return http("POST", server.url + "/api/chat", CHAT, client)
 
+    started = time.monotonic()
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(call, range(90)))
+    burst_seconds = time.monotonic() - started
     admitted = [r for r in results if r[0] == 200]
     refused = [r for r in results if r[0] == 429]
-    assert 59 <= len(admitted) <= 61, len(admitted)  # not 3 × 60
+    # 60 at once, plus the one token a second that refills while the burst lasts
+    # (a loaded machine stretches it) — and never 3 × 60.
+    assert 59 <= len(admitted) <= 61 + int(burst_seconds), (len(admitted), burst_seconds)
     assert len(admitted) + len(refused) == 90
     retry_after = int(refused[-1][1]["Retry-After"])
     assert retry_after == 1  # 60/min: a token a second

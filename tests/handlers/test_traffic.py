@@ -212,3 +212,21 @@ async def test_cache_clear_empties_it(http_server_client, fake_llm):
     assert cleared.code == 200 and json.loads(cleared.body) == {"cleared": 3}
     again = await post_json(http_server_client, "/api/chat", {**CHAT, "message": "问题0"})
     assert again.headers["X-Cache"] == "MISS" and fake_llm.calls == 4
+
+
+async def test_a_knowledge_change_that_alters_retrieval_is_a_miss(http_server_client, fake_llm):
+    ask = {"message": "枫桥经验如何化解矛盾？", "mode": "analyze"}
+    first_doc = {"id": "fengqiao-1", "title": "新时代枫桥经验与基层治理",
+                 "content": "枫桥经验强调矛盾不上交，依靠群众就地化解矛盾，是基层治理的重要经验。"}
+    others = [{"title": "垃圾分类", "content": "推进垃圾分类需要居民参与和设施配套。"},
+              {"title": "文章写作的立意", "content": "立意要准确，紧扣材料主旨。"}]
+    added = await post_json(http_server_client, "/api/knowledge/add", {"documents": [first_doc, *others]})
+    assert added.code == 201
+    assert (await post_json(http_server_client, "/api/chat", ask)).headers["X-Cache"] == "MISS"
+    assert (await post_json(http_server_client, "/api/chat", ask)).headers["X-Cache"] == "HIT"
+    changed = {**first_doc, "content": first_doc["content"] + "枫桥经验还要求把矛盾纠纷化解在萌芽状态。"}
+    assert (await post_json(http_server_client, "/api/knowledge/add", changed)).code == 201
+    again = await post_json(http_server_client, "/api/chat", ask)
+    assert again.headers["X-Cache"] == "MISS"  # the passage it is grounded on changed
+    assert "萌芽状态" in json.dumps(fake_llm.requests[-1]["messages"], ensure_ascii=False)
+    assert fake_llm.calls == 2
