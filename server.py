@@ -79,12 +79,12 @@ async def serve(settings: Settings) -> int:
     ctx = build_context(settings)
     app = make_app(settings, ctx)
     server = make_server(app, settings)
-    server.listen(settings.port)
+    server.listen(settings.port, settings.host)
     if not ctx.keys.enabled:
         log.warning("no API_KEYS configured: every endpoint is open to anyone who can reach port %d",
                     settings.port)
-    log.info("%s %s listening on port %d (llm=%s, data=%s)", settings.server_id, __version__,
-             settings.port, settings.llm_provider, settings.data_dir)
+    log.info("%s %s listening on %s:%d (llm=%s, data=%s)", settings.server_id, __version__,
+             settings.host or "*", settings.port, settings.llm_provider, settings.data_dir)
     publisher = PeriodicCallback(lambda: publish_metrics(ctx),
                                  settings.metrics_collection_interval * 1000)
     if settings.enable_metrics:

@@ -97,6 +97,13 @@ def _networks(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if value not in ("", "localhost"):
+        ipaddress.ip_address(value)  # raises ValueError on garbage
+    return value
+
+
 def _path(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -120,6 +127,7 @@ class Settings:
 
     # service
     port: int = _setting("PORT", 5001, _int(1, 65535), "HTTP port of this instance")
+    host: str = _setting("BIND_ADDRESS", "0.0.0.0", _host, "address to listen on (fleet instances: 127.0.0.1)")
     server_id: str = _setting("SERVER_ID", "server-1", _str, "name of this instance in headers, logs and metrics")
     app_env: str = _setting("APP_ENV", "development", _choice("development", "production"), "development or production")
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR")
