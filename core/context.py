@@ -68,7 +68,8 @@ def build_context(settings: Settings) -> AppContext:
     executor = ThreadPoolExecutor(max_workers=CPU_WORKERS, thread_name_prefix="shenlun-cpu")
     llm = make_provider(provider=settings.llm_provider, api_key=settings.openai_api_key,
                         base_url=settings.openai_base_url, model=settings.llm_model,
-                        timeout=settings.request_timeout)
+                        timeout=settings.request_timeout,
+                        concurrency=settings.max_concurrent_requests)
     slots = ConcurrencySlots(settings.max_concurrent_requests, settings.queue_timeout)
     data = settings.data_dir
     cache = ResponseCache(data / "cache", ttl_seconds=settings.cache_ttl_seconds,

@@ -8,6 +8,8 @@ one timeout on the model; retrying is left to the client, which sees 502/504.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, Sequence
 
@@ -56,17 +58,43 @@ class LLMProvider(Protocol):
         """Release connections."""
 
 
+POOL_SHARD = 8  # connections per HTTP client (see OpenAIProvider.__init__)
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible `chat/completions` endpoint through `AsyncOpenAI`."""
 
     name = "openai"
 
-    def __init__(self, *, api_key: str, base_url: str, model: str, timeout: float) -> None:
+    def __init__(self, *, api_key: str, base_url: str, model: str, timeout: float,
+                 concurrency: int = 10) -> None:
         self.model = model
         self.timeout = timeout
+        # httpx's pool (httpcore 1.0) walks every connection it holds on every request
+        # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
+        # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
+        # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
+        # several clients of about POOL_SHARD each, taken in turn.
+        shards = max(1, math.ceil(concurrency / POOL_SHARD))
         # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
-        self._client = AsyncOpenAI(api_key=api_key or "none", base_url=base_url or None,
-                                   timeout=timeout, max_retries=0)
+        self._clients = [
+            AsyncOpenAI(api_key=api_key or "none", base_url=base_url or None, timeout=timeout,
+                        max_retries=0, http_client=openai.DefaultAsyncHttpxClient(
+                            limits=httpx.Limits(max_connections=1000,
+                                                max_keepalive_connections=POOL_SHARD)))
+            for _ in range(shards)]
+        self._next_client = itertools.cycle(self._clients)
+
+    @property
+    def _client(self) -> AsyncOpenAI:
+        """The client for the next call (round robin over the shards)."""
+        return next(self._next_client)
+
+    @_client.setter
+    def _client(self, client: AsyncOpenAI) -> None:
+        """Use this one client for every call (tests point it elsewhere)."""
+        self._clients = [client]
+        self._next_client = itertools.cycle(self._clients)
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
@@ -92,11 +120,17 @@ class OpenAIProvider:
 
     async def _complete_messages(self, messages: list[dict[str, str]], temperature: float,
                                  max_tokens: int, extra: dict[str, Any]) -> Completion:
+        # Through the client's own transport (auth, base URL, pool, error types) but not
+        # its typed layer: `create()` walks every message through a TypedDict transformer
+        # and builds pydantic models of the answer, ~0.8 ms of CPU per call, more than the
+        # rest of a cache miss (bench/b2_cache_miss.py). We need one string, two counters.
+        body = {"model": self.model, "messages": messages, "temperature": temperature,
+                "max_tokens": max_tokens, **extra}
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=temperature,
-                    max_tokens=max_tokens, **extra)
+                response = await self._client.post("/chat/completions", body=body,
+                                                   cast_to=httpx.Response)
+            data = response.json()
         except (TimeoutError, openai.APITimeoutError):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
@@ -108,15 +142,14 @@ class OpenAIProvider:
         except (openai.OpenAIError, ValueError, TypeError):
             raise UpstreamError() from None
         try:
-            text = response.choices[0].message.content
-            model = response.model or self.model
-        except (AttributeError, IndexError, TypeError):
+            text = data["choices"][0]["message"]["content"]
+            model = data.get("model") or self.model
+            counts = data.get("usage") or {}
+            usage = Usage(int(counts.get("prompt_tokens") or 0), int(counts.get("completion_tokens") or 0))
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
             raise UpstreamError() from None
         if not isinstance(text, str) or not text.strip():
             raise UpstreamError("大模型服务返回了空回答")
-        usage = Usage()
-        if getattr(response, "usage", None) is not None:
-            usage = Usage(response.usage.prompt_tokens or 0, response.usage.completion_tokens or 0)
         return Completion(text=text, model=str(model), usage=usage)
 
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
@@ -155,7 +188,8 @@ class OpenAIProvider:
             raise UpstreamError("大模型服务返回了空回答")
 
     async def close(self) -> None:
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
 
 
 class OfflineProvider:
@@ -217,8 +251,9 @@ def _error_text(exc: "openai.APIStatusError") -> str:
 
 
 def make_provider(*, provider: str, api_key: str, base_url: str, model: str,
-                  timeout: float) -> LLMProvider:
-    """The provider the settings ask for."""
+                  timeout: float, concurrency: int = 10) -> LLMProvider:
+    """The provider the settings ask for (`concurrency`: calls expected in flight)."""
     if provider == "openai":
-        return OpenAIProvider(api_key=api_key, base_url=base_url, model=model, timeout=timeout)
+        return OpenAIProvider(api_key=api_key, base_url=base_url, model=model, timeout=timeout,
+                              concurrency=concurrency)
     return OfflineProvider()

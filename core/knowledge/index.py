@@ -261,6 +261,13 @@ class SharedIndex:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 0.05)
 
+    def version(self) -> str:
+        """Changes whenever what a search can find may have changed: the live index's
+        name (a rebuild) and the last store change it holds (an add or delete). One stat
+        and one small read, cheap enough to call on the event loop."""
+        name = self._live()
+        return f"{name}:{read_applied(self.path(name))}"
+
     def _live(self) -> str:
         name = self.current_name()
         if name is None:

@@ -15,6 +15,7 @@ import asyncio
 import random
 import re
 import time
+from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ DEFAULT_LIMIT = 10
 RESERVED_IDS = frozenset({"search", "add"})  # would collide with /api/knowledge/search|add
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
+RETRIEVAL_MEMO_SIZE = 512  # questions whose retrieved passages a process remembers
 
 T = TypeVar("T")
 
@@ -150,6 +152,12 @@ class KnowledgeBase:
         self.index = index
         self.executor = executor
         self.write_timeout = write_timeout
+        # (question, limit) → (index version, passages). Every chat request retrieves
+        # before it looks in the response cache (the cache key covers the passages), so
+        # without this a cache hit costs a jieba + Whoosh search + snippets (~10 ms of
+        # CPU); with it, a repeated question costs a stat and a small read until the
+        # index changes. Per process, bounded, least recently used dropped first.
+        self._retrieved: OrderedDict[tuple[str, int], tuple[str, list[Source]]] = OrderedDict()
 
     @classmethod
     def open(cls, data_dir: Path, executor: Executor, *,
@@ -208,7 +216,20 @@ class KnowledgeBase:
         (the `Retriever` of core/chat.py)."""
         if not query.strip():
             return []
-        return await self._run(lambda: searching.retrieve(self.index.searcher(), query, limit))
+        key = (query, limit)
+        version = self.index.version()
+        known = self._retrieved.get(key)
+        if known is not None and known[0] == version:
+            self._retrieved.move_to_end(key)
+            return list(known[1])
+        sources = await self._run(lambda: searching.retrieve(self.index.searcher(), query, limit))
+        # Stored under the version read before the search: if the index changed
+        # meanwhile, the next call sees a newer version and searches again.
+        self._retrieved[key] = (version, sources)
+        self._retrieved.move_to_end(key)
+        while len(self._retrieved) > RETRIEVAL_MEMO_SIZE:
+            self._retrieved.popitem(last=False)
+        return list(sources)
 
     async def count(self) -> int:
         """How many documents the store holds."""
