@@ -13,16 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.prompts import MODES
+
 RUBRIC_VERSION = "shenlun-rubric-2026-12.1"
 
 # Canonical question-type keys are the chat modes of the answer-writing questions.
 QUESTION_TYPES: dict[str, str] = {
-    "summarize": "归纳概括",
-    "analyze": "综合分析",
-    "countermeasure": "提出对策",
-    "document": "贯彻执行（应用文）",
-    "essay": "文章写作",
-}
+    mode: MODES[mode] for mode in ("summarize", "analyze", "countermeasure", "document", "essay")}
 
 # Names a client may send for a type (the short names used by candidates included).
 TYPE_ALIASES: dict[str, str] = {
