@@ -6,18 +6,15 @@ event loop run them in the executor.
 """
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
 import jieba
 import jieba.analyse
 
-from core.config import PROJECT_ROOT
+from core.knowledge import analyzer
 
-USER_DICT = PROJECT_ROOT / "data" / "dict" / "shenlun_terms.txt"
 
 # Function words that carry no point content. Single characters that do carry it in
 # 申论 (难, 低, 少, 弱, 乱, 慢 …) are deliberately kept.
@@ -53,28 +50,11 @@ _INLINE_MARKER = re.compile(
     r"(?:[一二三四五六七八九十]是|[①②③④⑤⑥⑦⑧⑨⑩]|[（(](?:\d{1,2}|[一二三四五六七八九十])[）)])")
 _ALLOW_POS = ("n", "nz", "vn", "v", "a", "an", "ad", "l", "i", "j", "nt", "ns", "nl", "ng")
 
-_init_lock = threading.Lock()
-_initialized = False
-
-
 def ensure_jieba() -> None:
-    """Load jieba's global tokenizer (the one `jieba.analyse` uses) and the project's
-    申论 dictionary into it, once per process.
-
-    `core.knowledge.analyzer.initialize()` loads the same dictionary into that
-    module's private tokenizer, which `jieba.analyse` does not use; hence our own
-    load here, guarded so it happens once."""
-    global _initialized
-    if _initialized:
-        return
-    with _init_lock:
-        if _initialized:
-            return
-        jieba.setLogLevel(logging.WARNING)
-        jieba.initialize()
-        if USER_DICT.exists():
-            jieba.load_userdict(str(USER_DICT))
-        _initialized = True
+    """Load jieba's process-wide tokenizer (the one `jieba.analyse` uses) with the
+    project's 申论 dictionary, once per process: the knowledge analyzer's
+    initialization does exactly that, so it is reused here."""
+    analyzer.initialize()
 
 
 @dataclass(frozen=True)

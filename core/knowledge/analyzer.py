@@ -40,7 +40,10 @@ STOPWORDS_FILE = DICT_DIR / "stopwords.txt"
 
 MAX_TOKEN_CHARS = 40  # longer "words" are URLs, hashes or base64: not worth indexing
 
-_jieba = jieba.Tokenizer()
+# jieba's process-wide tokenizer, shared with grading's keyword extraction
+# (jieba.analyse only uses this one): a second Tokenizer would hold a second copy of
+# the dictionary, ~90 MB per process.
+_jieba = jieba.dt
 _init_lock = threading.Lock()
 _ready = False
 _stopwords: frozenset[str] = frozenset()
