@@ -1,0 +1,102 @@
+"""Bench 1: overhead on a cache hit.
+
+`/api/chat` answered from the shared cache vs a bare Tornado JSON handler answering the
+same object (bench/bare_server.py), one process each, same load generator, same
+concurrency. Two request shapes: the default one (use_knowledge true: every request,
+hit or not, runs the knowledge retrieval the cache key depends on) and use_knowledge
+false (the gateway alone: auth, rate limit, validation, cache read, metrics, logs).
+
+    python bench/b1_cache_hit.py [--duration 4] [--rounds 3] [--concurrency 32]
+Target: service requests/s >= 60% of bare Tornado's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import Report, finish, http  # noqa: E402
+
+common.ensure_venv()
+import loadgen  # noqa: E402
+
+QUESTION = "乡村振兴类材料的归纳概括题怎么答？"
+
+
+def chat_body(use_knowledge: bool) -> str:
+    return json.dumps({"message": QUESTION, "mode": "summarize", "use_knowledge": use_knowledge},
+                      ensure_ascii=False)
+
+
+def prime(url: str, body: str) -> dict:
+    """Ask twice: the first answer fills the cache, the second must be a hit."""
+    for _ in range(2):
+        status, headers, raw = http("POST", url + "/api/chat", body.encode())
+        if status != 200:
+            raise RuntimeError(f"/api/chat answered {status}: {raw[:300]!r}")
+    if headers.get("x-cache") != "HIT":
+        raise RuntimeError(f"second identical request was not a cache hit: {headers.get('x-cache')}")
+    return json.loads(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--tool", default="auto", choices=("auto", "wrk", "python"))
+    args = ap.parse_args(argv)
+    report = Report("b1_cache_hit", "cache hit vs bare Tornado, 1 process each")
+    work = common.tmpdir()
+    logs = work / "logs"
+    logs.mkdir()
+    template = common.knowledge_template(work)
+    upstream = common.start_upstream(log_dir=logs)
+    server = common.start_server(common.fresh_data_dir(work, "data", template), upstream=upstream.base_url,
+                                 log_dir=logs)
+    hit_kn = prime(server.url, chat_body(True))
+    hit_plain = prime(server.url, chat_body(False))
+    size = len(json.dumps(hit_kn, ensure_ascii=False).encode())
+    bare = common.start_bare(hit_kn, log_dir=logs)
+    c = args.concurrency
+    report.note(f"before: {common.machine_load()}")
+    runs = {
+        "bare": (loadgen.Target(bare.url + "/api/chat", "POST", chat_body(True)), {"server": bare.proc.pid}),
+        "hit": (loadgen.Target(server.url + "/api/chat", "POST", chat_body(True)), {"server": server.proc.pid}),
+        "hit_noknowledge": (loadgen.Target(server.url + "/api/chat", "POST", chat_body(False)),
+                            {"server": server.proc.pid}),
+    }
+    measured = common.alternate(runs, rounds=args.rounds, concurrency=c, duration=args.duration,
+                                tool=args.tool)
+    s = {name: common.summary(rounds) for name, rounds in measured.items()}
+    for name, summ in s.items():
+        report.note(f"{name}: " + ", ".join(f"{k}={v:.1f}" for k, v in summ.items()))
+    report.note(f"after: {common.machine_load()}")
+    tool = measured["bare"][0].result.tool
+    b, h, p = s["bare"], s["hit"], s["hit_noknowledge"]
+    cfg = f"c={c}, {tool}, answer {size} B, median of {args.rounds}"
+    report.add("cache hit requests/s (default request, knowledge on)", h["rps"], "rps",
+               reference="bare Tornado JSON handler", ref_value=b["rps"], target=">= 0.60",
+               met=h["rps"] >= 0.6 * b["rps"], note=cfg)
+    report.add("cache hit requests/s (use_knowledge=false)", p["rps"], "rps",
+               reference="bare Tornado JSON handler", ref_value=b["rps"], target=">= 0.60",
+               met=p["rps"] >= 0.6 * b["rps"], note=cfg)
+    for label, res in (("default", h), ("use_knowledge=false", p)):
+        report.add(f"cache hit p50 ({label})", res["p50"], "ms", reference="bare p50", ref_value=b["p50"])
+        report.add(f"cache hit p99 ({label})", res["p99"], "ms", reference="bare p99", ref_value=b["p99"])
+        report.add(f"server CPU per cache hit ({label})", res["cpu_server"], "µs/req",
+                   reference="bare CPU per request", ref_value=b["cpu_server"])
+    errors = sum(v["errors"] for v in s.values())
+    if errors:
+        report.note(f"{errors} error answers during the runs")
+    for proc in (bare, server):
+        proc.stop()
+    upstream.stop()
+    return finish(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

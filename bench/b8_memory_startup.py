@@ -1,0 +1,103 @@
+"""Bench 8: memory per instance (idle and under load) and start-up time to the first
+200 on /health, against a bare Tornado process (bench/bare_server.py) as the floor.
+
+Start-up is measured from spawning `python server.py` to the first 200 of /health
+(polled every 10 ms): imports, settings, jieba's dictionaries, opening the index, the
+shared stores. Under load: cache hits, misses and searches at once for a few seconds,
+RSS sampled every 100 ms, the peak reported.
+
+    python bench/b8_memory_startup.py [--starts 3] [--duration 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import Report, finish  # noqa: E402
+
+common.ensure_venv()
+import loadgen  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--starts", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    report = Report("b8_memory_startup", "RSS per instance and start-up time")
+    report.note(f"before: {common.machine_load()}")
+    work = common.tmpdir()
+    logs = work / "logs"
+    logs.mkdir()
+    template = common.knowledge_template(work)
+    upstream = common.start_upstream(log_dir=logs)
+    starts, bare_starts = [], []
+    server = None
+    for i in range(args.starts):
+        if server is not None:
+            server.stop()
+        server = common.start_server(common.fresh_data_dir(work, f"data{i}", template),
+                                     upstream=upstream.base_url, log_dir=logs, MAX_CONCURRENT_REQUESTS=100)
+        starts.append(server.startup_s)
+        bare = common.start_bare({"answer": "x"}, log_dir=logs)
+        bare_starts.append(bare.startup_s)
+        if i < args.starts - 1:
+            bare.stop()
+    time.sleep(1.0)
+    idle = common.rss_bytes(server.proc.pid)
+    bare_idle = common.rss_bytes(bare.proc.pid)
+    report.add("start-up to first /health 200", common.median(starts), "s", reference="bare Tornado start-up",
+               ref_value=common.median(bare_starts), note=f"median of {args.starts}, bundled knowledge")
+    report.add("RSS idle", idle / MB, "MiB", reference="bare Tornado RSS", ref_value=bare_idle / MB)
+
+    peak = [idle]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            try:
+                peak.append(common.rss_bytes(server.proc.pid))
+            except Exception:
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    hit_body = json.dumps({"message": "乡村振兴类材料的归纳概括题怎么答？", "mode": "summarize"}, ensure_ascii=False)
+    common.http("POST", server.url + "/api/chat", hit_body.encode())
+    targets = [
+        loadgen.Target(server.url + "/api/chat", "POST", hit_body),
+        loadgen.Target(server.url + "/api/chat", "POST",
+                       json.dumps({"message": "第{n}个问题：如何写好倡议书？", "mode": "document"}, ensure_ascii=False),
+                       unique=True),
+        loadgen.Target(server.url + "/api/knowledge/search?q=%E5%9F%BA%E5%B1%82%E6%B2%BB%E7%90%86"),
+    ]
+    threads = [threading.Thread(target=loadgen.run_python, args=(t,),
+                                kwargs={"concurrency": 16, "duration": args.duration, "warmup": 0})
+               for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(args.duration + 60)
+    stop.set()
+    sampler.join(5)
+    after = common.rss_bytes(server.proc.pid)
+    report.add("RSS peak under load (hits + misses + searches, 3x16 clients)", max(peak) / MB, "MiB",
+               reference="RSS idle", ref_value=idle / MB)
+    report.add("RSS after the load", after / MB, "MiB", reference="RSS idle", ref_value=idle / MB)
+    bare.stop()
+    server.stop()
+    upstream.stop()
+    report.note(f"after: {common.machine_load()}")
+    return finish(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
