@@ -160,3 +160,12 @@ async def test_retrieve_returns_passages_of_relevant_documents(kb):
     assert "就地化解" in sources[0].text
     assert "<em>新时代枫桥经验</em>" in sources[0].snippet  # the text's word, whole
     assert len({s.id for s in sources}) == len(sources)  # one passage per document
+
+
+async def test_question_phrasing_does_not_outweigh_the_topic(kb, tmp_path):
+    # "是什么意思" asks for a meaning: a document that happens to contain 意思 must not
+    # push out the one about the topic asked about.
+    wording = Document("wording", "解释型分析题", "解释型题目要先说明词语的意思，再分析原因。", "方法")
+    await kb.add([wording])
+    sources = await kb.retrieve("接诉即办是什么意思", 4)
+    assert sources and {s.id for s in sources} <= {"hotline-title", "hotline-body"}
