@@ -53,10 +53,9 @@ def make_server(app: tornado.web.Application, settings: Settings) -> HTTPServer:
 
 
 async def publish_metrics(ctx: AppContext) -> None:
-    """Put this instance's snapshot on the fleet board (a disk write: off the loop)."""
-    loop = asyncio.get_running_loop()
+    """Put this instance's snapshot on the fleet board (skipped while the store is down)."""
     try:
-        await loop.run_in_executor(ctx.executor, ctx.fleet.publish, ctx.metrics_snapshot())
+        await ctx.fleet.publish(await ctx.metrics_snapshot())
     except Exception:
         log.warning("could not publish metrics to the fleet board", exc_info=True)
 
@@ -65,7 +64,7 @@ async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
     """Stop accepting, let in-flight requests finish (at most `grace` s), close."""
     server.stop()
     ctx.draining = True
-    ctx.fleet.withdraw()
+    await ctx.fleet.withdraw()
     deadline = time.monotonic() + grace
     while ctx.inflight_requests > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -83,8 +82,9 @@ async def serve(settings: Settings) -> int:
     if not ctx.keys.enabled:
         log.warning("no API_KEYS configured: every endpoint is open to anyone who can reach port %d",
                     settings.port)
-    log.info("%s %s listening on %s:%d (llm=%s, data=%s)", settings.server_id, __version__,
-             settings.host or "*", settings.port, settings.llm_provider, settings.data_dir)
+    log.info("%s %s listening on %s:%d (llm=%s, data=%s, store=%s)", settings.server_id, __version__,
+             settings.host or "*", settings.port, settings.llm_provider, settings.data_dir,
+             settings.store_backend)
     publisher = PeriodicCallback(lambda: publish_metrics(ctx),
                                  settings.metrics_collection_interval * 1000)
     if settings.enable_metrics:

@@ -27,6 +27,7 @@ common.ensure_venv()
 from core.cache import ResponseCache  # noqa: E402
 from core.metrics import FleetBoard, Metrics  # noqa: E402
 from core.ratelimit import RateLimiter  # noqa: E402
+from core.store import open_stores  # noqa: E402
 
 ANSWER = {"text": "归纳概括题要求全面准确地从给定资料中提炼要点。" * 30, "model": "fake-model",
           "usage": {"prompt_tokens": 11, "completion_tokens": 600}}
@@ -76,20 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     raw = raw_db(work / "raw" / "raw.sqlite3")
 
     # Rate limit: one check of one client's bucket.
-    limiter = RateLimiter(work / "shared" / "ratelimit", 1_000_000)
-    rl = per_call_us(lambda: limiter.check("ip:127.0.0.1"), n)
+    stores = open_stores("diskcache", data_dir=work, redis_url="redis://127.0.0.1:6379/0",
+                         executor=executor, cache_max_bytes=256 * 2**20)
+    limiter = RateLimiter(stores.ratelimit, 1_000_000)
+    rl = per_call_us_async(lambda: limiter.check("ip:127.0.0.1"), n)
     take = ("INSERT INTO buckets VALUES (?, 1e6 - 1, ?) ON CONFLICT (k) DO UPDATE SET "
             "tokens = min(1e6, tokens + (excluded.stamp - stamp) * 16666.7) - 1, stamp = excluded.stamp "
             "RETURNING tokens")
     rl_raw = per_call_us(lambda: raw.execute(take, ("ip:127.0.0.1", time.time())).fetchone(), n)
     report.add("rate-limit check", rl, "µs", reference="one SQLite UPSERT…RETURNING", ref_value=rl_raw)
-    limiter.close()
 
     # Response cache: read (hit, miss) on the loop, write in the executor thread.
-    cache = ResponseCache(work / "cache", ttl_seconds=300, max_entries=100, max_bytes=256 * 2**20,
-                          executor=executor)
+    cache = ResponseCache(stores.cache, ttl_seconds=300, max_entries=100)
     for i in range(100):
-        cache._set_sync(f"chat:{i}", ANSWER)
+        stores.cache._set_sync(f"chat:{i}", ANSWER, 300, 100)
     blob = pickle.dumps(ANSWER, protocol=pickle.HIGHEST_PROTOCOL)
     raw.execute("INSERT OR REPLACE INTO kv VALUES ('chat:7', ?, ?)", (blob, time.time()))
     hit = per_call_us_async(lambda: cache.get("chat:7"), n)
@@ -99,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     report.add("cache get, hit (3.6 kB answer)", hit, "µs", reference="SQLite SELECT + unpickle", ref_value=hit_raw)
     report.add("cache get, miss", miss, "µs", reference="SQLite SELECT", ref_value=miss_raw)
     counter = iter(range(10**9))
-    set_full = per_call_us(lambda: cache._set_sync(f"chat:new:{next(counter)}", ANSWER), max(50, n // 10))
+    set_full = per_call_us(lambda: stores.cache._set_sync(f"chat:new:{next(counter)}", ANSWER, 300, 100),
+                           max(50, n // 10))
     set_raw = per_call_us(lambda: raw.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
                                               (f"chat:new:{next(counter)}", blob, time.time())), max(50, n // 10))
     report.add("cache set at the entry cap (set + LRU eviction)", set_full, "µs",
                reference="SQLite INSERT OR REPLACE", ref_value=set_raw, note="in the executor thread")
-    cache.close()
 
     # Metrics: the per-request counters, the snapshot, and the publish to the fleet board.
     metrics = Metrics("server-1", "bench")
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         cache="HIT", error_code=None), n)
     report.add("metrics: record one request", finished, "µs", note="on the loop, every request")
     snap = per_call_us(lambda: metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0), max(50, n // 10))
-    board = FleetBoard(work / "shared" / "fleet", server_id="server-1", interval=60)
+    board = FleetBoard(stores.fleet, server_id="server-1", interval=60)
     snapshot = metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0)
-    publish = per_call_us(lambda: board.publish(metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0)),
+    publish = per_call_us_async(lambda: board.publish(metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0)),
                           max(50, n // 10))
     sblob = pickle.dumps(snapshot)
     publish_raw = per_call_us(lambda: raw.execute("INSERT OR REPLACE INTO kv VALUES ('server-1', ?, ?)",
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add("metrics publish (snapshot + board write)", publish, "µs",
                reference="snapshot + SQLite INSERT OR REPLACE", ref_value=publish_raw,
                note=f"every METRICS_COLLECTION_INTERVAL, {len(sblob)} B")
-    board.close()
+    stores.cache.close()
+    stores.ratelimit.close()
+    stores.fleet.close()
     raw.close()
     executor.shutdown()
     report.note(f"after: {common.machine_load()}")

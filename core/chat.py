@@ -20,6 +20,7 @@ from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.llm import Completion, LLMProvider, Usage
 from core.prompts import MODES, PROMPT_VERSION, Prompt, Source, build_prompt, char_count
+from core.store import StoreUnavailable
 from core.validation import (read_bool, read_choice, read_float, read_int, read_str,
                              require_object)
 from core.wordlimit import ANSWER_MODES, condense_messages, is_over
@@ -147,11 +148,9 @@ class ChatService:
         started = time.monotonic()
         sources = await self._retrieve(req)
         prompt = self._prompt(req, sources)
-        key = self._cache_key(req, sources) if self._caching(req) else None
-        if key is not None:
-            hit = await self.cache.get(key)
-            if hit is not None:
-                return ChatResult(self._body(req, prompt, _outcome_from_dict(hit), started, cached=True), "HIT")
+        key, hit = await self._lookup(req, sources)
+        if hit is not None:
+            return ChatResult(self._body(req, prompt, _outcome_from_dict(hit), started, cached=True), "HIT")
         outcome = await self._complete_once(key, req, prompt)
         return ChatResult(self._body(req, prompt, outcome, started, cached=False),
                           "MISS" if key is not None else "BYPASS")
@@ -167,8 +166,7 @@ class ChatService:
         started = time.monotonic()
         sources = await self._retrieve(req)
         prompt = self._prompt(req, sources)
-        key = self._cache_key(req, sources) if self._caching(req) else None
-        hit = await self.cache.get(key) if key is not None else None
+        key, hit = await self._lookup(req, sources)
         if hit is not None:
             outcome = _outcome_from_dict(hit)
             yield "start", {"cache": "HIT"}
@@ -208,6 +206,17 @@ class ChatService:
 
     def _caching(self, req: ChatRequest) -> bool:
         return self.cache is not None and req.cache
+
+    async def _lookup(self, req: ChatRequest, sources: Sequence[Source]) -> tuple[str | None, dict[str, Any] | None]:
+        """(cache key, cached value). The key is None when the answer bypasses the
+        cache: asked to, caching off, or the shared store unreachable (degraded)."""
+        if not self._caching(req):
+            return None, None
+        key = self._cache_key(req, sources)
+        try:
+            return key, await self.cache.get(key)
+        except StoreUnavailable:
+            return None, None
 
     async def _retrieve(self, req: ChatRequest) -> list[Source]:
         if not (req.use_knowledge and self.retriever):

@@ -117,6 +117,13 @@ def _url(raw: str) -> str:
     return value
 
 
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], help: str, secret: bool = False) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "help": help, "secret": secret})
 
@@ -149,6 +156,10 @@ class Settings:
     cache_ttl_seconds: int = _setting("CACHE_TTL_SECONDS", 300, _int(1, 30 * 86400), "seconds a cached answer is served")
     max_cache_size: int = _setting("MAX_CACHE_SIZE", 100, _int(1, 10_000_000), "most cached answers (least recently used evicted)")
     cache_max_bytes: int = _setting("CACHE_MAX_BYTES", 256 * 1024 * 1024, _int(1024 * 1024), "byte bound of the shared cache")
+
+    # shared store (cache, rate limit, fleet metrics)
+    store_backend: str = _setting("STORE_BACKEND", "diskcache", _choice("diskcache", "redis"), "shared store: diskcache (one machine) or redis (several hosts)")
+    redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url, "Redis of STORE_BACKEND=redis (redis://[:password@]host:port/db)", secret=True)
 
     # health and metrics
     health_check_enabled: bool = _setting("HEALTH_CHECK_ENABLED", True, _bool, "serve GET /health")

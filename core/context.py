@@ -17,6 +17,7 @@ from core.knowledge import KnowledgeBase
 from core.llm import LLMProvider, make_provider
 from core.metrics import FleetBoard, Metrics
 from core.ratelimit import RateLimiter
+from core.store import Stores, open_stores
 
 # jieba, Whoosh and large disk writes run here, never on the event loop. Small on
 # purpose: on a 2-core machine more threads only add contention under the GIL.
@@ -38,6 +39,7 @@ class AppContext:
     keys: KeyRing
     metrics: Metrics
     fleet: FleetBoard
+    stores: Stores
     # /health's own thread, so its probe never queues behind searches or indexing.
     health_executor: ThreadPoolExecutor
     knowledge: Any = None
@@ -46,11 +48,11 @@ class AppContext:
     draining: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
-    def metrics_snapshot(self) -> dict[str, Any]:
+    async def metrics_snapshot(self) -> dict[str, Any]:
         """This process's metrics now."""
         grading_calls, grading_seconds = (self.grading.llm_calls, self.grading.llm_seconds) \
             if self.grading else (0, 0.0)
-        return self.metrics.snapshot(cache_size=len(self.cache),
+        return self.metrics.snapshot(cache_size=await self.cache.count(),
                                      llm_calls=self.chat.llm_calls + grading_calls,
                                      llm_seconds=self.chat.llm_seconds + grading_seconds)
 
@@ -59,6 +61,7 @@ class AppContext:
         await self.llm.close()
         for close in reversed(self.closers):
             close()
+        await self.stores.aclose()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.health_executor.shutdown(wait=True, cancel_futures=True)
 
@@ -72,11 +75,13 @@ def build_context(settings: Settings) -> AppContext:
                         concurrency=settings.max_concurrent_requests)
     slots = ConcurrencySlots(settings.max_concurrent_requests, settings.queue_timeout)
     data = settings.data_dir
-    cache = ResponseCache(data / "cache", ttl_seconds=settings.cache_ttl_seconds,
-                          max_entries=settings.max_cache_size, max_bytes=settings.cache_max_bytes,
-                          executor=executor)
-    limiter = RateLimiter(data / "shared" / "ratelimit", settings.rate_limit_per_minute)
-    fleet = FleetBoard(data / "shared" / "fleet", server_id=settings.server_id,
+    stores = open_stores(settings.store_backend, data_dir=data, redis_url=settings.redis_url,
+                         executor=executor, cache_max_bytes=settings.cache_max_bytes)
+    cache = ResponseCache(stores.cache, ttl_seconds=settings.cache_ttl_seconds,
+                          max_entries=settings.max_cache_size)
+    limiter = RateLimiter(stores.ratelimit, settings.rate_limit_per_minute,
+                          instances=settings.instances)
+    fleet = FleetBoard(stores.fleet, server_id=settings.server_id,
                        interval=settings.metrics_collection_interval)
     # Loads jieba's dictionaries now (~1 s), not on the first request.
     knowledge = KnowledgeBase.open(data, executor)
@@ -89,6 +94,6 @@ def build_context(settings: Settings) -> AppContext:
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=Metrics(settings.server_id, __version__), fleet=fleet,
                      health_executor=ThreadPoolExecutor(1, thread_name_prefix="shenlun-health"),
-                     knowledge=knowledge, grading=grading)
-    ctx.closers += [cache.close, limiter.close, fleet.close, knowledge.close]
+                     knowledge=knowledge, grading=grading, stores=stores)
+    ctx.closers += [knowledge.close]
     return ctx

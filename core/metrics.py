@@ -1,7 +1,7 @@
 """Per-instance metrics, their Prometheus rendering, and the fleet board.
 
-`Metrics` counts what this process answered. `FleetBoard` is a diskcache directory
-shared by the instances of one machine: each publishes its snapshot every
+`Metrics` counts what this process answered. `FleetBoard` lives on the shared store
+(diskcache for one machine, Redis for several hosts): each instance publishes its snapshot every
 `METRICS_COLLECTION_INTERVAL` seconds with an expiry of a few intervals, and removes
 it on shutdown, so the board lists the live instances only.
 """
@@ -12,11 +12,11 @@ import math
 import os
 import time
 from collections import Counter, deque
-from pathlib import Path
 from typing import Any, Iterable
 
-import diskcache
 import psutil
+
+from core.store import SharedStore, StoreUnavailable
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RECENT_LATENCIES = 4096  # window of the JSON percentiles
@@ -187,28 +187,39 @@ _SUMMED = ("total_requests", "concurrent_requests", "rate_limited_requests", "ca
 
 
 class FleetBoard:
-    """Snapshots of the live instances of this machine, in a shared directory."""
+    """Snapshots of the live instances, on the shared store (one machine's diskcache
+    directory, or Redis for several hosts)."""
 
-    def __init__(self, directory: Path, *, server_id: str, interval: float) -> None:
+    def __init__(self, store: SharedStore, *, server_id: str, interval: float) -> None:
         self.server_id = server_id
         # An instance that stops publishing (crashed) drops out after a few intervals.
         self.ttl = interval * 2.5 + 1
-        self._store = diskcache.Cache(str(directory), timeout=5)
+        self._store = store
 
-    def publish(self, snapshot: dict[str, Any]) -> None:
-        self._store.set(self.server_id, snapshot, expire=self.ttl, retry=True)
+    async def publish(self, snapshot: dict[str, Any]) -> bool:
+        """Put this instance's snapshot on the board; False when the store is
+        unreachable (skipped: the next interval tries again)."""
+        try:
+            await self._store.publish(self.server_id, snapshot, ttl=self.ttl)
+            return True
+        except StoreUnavailable:
+            return False
 
-    def withdraw(self) -> None:
+    async def withdraw(self) -> None:
         """Mark this instance gone (graceful shutdown)."""
-        self._store.delete(self.server_id, retry=True)
+        try:
+            await self._store.delete(self.server_id)
+        except StoreUnavailable:
+            pass  # its snapshot expires by itself
 
-    def fleet(self) -> dict[str, Any]:
-        """Sums over the live instances, plus one row per instance."""
-        rows = []
-        for key in sorted(self._store.iterkeys()):
-            snap = self._store.get(key)
-            if snap is not None:
-                rows.append(snap)
+    async def fleet(self, own: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Sums over the live instances, plus one row per instance. While the store is
+        unreachable: this instance only (`own`), with `"degraded": true`."""
+        degraded = False
+        try:
+            rows = await self._store.snapshots()
+        except StoreUnavailable:
+            rows, degraded = ([own] if own is not None else []), True
         totals: dict[str, Any] = {name: sum(r.get(name, 0) for r in rows) for name in _SUMMED}
         looked_up = totals["cache_hits"] + totals["cache_misses"]
         totals["cache_hit_rate"] = round(totals["cache_hits"] / looked_up, 4) if looked_up else 0.0
@@ -221,11 +232,11 @@ class FleetBoard:
         for r in rows:
             statuses.update(r.get("requests_by_status", {}))
         totals["requests_by_status"] = dict(sorted(statuses.items()))
-        return {"scope": "fleet", "instances": len(rows), "totals": totals,
+        view = {"scope": "fleet", "instances": len(rows), "totals": totals,
                 "servers": [{k: v for k, v in r.items()} for r in rows]}
-
-    def close(self) -> None:
-        self._store.close()
+        if degraded:
+            view["degraded"] = True
+        return view
 
 
 def _percentile(ordered: list[float], q: float) -> float:

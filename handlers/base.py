@@ -137,7 +137,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     _in_prepare = False
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        # A coroutine: Tornado awaits it before reading the body, and an exception
+        # raised here still leaves through send_error/write_error.
         self._in_prepare = True  # cleared when prepare returns; still set if it raised
         self.ctx.inflight_requests += 1
         self.ctx.metrics.request_started(self.request.path)
@@ -151,7 +153,7 @@ class BaseHandler(tornado.web.RequestHandler):
             return  # preflights carry no credentials and cost nothing
         self.access = self.ctx.keys.identify(self._presented_key())
         if self.request.path.startswith(RATE_LIMITED_PREFIXES):
-            self._check_rate_limit()
+            await self._check_rate_limit()
         self.require(self.auth.get(self.request.method, ADMIN))
         self._in_prepare = False
 
@@ -169,14 +171,14 @@ class BaseHandler(tornado.web.RequestHandler):
             raise Unauthorized()
         raise Forbidden()
 
-    def _check_rate_limit(self) -> None:
+    async def _check_rate_limit(self) -> None:
         limiter = self.ctx.limiter
         if not limiter.enabled:
             return
         # A valid key is the client; anything else (no key, a wrong one) is its address,
         # so guessing keys spends the guesser's own bucket.
         key_digest = self.access.key_digest.hex() if self.access.key_digest else None
-        decision = limiter.check(client_identity(self.client_address, key_digest))
+        decision = await limiter.check(client_identity(self.client_address, key_digest))
         self._limit_headers = decision.headers()
         for name, value in self._limit_headers.items():
             self.set_header(name, value)

@@ -1,7 +1,6 @@
 """GET /health, GET /api/metrics (JSON, ?scope=fleet) and GET /metrics (Prometheus)."""
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from core import __version__
@@ -22,6 +21,11 @@ class HealthHandler(BaseHandler):
             probes["index"] = self.ctx.knowledge.check
         checks: dict[str, str] = await run_checks(probes, self.ctx.health_executor)
         healthy = all(v == "ok" for v in checks.values())
+        # Redis unreachable is "degraded", not a failure: this instance still answers
+        # (cache bypassed, local rate limit), so it stays in the balancer's rotation.
+        checks["store"] = await self.ctx.stores.ping()
+        if checks["store"] == "degraded" and self.ctx.stores.backend == "redis":
+            checks["cache"] = "degraded"
         checks["llm"] = self.ctx.llm.name
         self.write_json({
             "status": "ok" if healthy else "fail",
@@ -42,23 +46,21 @@ class MetricsHandler(BaseHandler):
             raise InvalidRequest("参数 scope 必须是 instance 或 fleet")
         if scope == "fleet":
             self.require(ADMIN)
-        snapshot = self.ctx.metrics_snapshot()
+        snapshot = await self.ctx.metrics_snapshot()
         if scope == "instance":
             self.write_json(snapshot)
             return
         # Publish first, so the fleet view includes this instance as of now.
-        loop = asyncio.get_running_loop()
-        fleet = self.ctx.fleet
-        await loop.run_in_executor(self.ctx.executor, fleet.publish, snapshot)
-        self.write_json(await loop.run_in_executor(self.ctx.executor, fleet.fleet))
+        await self.ctx.fleet.publish(snapshot)
+        self.write_json(await self.ctx.fleet.fleet(own=snapshot))
 
 
 class PrometheusHandler(BaseHandler):
     auth = {"GET": PUBLIC}  # scraped per instance; restrict at the network or in Nginx
-    def get(self) -> None:
+    async def get(self) -> None:
         if not self.ctx.settings.enable_metrics:
             raise NotFound()
-        text = self.ctx.metrics.prometheus(self.ctx.metrics_snapshot())
+        text = self.ctx.metrics.prometheus(await self.ctx.metrics_snapshot())
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(text)
 

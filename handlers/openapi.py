@@ -27,7 +27,7 @@ _ERROR_STATUSES = {
     "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
     "429": "令牌桶已空（rate_limited），见 Retry-After",
     "502": "大模型返回错误或无法解析的内容（upstream_error）",
-    "503": "并发已满（server_busy），或健康检查失败",
+    "503": "并发已满（server_busy）、健康检查失败，或清空缓存时共享存储（Redis）不可用",
     "504": "大模型超时（upstream_timeout）",
 }
 
@@ -171,7 +171,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["status", "server_id", "pid", "version", "uptime_s", "checks"],
         "properties": {"status": {"enum": ["ok", "fail"]}, "server_id": _STR, "pid": _INT, "version": _STR,
                        "uptime_s": _NUM, "draining": _BOOL,
-                       "checks": {"type": "object", "required": ["cache", "llm"],
+                       "checks": {"type": "object", "required": ["cache", "store", "llm"],
+                                  "properties": {"store": {"enum": ["ok", "degraded"]}},
                                   "additionalProperties": _STR}},
     },
     "Metrics": {
@@ -186,7 +187,8 @@ SCHEMAS: dict[str, Any] = {
     "FleetMetrics": {
         "type": "object", "required": ["scope", "instances", "totals", "servers"],
         "properties": {"scope": {"const": "fleet"}, "instances": _INT, "totals": {"type": "object"},
-                       "servers": {"type": "array", "items": _ref("Metrics")}},
+                       "servers": {"type": "array", "items": _ref("Metrics")},
+                       "degraded": _BOOL},
     },
 }
 
@@ -344,7 +346,7 @@ def build_spec() -> dict[str, Any]:
         },
         "/api/cache/clear": {"post": _operation(
             "清空共享缓存（管理员）", {"200": _json({"type": "object", "required": ["cleared"],
-                                            "properties": {"cleared": _INT}}, "清除的条目数")}, "401", "403")},
+                                            "properties": {"cleared": _INT}}, "清除的条目数")}, "401", "403", "503")},
         "/api/metrics": {"get": _operation(
             "本实例或整机指标（scope=fleet 需管理员）",
             {"200": _json({"oneOf": [_ref("Metrics"), _ref("FleetMetrics")]}, "指标")}, "400", "401", "403", "404",

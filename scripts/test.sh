@@ -6,4 +6,6 @@ cd "$ROOT"
 bash scripts/bootstrap.sh --test
 # The fleet tests run a real Nginx: install it when missing (as root, quietly; CI is root).
 bash scripts/install_nginx.sh || echo "==> Nginx missing: tests/test_fleet.py is skipped (and fails when CI is set)" >&2
+# The Redis-backend tests start their own redis-server on a loopback port: install it when missing.
+bash scripts/install_redis.sh || echo "==> redis-server missing: the Redis-backend tests are skipped (and fail when CI is set)" >&2
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -3,6 +3,9 @@
 Mark a test `@pytest.mark.settings(name=value, …)` to override settings; by default
 the app talks to the fake LLM. `@pytest.mark.settings(offline=True)` uses the
 built-in offline provider instead.
+
+Decorate a test with `@both_backends` to run it on the diskcache store and on Redis
+(a session-wide `redis-server` on a free loopback port, emptied before each test).
 """
 from __future__ import annotations
 
@@ -16,6 +19,14 @@ import pytest
 from core.config import Settings
 from server import make_app
 from tests.fake_llm import FakeLLM
+from tests.redis_server import RedisServer
+
+
+
+def both_backends(test):
+    """Run `test` once per store backend (diskcache, redis)."""
+    test = pytest.mark.parametrize("store_backend", ["diskcache", "redis"], indirect=True)(test)
+    return pytest.mark.usefixtures("store_backend")(test)
 
 SESSION_LOGS: list[Path] = []
 
@@ -50,6 +61,25 @@ def fake_llm(fake_llm_server):
     return fake_llm_server
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the session (tests that stop Redis start their own)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store_backend(request) -> dict[str, str]:
+    """Settings of the shared store: diskcache unless parametrised with "redis"."""
+    backend = getattr(request, "param", "diskcache")
+    if backend == "diskcache":
+        return {"store_backend": "diskcache"}
+    redis = request.getfixturevalue("redis_server")
+    redis.flush()
+    return {"store_backend": "redis", "redis_url": redis.url}
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     path = tmp_path / "data"
@@ -58,7 +88,7 @@ def data_dir(tmp_path):
 
 
 @pytest.fixture
-def settings(request, data_dir, fake_llm) -> Settings:
+def settings(request, data_dir, fake_llm, store_backend) -> Settings:
     marker = request.node.get_closest_marker("settings")
     overrides: dict[str, Any] = dict(marker.kwargs) if marker else {}
     if overrides.pop("offline", False):
@@ -66,7 +96,7 @@ def settings(request, data_dir, fake_llm) -> Settings:
     else:
         llm = {"openai_api_key": "sk-test-upstream-key-0001", "openai_base_url": fake_llm.base_url}
     return Settings.from_env({}, **{"data_dir": data_dir, "llm_model": "fake-model",
-                                    **llm, **overrides})
+                                    **llm, **store_backend, **overrides})
 
 
 @pytest.fixture

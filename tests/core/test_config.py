@@ -18,6 +18,7 @@ def test_defaults_match_the_contract():
     assert s.log_format == "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
     assert s.data_dir == Path(__file__).resolve().parents[2] / "index"
     assert s.llm_provider == "offline"
+    assert (s.store_backend, s.redis_url) == ("diskcache", "redis://127.0.0.1:6379/0")
 
 
 def test_values_are_parsed_and_typed():
@@ -44,6 +45,8 @@ def test_settings_are_frozen():
     ({"TRUSTED_PROXIES": "not-an-ip"}, "TRUSTED_PROXIES"),
     ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"STORE_BACKEND": "memcached"}, "STORE_BACKEND"),
+    ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
 ])
 def test_a_bad_value_names_the_variable(env, name):
     with pytest.raises(ConfigError) as info:

@@ -8,7 +8,7 @@ import os
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import error_of, post_json
+from tests.conftest import both_backends, error_of, post_json
 
 CHAT = {"message": "综合分析题怎么答？", "mode": "analyze", "use_knowledge": False}
 
@@ -18,12 +18,14 @@ async def get_json(client, path: str):
     return response, json.loads(response.body)
 
 
+@both_backends
 async def test_health_reports_checks_and_provider(http_server_client):
     response, body = await get_json(http_server_client, "/health")
     assert response.code == 200
     assert body["status"] == "ok" and body["server_id"] == "server-1"
     assert body["pid"] == os.getpid() and body["version"]
     assert body["checks"]["cache"] == "ok" and body["checks"]["llm"] == "openai"
+    assert body["checks"]["store"] == "ok"
     assert body["uptime_s"] >= 0
 
 
@@ -56,6 +58,7 @@ async def test_health_fails_naming_the_cache_when_its_directory_is_unusable(http
     assert response.code == 200 and body["checks"]["cache"] == "ok"
 
 
+@both_backends
 async def test_metrics_move_exactly_with_requests(http_server_client, fake_llm):
     _, before = await get_json(http_server_client, "/api/metrics")
     assert before["total_requests"] == 0
@@ -76,6 +79,7 @@ async def test_metrics_move_exactly_with_requests(http_server_client, fake_llm):
     assert set(after["latency_ms"]) == {"p50", "p95", "p99"}
 
 
+@both_backends
 @pytest.mark.settings(rate_limit_per_minute=1)
 async def test_a_429_counts_once_as_rate_limited(http_server_client):
     await post_json(http_server_client, "/api/chat", CHAT)
@@ -97,6 +101,7 @@ async def test_busy_and_upstream_failures_are_counted(http_server_client, fake_l
     assert (metrics["busy_rejections"], metrics["upstream_timeouts"], metrics["upstream_errors"]) == (1, 1, 1)
 
 
+@both_backends
 async def test_prometheus_text_parses_and_agrees_with_json(http_server_client, fake_llm):
     for _ in range(2):
         await post_json(http_server_client, "/api/chat", CHAT)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import error_of, post_json
+from tests.conftest import both_backends, error_of, post_json
 from tests.handlers.test_chat import parse_sse, stream_chat
 
 CHAT = {"message": "如何答好归纳概括题？", "mode": "summarize", "use_knowledge": False}
@@ -14,6 +14,7 @@ CHAT = {"message": "如何答好归纳概括题？", "mode": "summarize", "use_k
 
 # --- rate limit ---
 
+@both_backends
 @pytest.mark.settings(rate_limit_per_minute=5)
 async def test_bucket_empties_into_429_with_headers(http_server_client, fake_llm):
     codes, last_ok = [], None
@@ -34,6 +35,7 @@ async def test_bucket_empties_into_429_with_headers(http_server_client, fake_llm
     assert fake_llm.calls == 1  # four of the five were cache hits, the refusals cost nothing
 
 
+@both_backends
 @pytest.mark.settings(rate_limit_per_minute=2)
 async def test_clients_have_their_own_buckets_and_health_is_never_limited(http_server_client):
     for _ in range(2):
@@ -48,6 +50,7 @@ async def test_clients_have_their_own_buckets_and_health_is_never_limited(http_s
         assert (await http_server_client.fetch("/health", raise_error=False)).code == 200
 
 
+@both_backends
 @pytest.mark.settings(rate_limit_per_minute=2, trusted_proxies=("192.0.2.0/24",))
 async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(http_server_client):
     for n in range(2):
@@ -117,6 +120,7 @@ async def test_a_busy_stream_is_a_plain_503(http_server_client, fake_llm):
 
 # --- response cache ---
 
+@both_backends
 async def test_identical_requests_hit_the_cache(http_server_client, fake_llm):
     first = await post_json(http_server_client, "/api/chat", CHAT)
     second = await post_json(http_server_client, "/api/chat", CHAT)
@@ -128,6 +132,7 @@ async def test_identical_requests_hit_the_cache(http_server_client, fake_llm):
     assert other.headers["X-Cache"] == "MISS" and fake_llm.calls == 2
 
 
+@both_backends
 async def test_cache_false_bypasses(http_server_client, fake_llm):
     await post_json(http_server_client, "/api/chat", CHAT)
     bypass = await post_json(http_server_client, "/api/chat", {**CHAT, "cache": False})
@@ -142,6 +147,7 @@ async def test_cache_can_be_turned_off(http_server_client, fake_llm):
     assert fake_llm.calls == 2
 
 
+@both_backends
 @pytest.mark.settings(cache_ttl_seconds=1)
 async def test_entries_expire_after_the_ttl(http_server_client, fake_llm):
     await post_json(http_server_client, "/api/chat", CHAT)
@@ -151,6 +157,7 @@ async def test_entries_expire_after_the_ttl(http_server_client, fake_llm):
     assert fake_llm.calls == 2
 
 
+@both_backends
 @pytest.mark.settings(max_cache_size=2)
 async def test_entry_cap_evicts_the_least_recently_used(http_server_client, fake_llm, ctx):
     async def ask(message: str) -> str:
@@ -160,10 +167,11 @@ async def test_entry_cap_evicts_the_least_recently_used(http_server_client, fake
     assert [await ask("甲"), await ask("乙")] == ["MISS", "MISS"]
     assert await ask("甲") == "HIT"          # 甲 is now the most recently used
     assert await ask("丙") == "MISS"         # evicts 乙
-    assert len(ctx.cache) == 2
+    assert await ctx.cache.count() == 2
     assert [await ask("甲"), await ask("丙"), await ask("乙")] == ["HIT", "HIT", "MISS"]
 
 
+@both_backends
 async def test_errors_are_never_cached(http_server_client, fake_llm):
     fake_llm.status = 500
     assert (await post_json(http_server_client, "/api/chat", CHAT)).code == 502
@@ -173,6 +181,7 @@ async def test_errors_are_never_cached(http_server_client, fake_llm):
     assert fake_llm.calls == 2
 
 
+@both_backends
 async def test_cut_off_streams_are_never_cached(http_server_client, fake_llm):
     fake_llm.reply = lambda body: "丁" * 64
     fake_llm.fail_after_chunks = 2
@@ -182,6 +191,7 @@ async def test_cut_off_streams_are_never_cached(http_server_client, fake_llm):
     assert response.headers["X-Cache"] == "MISS" and fake_llm.calls == 2
 
 
+@both_backends
 async def test_stream_then_cache_then_stream(http_server_client, fake_llm):
     fake_llm.reply = lambda body: "流式回答被缓存之后可以再次流式返回。" * 4
     first, chunks1 = await stream_chat(http_server_client, CHAT)
@@ -197,6 +207,7 @@ async def test_stream_then_cache_then_stream(http_server_client, fake_llm):
     assert fake_llm.calls == 1
 
 
+@both_backends
 async def test_concurrent_identical_misses_call_the_llm_once(http_server_client, fake_llm):
     fake_llm.latency = 0.5
     results = await asyncio.gather(*(post_json(http_server_client, "/api/chat", CHAT) for _ in range(5)))
@@ -205,6 +216,7 @@ async def test_concurrent_identical_misses_call_the_llm_once(http_server_client,
     assert fake_llm.calls == 1
 
 
+@both_backends
 async def test_cache_clear_empties_it(http_server_client, fake_llm):
     for n in range(3):
         await post_json(http_server_client, "/api/chat", {**CHAT, "message": f"问题{n}"})
@@ -214,6 +226,7 @@ async def test_cache_clear_empties_it(http_server_client, fake_llm):
     assert again.headers["X-Cache"] == "MISS" and fake_llm.calls == 4
 
 
+@both_backends
 async def test_a_knowledge_change_that_alters_retrieval_is_a_miss(http_server_client, fake_llm):
     ask = {"message": "枫桥经验如何化解矛盾？", "mode": "analyze"}
     first_doc = {"id": "fengqiao-1", "title": "新时代枫桥经验与基层治理",
@@ -230,3 +243,29 @@ async def test_a_knowledge_change_that_alters_retrieval_is_a_miss(http_server_cl
     assert again.headers["X-Cache"] == "MISS"  # the passage it is grounded on changed
     assert "萌芽状态" in json.dumps(fake_llm.requests[-1]["messages"], ensure_ascii=False)
     assert fake_llm.calls == 2
+
+
+# --- Redis unreachable: the documented degraded mode ---
+
+@pytest.mark.settings(store_backend="redis", redis_url="redis://127.0.0.1:9/0",
+                      rate_limit_per_minute=30, instances=3)
+async def test_an_unreachable_redis_degrades_instead_of_failing(http_server_client, fake_llm):
+    for n in range(3):
+        response = await post_json(http_server_client, "/api/chat", CHAT)
+        assert response.code == 200 and response.headers["X-Cache"] == "BYPASS"
+        # the local fallback bucket: RATE_LIMIT_PER_MINUTE / INSTANCES in this process
+        assert response.headers["X-RateLimit-Limit"] == "10"
+        assert response.headers["X-RateLimit-Remaining"] == str(9 - n)
+    assert fake_llm.calls == 3
+    health = await http_server_client.fetch("/health", raise_error=False)
+    body = json.loads(health.body)
+    assert health.code == 200 and body["status"] == "ok"
+    assert body["checks"]["store"] == "degraded" and body["checks"]["cache"] == "degraded"
+    fleet = json.loads((await http_server_client.fetch("/api/metrics?scope=fleet")).body)
+    assert fleet["degraded"] is True and fleet["instances"] == 1
+    cleared = await post_json(http_server_client, "/api/cache/clear", b"")
+    assert cleared.code == 503 and error_of(cleared)["code"] == "server_busy"
+    for _ in range(8):
+        await post_json(http_server_client, "/api/chat", CHAT)
+    refused = await post_json(http_server_client, "/api/chat", CHAT)
+    assert refused.code == 429 and refused.headers["Retry-After"] == "6"  # 10/min locally
