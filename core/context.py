@@ -13,6 +13,7 @@ from core.clients import TrustedProxies
 from core.concurrency import ConcurrencySlots
 from core.config import Settings
 from core.grading import GradingService, PracticeBank
+from core.health import HealthProbes
 from core.knowledge import KnowledgeBase
 from core.llm import LLMProvider, make_provider
 from core.metrics import FleetBoard, Metrics
@@ -42,6 +43,7 @@ class AppContext:
     stores: Stores
     # /health's own thread, so its probe never queues behind searches or indexing.
     health_executor: ThreadPoolExecutor
+    health: HealthProbes
     knowledge: Any = None
     grading: GradingService | None = None
     inflight_requests: int = 0  # per process, for the graceful drain
@@ -89,11 +91,13 @@ def build_context(settings: Settings) -> AppContext:
                        cache=cache if settings.enable_response_cache else None)
     grading = GradingService(llm=llm, slots=slots, executor=executor, practice=PracticeBank.load(),
                              server_id=settings.server_id)
+    health_executor = ThreadPoolExecutor(1, thread_name_prefix="shenlun-health")
+    health = HealthProbes({"cache": cache.check, "index": knowledge.check}, health_executor)
     ctx = AppContext(settings=settings, llm=llm, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=Metrics(settings.server_id, __version__), fleet=fleet,
-                     health_executor=ThreadPoolExecutor(1, thread_name_prefix="shenlun-health"),
+                     health_executor=health_executor, health=health,
                      knowledge=knowledge, grading=grading, stores=stores)
     ctx.closers += [knowledge.close]
     return ctx

@@ -1,17 +1,22 @@
 """Readiness checks for GET /health: the cache takes a write, the index answers.
 
 The probes run on a dedicated one-thread executor with a deadline, so /health
-answers promptly while chats and searches keep the other workers busy.
+answers promptly while chats and searches keep the other workers busy. A passing round
+is reused for FRESH_SECONDS: balancers poll /health often, and under CPU load every
+thread hop waits for the GIL behind the search threads (bench/b7_event_loop.py). A
+failing round is never reused, so recovery shows at the next call.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
 from typing import Any, Callable
 
 log = logging.getLogger("shenlun.health")
 PROBE_DEADLINE_SECONDS = 2.0
+FRESH_SECONDS = 1.0
 
 
 async def run_checks(probes: dict[str, Callable[[], Any]], executor: Executor) -> dict[str, str]:
@@ -29,3 +34,27 @@ async def run_checks(probes: dict[str, Callable[[], Any]], executor: Executor) -
             log.warning("health check %s failed: %s", name, exc)
             results[name] = f"fail: {type(exc).__name__}"
     return results
+
+
+class HealthProbes:
+    """The readiness probes of one process (per process: each checks its own view)."""
+
+    def __init__(self, probes: dict[str, Callable[[], Any]], executor: Executor,
+                 fresh_seconds: float = FRESH_SECONDS) -> None:
+        self._probes = probes
+        self._executor = executor
+        self._fresh_seconds = fresh_seconds
+        self._passed_at: float | None = None
+        self._passed: dict[str, str] = {}
+
+    async def run(self) -> dict[str, str]:
+        """Each probe's result ('ok' or 'fail: …'), at most FRESH_SECONDS old when all passed."""
+        now = time.monotonic()
+        if self._passed_at is not None and now - self._passed_at < self._fresh_seconds:
+            return dict(self._passed)
+        results = await run_checks(self._probes, self._executor)
+        if all(v == "ok" for v in results.values()):
+            self._passed_at, self._passed = now, dict(results)
+        else:
+            self._passed_at = None
+        return results

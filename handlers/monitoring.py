@@ -3,23 +3,21 @@ from __future__ import annotations
 
 import os
 import time
+
 from core import __version__
 from core.auth import ADMIN, CLIENT, PUBLIC
 from core.errors import InvalidRequest, NotFound
-from core.health import run_checks
 from handlers.base import BaseHandler
 
 
 class HealthHandler(BaseHandler):
     auth = {"GET": PUBLIC}
+
     async def get(self) -> None:
         settings = self.ctx.settings
         if not settings.health_check_enabled:
             raise NotFound()
-        probes = {"cache": self.ctx.cache.check}
-        if self.ctx.knowledge is not None:
-            probes["index"] = self.ctx.knowledge.check
-        checks: dict[str, str] = await run_checks(probes, self.ctx.health_executor)
+        checks: dict[str, str] = await self.ctx.health.run()
         healthy = all(v == "ok" for v in checks.values())
         # Redis unreachable is "degraded", not a failure: this instance still answers
         # (cache bypassed, local rate limit), so it stays in the balancer's rotation.
@@ -38,6 +36,7 @@ class HealthHandler(BaseHandler):
 
 class MetricsHandler(BaseHandler):
     auth = {"GET": CLIENT}  # the fleet view needs an admin key, checked below
+
     async def get(self) -> None:
         if not self.ctx.settings.enable_metrics:
             raise NotFound()
@@ -57,6 +56,7 @@ class MetricsHandler(BaseHandler):
 
 class PrometheusHandler(BaseHandler):
     auth = {"GET": PUBLIC}  # scraped per instance; restrict at the network or in Nginx
+
     async def get(self) -> None:
         if not self.ctx.settings.enable_metrics:
             raise NotFound()
