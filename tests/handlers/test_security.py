@@ -10,6 +10,7 @@ import pytest
 from core.auth import KeyRing
 from core.config import ConfigError, Settings
 from tests.conftest import error_of, post_json
+from tests.handlers.test_grade import grade_body, llm_grade
 
 CLIENT_KEY = "client-key-for-tests-7f3a9c"
 ADMIN_KEY = "admin-key-for-tests-2b8e1d"
@@ -17,20 +18,29 @@ ROTATED_KEY = "client-key-new-4c1d"
 KEYED = dict(api_keys=(CLIENT_KEY, "sha256:" + hashlib.sha256(ROTATED_KEY.encode()).hexdigest()),
              admin_api_keys=(ADMIN_KEY,))
 
-# (method, path, body, scope needed when keys are configured)
+# (method, path, body, scope needed when keys are configured, status once allowed)
 ENDPOINTS = [
-    ("POST", "/api/chat", {"message": "你好", "use_knowledge": False}, "client"),
-    ("GET", "/api/metrics", None, "client"),
-    ("GET", "/api/metrics?scope=fleet", None, "admin"),
-    ("POST", "/api/cache/clear", b"", "admin"),
-    ("GET", "/health", None, "public"),
-    ("GET", "/metrics", None, "public"),
+    ("POST", "/api/chat", {"message": "你好", "use_knowledge": False}, "client", 200),
+    ("GET", "/api/knowledge/search?q=乡村振兴", None, "client", 200),
+    ("POST", "/api/knowledge/add", {"id": "auth-doc", "title": "标题", "content": "内容"}, "admin", 201),
+    ("GET", "/api/knowledge/no-such-doc", None, "client", 404),
+    ("DELETE", "/api/knowledge/no-such-doc", None, "admin", 404),
+    ("GET", "/api/practice", None, "client", 200),
+    ("POST", "/api/grade", grade_body(), "client", 200),
+    ("GET", "/api/openapi.json", None, "client", 200),
+    ("GET", "/api/metrics", None, "client", 200),
+    ("GET", "/api/metrics?scope=fleet", None, "admin", 200),
+    ("POST", "/api/cache/clear", b"", "admin", 200),
+    ("GET", "/health", None, "public", 200),
+    ("GET", "/metrics", None, "public", 200),
 ]
-EXPECTED = {  # scope needed → status for (no key, wrong key, client key, admin key)
-    "public": (200, 200, 200, 200),
-    "client": (401, 401, 200, 200),
-    "admin": (401, 401, 403, 200),
-}
+
+
+def expected(scope: str, allowed: int) -> tuple[int, int, int, int]:
+    """Status for (no key, wrong key, client key, admin key)."""
+    return {"public": (allowed,) * 4,
+            "client": (401, 401, allowed, allowed),
+            "admin": (401, 401, 403, allowed)}[scope]
 
 
 async def call(client, method, path, body, headers):
@@ -41,8 +51,9 @@ async def call(client, method, path, body, headers):
 
 
 @pytest.mark.settings(**KEYED)
-@pytest.mark.parametrize("method, path, body, scope", ENDPOINTS)
-async def test_every_endpoint_by_key(http_server_client, method, path, body, scope):
+@pytest.mark.parametrize("method, path, body, scope, allowed", ENDPOINTS)
+async def test_every_endpoint_by_key(http_server_client, fake_llm, method, path, body, scope, allowed):
+    fake_llm.reply = lambda request: json.dumps(llm_grade(), ensure_ascii=False)  # for /api/grade
     keys = [{}, {"Authorization": "Bearer wrong-key"}, {"X-API-Key": CLIENT_KEY},
             {"Authorization": f"Bearer {ADMIN_KEY}"}]
     got = []
@@ -51,7 +62,7 @@ async def test_every_endpoint_by_key(http_server_client, method, path, body, sco
         got.append(response.code)
         if response.code in (401, 403):
             assert error_of(response)["code"] == {401: "unauthorized", 403: "forbidden"}[response.code]
-    assert tuple(got) == EXPECTED[scope]
+    assert tuple(got) == expected(scope, allowed)
 
 
 @pytest.mark.settings(**KEYED)
