@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
 from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from core.llm import Completion, LLMProvider, Usage
+from core.llm import Completion, LLMMeter, LLMProvider, Usage
 from core.prompts import MODES, PROMPT_VERSION, Prompt, Source, build_prompt, char_count
 from core.store import StoreUnavailable
 from core.validation import (read_bool, read_choice, read_float, read_int, read_str,
@@ -131,15 +131,14 @@ class _Outcome:
 class ChatService:
     """Answers chat requests; one per process, built by `server.py`."""
 
-    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, server_id: str,
+    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, meter: LLMMeter, server_id: str,
                  retriever: Retriever | None = None, cache: AnswerCache | None = None) -> None:
         self.llm = llm
+        self.meter = meter
         self.slots = slots
         self.server_id = server_id
         self.retriever = retriever
         self.cache = cache
-        self.llm_calls = 0
-        self.llm_seconds = 0.0
         # Concurrent identical misses in this process wait for the first one.
         self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
 
@@ -184,15 +183,11 @@ class ChatService:
                 yield "sources", {"sources": self._sources(prompt)}
             parts: list[str] = []
             usage = Usage()
-            call_started = time.monotonic()
-            self.llm_calls += 1
-            try:
+            with self.meter.timed():
                 async for delta in self.llm.stream(prompt, temperature=req.temperature,
                                                    max_tokens=req.max_tokens, usage=usage):
                     parts.append(delta)
                     yield "delta", {"delta": delta}
-            finally:
-                self.llm_seconds += time.monotonic() - call_started
         outcome = _Outcome("".join(parts), self.llm.model, usage)
         # Only a stream that ran to its end reaches this line, so cut-off answers
         # are never cached.
@@ -264,14 +259,10 @@ class ChatService:
 
     async def _complete(self, req: ChatRequest, prompt: Prompt) -> _Outcome:
         async with self.slots.hold():
-            self.llm_calls += 1
-            started = time.monotonic()
-            try:
+            with self.meter.timed():
                 completion: Completion = await self.llm.complete(
                     prompt, temperature=req.temperature, max_tokens=req.max_tokens)
-                completion = await self._within_limit(req, prompt, completion)
-            finally:
-                self.llm_seconds += time.monotonic() - started
+            completion = await self._within_limit(req, prompt, completion)
         return _Outcome(completion.text, completion.model, completion.usage)
 
     async def _within_limit(self, req: ChatRequest, prompt: Prompt, completion: Completion) -> Completion:
@@ -280,11 +271,12 @@ class ChatService:
         if (req.mode not in ANSWER_MODES or self.llm.name == "offline"
                 or not is_over(completion.text, req.word_limit)):
             return completion
-        self.llm_calls += 1
         try:
-            condensed = await self.llm.complete(
-                replace(prompt, messages=condense_messages(prompt.messages, completion.text, req.word_limit)),
-                temperature=req.temperature, max_tokens=req.max_tokens)
+            with self.meter.timed():
+                condensed = await self.llm.complete(
+                    replace(prompt, messages=condense_messages(prompt.messages, completion.text,
+                                                               req.word_limit)),
+                    temperature=req.temperature, max_tokens=req.max_tokens)
         except (UpstreamError, UpstreamTimeout):
             log.warning("condensing an over-limit answer failed; the long answer is kept")
             return completion

@@ -15,7 +15,7 @@ from core.config import Settings
 from core.grading import GradingService, PracticeBank
 from core.health import HealthProbes
 from core.knowledge import KnowledgeBase
-from core.llm import LLMProvider, make_provider
+from core.llm import LLMMeter, LLMProvider, make_provider
 from core.metrics import FleetBoard, Metrics
 from core.ratelimit import RateLimiter
 from core.store import Stores, open_stores
@@ -31,6 +31,7 @@ class AppContext:
 
     settings: Settings
     llm: LLMProvider
+    meter: LLMMeter
     slots: ConcurrencySlots
     chat: ChatService
     executor: ThreadPoolExecutor
@@ -52,11 +53,8 @@ class AppContext:
 
     async def metrics_snapshot(self) -> dict[str, Any]:
         """This process's metrics now."""
-        grading_calls, grading_seconds = (self.grading.llm_calls, self.grading.llm_seconds) \
-            if self.grading else (0, 0.0)
         return self.metrics.snapshot(cache_size=await self.cache.count(),
-                                     llm_calls=self.chat.llm_calls + grading_calls,
-                                     llm_seconds=self.chat.llm_seconds + grading_seconds)
+                                     llm_calls=self.meter.calls, llm_seconds=self.meter.seconds)
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""
@@ -87,13 +85,16 @@ def build_context(settings: Settings) -> AppContext:
                        interval=settings.metrics_collection_interval)
     # Loads jieba's dictionaries now (~1 s), not on the first request.
     knowledge = KnowledgeBase.open(data, executor)
-    chat = ChatService(llm=llm, slots=slots, server_id=settings.server_id, retriever=knowledge,
+    meter = LLMMeter()  # per process, like the metrics it feeds
+    chat = ChatService(llm=llm, slots=slots, meter=meter, server_id=settings.server_id,
+                       retriever=knowledge,
                        cache=cache if settings.enable_response_cache else None)
-    grading = GradingService(llm=llm, slots=slots, executor=executor, practice=PracticeBank.load(),
+    grading = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
+                             practice=PracticeBank.load(),
                              server_id=settings.server_id)
     health_executor = ThreadPoolExecutor(1, thread_name_prefix="shenlun-health")
     health = HealthProbes({"cache": cache.check, "index": knowledge.check}, health_executor)
-    ctx = AppContext(settings=settings, llm=llm, slots=slots, chat=chat, executor=executor,
+    ctx = AppContext(settings=settings, llm=llm, meter=meter, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=Metrics(settings.server_id, __version__), fleet=fleet,

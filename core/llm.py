@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
 
 import httpx
 import openai
@@ -28,6 +30,25 @@ class Usage:
 
     def as_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+@dataclass
+class LLMMeter:
+    """Calls this process made to the LLM and the time spent waiting on them, for the
+    metrics; shared by every service that calls the model."""
+
+    calls: int = 0
+    seconds: float = 0.0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Count one call and add the time its body takes."""
+        self.calls += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds += time.monotonic() - started
 
 
 @dataclass

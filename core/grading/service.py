@@ -38,7 +38,7 @@ from core.grading.rules import (DimensionScore, GradeInput, RuleGrade, credit_ra
                                 grade_by_rules, relevance_factor)
 from core.grading.structure import detect_genre, detect_question_type
 from core.grading.text import ensure_jieba, locate_quote, question_focus
-from core.llm import LLMProvider, Usage
+from core.llm import LLMMeter, LLMProvider, Usage
 from core.prompts import SYSTEM_PROMPTS, Prompt, char_count
 from core.wordlimit import condense_messages, trim_to_limit
 
@@ -55,15 +55,14 @@ OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规�
 class GradingService:
     """Grades candidates' answers; one per process, built in `build_context`."""
 
-    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, executor: Executor,
-                 practice: PracticeBank, server_id: str) -> None:
+    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, meter: LLMMeter,
+                 executor: Executor, practice: PracticeBank, server_id: str) -> None:
         self.llm = llm
+        self.meter = meter
         self.slots = slots
         self.executor = executor
         self.practice = practice
         self.server_id = server_id
-        self.llm_calls = 0
-        self.llm_seconds = 0.0
         # Load jieba's dictionaries in the background now, not in the first grade.
         executor.submit(ensure_jieba)
 
@@ -120,13 +119,9 @@ class GradingService:
     # --- the model ---
 
     async def _call(self, messages: list[dict[str, str]], max_tokens: int, usage: Usage) -> tuple[str, str]:
-        self.llm_calls += 1
-        started = time.monotonic()
-        try:
+        with self.meter.timed():
             completion = await self.llm.complete_json(messages, temperature=GRADE_TEMPERATURE,
                                                       max_tokens=max_tokens)
-        finally:
-            self.llm_seconds += time.monotonic() - started
         usage.prompt_tokens += completion.usage.prompt_tokens
         usage.completion_tokens += completion.usage.completion_tokens
         return completion.text, completion.model
@@ -158,19 +153,16 @@ class GradingService:
                  {"role": "user", "content": f"【题目】\n{rules.inp.question}\n\n请写出示范答案。"}]
         prompt = Prompt(mode=rules.inp.question_type, question=rules.inp.question,
                         messages=condense_messages(asked, verdict.improved_answer, limit))
-        self.llm_calls += 1
-        started = time.monotonic()
         try:
-            completion = await self.llm.complete(prompt, temperature=GRADE_TEMPERATURE,
-                                                 max_tokens=min(8192, 500 + 2 * limit))
+            with self.meter.timed():
+                completion = await self.llm.complete(prompt, temperature=GRADE_TEMPERATURE,
+                                                     max_tokens=min(8192, 500 + 2 * limit))
             usage.prompt_tokens += completion.usage.prompt_tokens
             usage.completion_tokens += completion.usage.completion_tokens
             if char_count(completion.text) < original:
                 verdict.improved_answer = completion.text.strip()
         except (UpstreamError, UpstreamTimeout):
             log.warning("grade: condensing the improved answer failed; trimming instead")
-        finally:
-            self.llm_seconds += time.monotonic() - started
         if char_count(verdict.improved_answer) <= limit:
             return f"示范答案原有 {original} 字，超出 {limit} 字，已请大模型压缩一次"
         verdict.improved_answer = trim_to_limit(verdict.improved_answer, limit)
