@@ -11,7 +11,6 @@ failure (a damaged entry) is a miss, never a failed request.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +69,8 @@ class ResponseCache:
         return await self.store.clear()
 
     def check(self) -> None:
-        """Raise unless an entry can be written and read back, and the directory
-        itself takes a new file (as diskcache needs for large values). Blocking: run
-        it off the loop. A no-op on Redis, whose reachability is the `store` check."""
-        if not isinstance(self.store, DiskStore):
-            return
-        self.store.check_sync()
-        probe_file = self.store.directory / f".health-{os.getpid()}"
-        probe_file.write_bytes(b"ok")
-        if probe_file.read_bytes() != b"ok":
-            raise OSError("cache directory read-back mismatch")
-        probe_file.unlink()
+        """Raise unless the cache store takes a write and reads it back (see
+        `DiskStore.check_sync`). Blocking: run it off the loop. A no-op on Redis, whose
+        reachability is the `store` check."""
+        if isinstance(self.store, DiskStore):
+            self.store.check_sync()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -203,12 +204,18 @@ class DiskStore:
         return None  # a local directory: /health's cache probe checks it properly
 
     def check_sync(self) -> None:
-        """Raise unless an entry can be written and read back (for /health, off the loop)."""
+        """Raise unless an entry can be written and read back, and the directory itself
+        takes a new file (as diskcache needs for large values). For /health, off the loop."""
         probe_key = f"health:{id(self)}"
         self._cache.set(probe_key, b"ok", expire=60, retry=True)
         if self._cache.get(probe_key) != b"ok":
             raise OSError("store read-back mismatch")
         self._cache.delete(probe_key, retry=True)
+        probe_file = self.directory / f".health-{os.getpid()}"
+        probe_file.write_bytes(b"ok")
+        if probe_file.read_bytes() != b"ok":
+            raise OSError("store directory read-back mismatch")
+        probe_file.unlink()
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
