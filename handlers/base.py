@@ -111,7 +111,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def options(self, *args: str) -> None:
         """CORS preflight: which methods and headers a browser may use here."""
-        methods = ", ".join(m for m in ("GET", "POST", "DELETE") if self._implements(m))
+        methods = self._allowed_methods()
         self.set_header("Allow", methods)
         if self._cors_allowed:
             self.set_header("Access-Control-Allow-Methods", methods)
@@ -266,14 +266,18 @@ class BaseHandler(tornado.web.RequestHandler):
             # this answer, so say so and the client will not reuse it.
             self.set_header("Connection", "close")
         if status_code == 405:
-            self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS
-                                               if m not in ("HEAD", "OPTIONS") and self._implements(m)))
+            self.set_header("Allow", self._allowed_methods())
         self.finish(json.dumps(self.error_object(code, message, status_code), ensure_ascii=False))
 
     def error_object(self, code: str, message: str, status: int) -> dict[str, Any]:
         """The contract's error JSON."""
         return {"error": {"code": code, "message": message, "status": status,
                           "request_id": self.request_id}}
+
+    def _allowed_methods(self) -> str:
+        """The methods this route answers, for `Allow` (405 and preflights)."""
+        return ", ".join(m for m in self.SUPPORTED_METHODS
+                         if m not in ("HEAD", "OPTIONS") and self._implements(m))
 
     def _implements(self, method: str) -> bool:
         return getattr(type(self), method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
