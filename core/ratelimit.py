@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from core.store import SharedStore, StoreUnavailable, refill_and_take
+from core.store import Bucket, SharedStore, StoreUnavailable, refill_and_take
 
 LOCAL_BUCKETS_MAX = 10_000  # clients remembered by the degraded, per-process fallback
 
@@ -44,15 +44,15 @@ class LocalBuckets:
         self.rate = per_minute / 60.0
         self._buckets_per_process: dict[str, tuple[float, float]] = {}
 
-    def take(self, client: str, now: float | None = None) -> tuple[bool, float]:
-        """Take a token from `client`'s local bucket; (allowed, tokens left)."""
+    def take(self, client: str, now: float | None = None) -> Bucket:
+        """Take a token from `client`'s local bucket."""
         now = time.monotonic() if now is None else now
         tokens, stamp = self._buckets_per_process.get(client, (float(self.limit), now))
         bucket = refill_and_take(tokens, stamp, now, capacity=self.limit, per_second=self.rate)
         if len(self._buckets_per_process) >= LOCAL_BUCKETS_MAX:
             self._buckets_per_process.clear()
         self._buckets_per_process[client] = (bucket.tokens, now)
-        return bucket.allowed, bucket.tokens
+        return bucket
 
 
 class RateLimiter:
@@ -63,7 +63,6 @@ class RateLimiter:
         self.rate = per_minute / 60.0  # tokens per second
         self._store = store
         self.fallback = LocalBuckets(max(1, per_minute // max(1, instances)))
-        self.refused = 0  # this process's refusals, for metrics
 
     @property
     def enabled(self) -> bool:
@@ -75,12 +74,11 @@ class RateLimiter:
         try:
             bucket = await self._store.take(f"bucket:{client}", capacity=self.limit,
                                             per_second=self.rate)
-            allowed, tokens, limit, rate = bucket.allowed, bucket.tokens, self.limit, self.rate
+            limit, rate = self.limit, self.rate
         except StoreUnavailable:
-            allowed, tokens = self.fallback.take(client)
+            bucket = self.fallback.take(client)
             limit, rate = self.fallback.limit, self.fallback.rate
-        if not allowed:
-            self.refused += 1
+        allowed, tokens = bucket.allowed, bucket.tokens
         missing = limit - tokens
         return Decision(
             allowed=allowed, limit=limit, remaining=int(tokens),
