@@ -16,7 +16,7 @@ Each user gets its own namespace (a diskcache directory, or a Redis key prefix).
 When Redis cannot be reached a call raises `StoreUnavailable` and a circuit breaker
 opens: for `BREAKER_SECONDS` every call raises at once instead of waiting for a
 timeout, then the next call tries Redis again. The users decide what degraded means
-(see README: cache bypassed, local rate limit, fleet view of this instance only).
+(see docs/deployment.md: cache bypassed, local rate limit, fleet view of this instance only).
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ _BY_STATUS = {
 _INTERNAL = ("internal_error", "服务器内部错误")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-# CONTRACT §3: the rate limit covers the chat and the knowledge endpoints; grading
+# The rate limit covers the chat and the knowledge endpoints; grading
 # spends LLM calls like a chat, so it is covered too.
 RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge/")
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID"

@@ -1,4 +1,4 @@
-"""The knowledge endpoints (CONTRACT §4): search, add, get and delete documents."""
+"""The knowledge endpoints: search, add, get and delete documents."""
 from __future__ import annotations
 
 from core.auth import ADMIN, CLIENT

@@ -364,7 +364,7 @@ def build_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "申论助手 API", "version": __version__,
-                 "description": "见 README 与 CONTRACT.md。所有错误均为 Error 形状。"},
+                 "description": "见 docs/api.md。所有错误均为 Error 形状。"},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}, {}],
         "paths": paths,

@@ -1,5 +1,5 @@
 """Several real server processes share one rate limit, one cache and one fleet view
-(CONTRACT §3, §4): on one DATA_DIR (diskcache), or through Redis alone (several hosts),
+on one DATA_DIR (diskcache), or through Redis alone (several hosts),
 and through a Redis outage."""
 from __future__ import annotations
 

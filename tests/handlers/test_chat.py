@@ -1,4 +1,4 @@
-"""POST /api/chat through real HTTP and the real openai client (CONTRACT §3, §4)."""
+"""POST /api/chat through real HTTP and the real openai client."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""The knowledge endpoints and grounded chat through real HTTP (CONTRACT §4)."""
+"""The knowledge endpoints and grounded chat through real HTTP."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""GET /health, /api/metrics and /metrics (CONTRACT §4)."""
+"""GET /health, /api/metrics and /metrics."""
 from __future__ import annotations
 
 import asyncio

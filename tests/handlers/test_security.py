@@ -1,4 +1,4 @@
-"""API keys and scopes, CORS, and the start-up policy (CONTRACT §2–§3)."""
+"""API keys and scopes, CORS, and the start-up policy."""
 from __future__ import annotations
 
 import hashlib
