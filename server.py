@@ -16,7 +16,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from core import __version__
-from core.config import ConfigError, Settings
+from core.config import PROJECT_ROOT, ConfigError, Settings
 from core.context import AppContext, build_context
 from core.logs import configure_logging
 from handlers import all_handlers
@@ -34,6 +34,7 @@ def make_app(settings: Settings, ctx: AppContext | None = None) -> tornado.web.A
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         compress_response=False,
+        static_path=str(PROJECT_ROOT / "static"),  # the web console's files
     )
 
 

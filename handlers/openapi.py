@@ -75,6 +75,16 @@ def _text(max_len: int, *, required: bool = False) -> dict[str, Any]:
     return {"type": "string", "maxLength": max_len, "pattern": pattern}
 
 
+_CONSOLE_PAGE = {"200": {"description": "网页控制台（HTML）", "content": {"text/html": {"schema": _STR}}}}
+# A client that follows the redirect gets the page itself.
+_TO_CONSOLE = {"302": {"description": "跳转到 /console/（Location 头）"}, **_CONSOLE_PAGE}
+CONSOLE_PATHS = {  # the web console's pages (docs/console.md)
+    "/": {"get": _operation("跳转到网页控制台", _TO_CONSOLE, secured=False)},
+    "/console": {"get": _operation("跳转到网页控制台", _TO_CONSOLE, secured=False)},
+    "/console/": {"get": _operation("网页控制台", _CONSOLE_PAGE, secured=False)},
+}
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
@@ -358,6 +368,7 @@ def build_spec() -> dict[str, Any]:
             "健康检查", {"200": _json(_ref("Health"), "正常"), "503": _json(_ref("Health"), "某项检查失败")},
             "404", secured=False)},
         **GRADING_PATHS,
+        **CONSOLE_PATHS,
         "/api/openapi.json": {"get": _operation(
             "本文档", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, "401")},
     }
