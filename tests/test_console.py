@@ -187,6 +187,11 @@ def test_practice_streams_the_answer_with_a_live_count_equal_to_char_count_and_a
     fake_llm_server.reset()
     fake_llm_server.reply = fake_reply
     fake_llm_server.chunk_delay = 0.05
+    status, _, _ = request("POST", servers["open"].url + "/api/knowledge/add", body={
+        "id": "console-method", "title": "归纳概括题：垃圾分类问题怎么概括", "category": "答题方法",
+        "content": "根据给定资料概括Q市推进生活垃圾分类过程中存在的问题，要求全面、准确、有条理："
+                   "先找投放设施、宣传、收运、监管、末端处理各环节的问题，再分条作答。"})
+    assert status == 201
     tab = console(servers["open"].url)
     tab.open("practice")
     page = tab.page
@@ -206,6 +211,11 @@ def test_practice_streams_the_answer_with_a_live_count_equal_to_char_count_and_a
     assert int(page.text_content("#practice-count")) == served
     assert page.is_visible("#practice-over")
     assert f"{served - 40} 字" in page.text_content("#practice-over")
+    # The retrieved passage is listed beside the answer and opens in full.
+    page.click("#practice-sources button:has-text('垃圾分类问题怎么概括')")
+    assert "末端处理各环节" in page.text_content("dialog.viewer")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("dialog.viewer", state="detached")
     sent = fake_llm_server.requests[-1]
     assert sent["stream"] is True and "楼栋" in json.dumps(sent["messages"], ensure_ascii=False)
     tab.screenshot("practice")
