@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -298,6 +299,12 @@ def test_knowledge_titles_and_snippets_render_as_text_and_an_admin_adds_and_dele
     tab.close(expected_errors=(r"status of 404 .*@ .*/api/knowledge\?limit=",))
 
 
+def fleet_view(server: ServerProcess, headers: dict[str, str]) -> dict:
+    status, _, body = request("GET", server.url + "/api/metrics?scope=fleet", headers=headers)
+    assert status == 200
+    return json.loads(body)
+
+
 def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(servers, console):
     fleet = servers["fleet"]
     tab = console(fleet[0].url, viewport={"width": 1280, "height": 900})
@@ -318,6 +325,20 @@ def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(serve
     page.click("dialog.confirm button[value=ok]")
     page.wait_for_function("() => document.getElementById('ops-cache-status').textContent.startsWith('已清空')")
     tab.screenshot("ops")
+    # A freshly opened page draws the past each instance kept (two steps of it at least).
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    deadline = time.monotonic() + 30
+    while min(len(r["history"]) for r in fleet_view(fleet[0], admin)["servers"]) < 3:
+        assert time.monotonic() < deadline, "the instances kept no history"
+        time.sleep(0.5)
+    fresh = console(fleet[0].url)
+    fresh.open("ops")
+    fresh.enter_key(ADMIN_KEY)
+    fresh.page.wait_for_selector("#ops-instances tr")
+    lengths = fresh.page.eval_on_selector_all(
+        "#page-ops polyline", "ls => ls.map(l => l.getAttribute('points').split(' ').length)")
+    assert len(lengths) == 6 and min(lengths) >= 2  # 3 charts × 2 instances, on the first refresh
+    fresh.close()
     assert fleet[1].stop() == 0  # a clean stop withdraws its snapshot from the board
     page.wait_for_selector("#ops-instances tr[data-server='console-2'][data-state=down]", timeout=15_000)
     assert page.get_attribute("#ops-instances tr[data-server='console-1']", "data-state") == "ok"

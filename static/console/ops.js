@@ -7,6 +7,8 @@ import {formatNumber, lineChart} from "./chart.js";
 const REFRESH_MS = 3000;
 const SPAN_S = 15 * 60;
 const MAX_POINTS = Math.ceil(SPAN_S / (REFRESH_MS / 1000)) + 1;
+// As core/history.py counts errors: 429, 503, 502, 504.
+const ERROR_COUNTERS = ["rate_limited_requests", "busy_rejections", "upstream_errors", "upstream_timeouts"];
 let ui = null;
 let timer = null;
 // server_id → {last: snapshot, seenAt, history: [{t, rps, p95, errors}]} (bounded)
@@ -49,14 +51,26 @@ function interval() {
   return parseFloat(document.body.dataset.metricsInterval) || 60;
 }
 
+/** Chart points from the instance's own history ([t, total, p95, errors], cumulative). */
+function fromServer(points) {
+  const out = [];
+  for (let i = 1; i < points.length; i++) {
+    const [t0, total0, , errors0] = points[i - 1];
+    const [t, total, p95, errors] = points[i];
+    if (t > t0) out.push({t, rps: Math.max(0, total - total0) / (t - t0), p95, errors: Math.max(0, errors - errors0) / (t - t0)});
+  }
+  return out;
+}
+
 function record(row, now) {
-  const entry = instances.get(row.server_id) || {history: []};
+  // A freshly opened page starts from the past the instance kept (core/history.py).
+  const entry = instances.get(row.server_id) || {history: fromServer(row.history || [])};
   const previous = entry.last;
   const fresh = !previous || row.published_at !== previous.published_at;
   if (previous && fresh && row.pid === previous.pid) {
     const dt = row.published_at - previous.published_at;
     if (dt > 0) {
-      const errors = ["rate_limited_requests", "busy_rejections", "upstream_errors", "upstream_timeouts"]
+      const errors = ERROR_COUNTERS
         .reduce((sum, name) => sum + Math.max(0, (row[name] || 0) - (previous[name] || 0)), 0);
       entry.history.push({t: row.published_at, rps: Math.max(0, row.total_requests - previous.total_requests) / dt,
         p95: row.latency_ms?.p95 || 0, errors: errors / dt});
