@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +117,8 @@ class Console:
         self.page.click("#keys summary")
 
     def screenshot(self, name: str) -> None:
+        self.page.evaluate("() => document.getElementById('toast').classList.remove('show')")
+        self.page.wait_for_timeout(300)  # the toast's fade
         folder = ROOT / "docs" / "screenshots" if os.environ.get("SHENLUN_SCREENSHOTS") else self.shots
         folder.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
@@ -305,6 +308,15 @@ def fleet_view(server: ServerProcess, headers: dict[str, str]) -> dict:
     return json.loads(body)
 
 
+def send_traffic(urls: list[str], stop: threading.Event) -> None:
+    """About ten requests a second, round robin, until `stop` (200 at most)."""
+    for n in range(200):
+        if stop.is_set():
+            return
+        request("GET", urls[n % len(urls)] + "/api/practice", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        stop.wait(0.1)
+
+
 def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(servers, console):
     fleet = servers["fleet"]
     tab = console(fleet[0].url, viewport={"width": 1280, "height": 900})
@@ -314,6 +326,10 @@ def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(serve
     tab.enter_key(ADMIN_KEY)
     page.wait_for_function("() => document.querySelectorAll('#ops-instances tr[data-state=ok]').length === 2",
                            timeout=15_000)
+    # Some traffic to chart: a few requests a second to each instance while the page watches.
+    stop = threading.Event()
+    traffic = threading.Thread(target=send_traffic, args=([p.url for p in fleet], stop))
+    traffic.start()
     rows = page.eval_on_selector_all("#ops-instances tr", "rs => rs.map(r => r.dataset.server)")
     assert rows == ["console-1", "console-2"]
     pids = page.eval_on_selector_all("#ops-instances tr td:nth-child(3)", "ts => ts.map(t => +t.textContent)")
@@ -324,6 +340,10 @@ def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(serve
     page.click("#ops-clear")
     page.click("dialog.confirm button[value=ok]")
     page.wait_for_function("() => document.getElementById('ops-cache-status').textContent.startsWith('已清空')")
+    page.wait_for_function("() => [...document.querySelectorAll('#ops-instances td:nth-child(6)')]"
+                           ".some(td => +td.textContent > 0)", timeout=15_000)  # requests/s seen
+    stop.set()
+    traffic.join()
     tab.screenshot("ops")
     # A freshly opened page draws the past each instance kept (two steps of it at least).
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -13,9 +13,9 @@ function svg(tag, attrs) {
  * (at most `maxSpan` seconds); the y axis starts at 0.
  */
 export function lineChart(box, series, {maxSpan = 900, now = Date.now() / 1000, unit = ""} = {}) {
-  // The window grows with the data seen, from one minute up to `maxSpan` seconds.
+  // The window grows with the data seen, from half a minute up to `maxSpan` seconds.
   const first = Math.min(now, ...series.flatMap((s) => s.points.map(([t]) => t)));
-  const span = Math.min(maxSpan, Math.max(60, now - first));
+  const span = Math.min(maxSpan, Math.max(30, now - first));
   const width = 320;
   const height = 120;
   const pad = {left: 36, right: 6, top: 8, bottom: 16};
