@@ -192,7 +192,9 @@ SCHEMAS: dict[str, Any] = {
                      "cpu_percent"],
         "properties": {"total_requests": _INT, "concurrent_requests": _INT, "cache_hit_rate": _NUM,
                        "rate_limited_requests": _INT, "average_response_time": _NUM, "cache_size": _INT,
-                       "server_id": _STR, "uptime_s": _NUM, "memory_rss_bytes": _INT, "cpu_percent": _NUM},
+                       "server_id": _STR, "uptime_s": _NUM, "memory_rss_bytes": _INT, "cpu_percent": _NUM,
+                       "history": {"type": "array", "description": "最近 15 分钟的 [时间, 总请求数, p95 毫秒, 错误数]",
+                                   "items": {"type": "array", "items": _NUM, "minItems": 4, "maxItems": 4}}},
     },
     "FleetMetrics": {
         "type": "object", "required": ["scope", "instances", "totals", "servers"],
