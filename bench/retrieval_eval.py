@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             corpus.close()
     print(f"retrieval eval: {len(corpus.documents)} documents, {len(judged)} judged queries "
           f"({JUDGEMENTS.relative_to(common.ROOT)}), index built in {built:.1f}s")
-    print(f"{'search':<9}{'queries':<13}{'MRR@10':>8}{'recall@5':>10}{'P@1':>7}")
+    print(f"{'search':<9}{'queries':<17}{'MRR@10':>8}{'recall@5':>10}{'P@1':>7}")
     for name, (scores, _) in results.items():
         for group, s in scores.items():
-            print(f"{name:<9}{group + ' (' + str(s.queries) + ')':<13}{s.mrr:>8.3f}{s.recall:>10.3f}{s.p1:>7.3f}")
+            print(f"{name:<9}{group + ' (' + str(s.queries) + ')':<17}{s.mrr:>8.3f}{s.recall:>10.3f}{s.p1:>7.3f}")
     project, fts = results["project"][0]["all"], results["fts5"][0]["all"]
     print(f"project MRR@10 {project.mrr:.3f} vs FTS5 {fts.mrr:.3f} (ratio {project.mrr / fts.mrr:.2f}); "
           f"target ≥ {TARGET_MRR}: {'met' if project.mrr >= TARGET_MRR else 'NOT met'}")
