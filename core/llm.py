@@ -20,6 +20,7 @@ import openai
 from openai import AsyncOpenAI
 
 from core.errors import UpstreamError, UpstreamTimeout
+from core.health import UpstreamState
 from core.prompts import MODE_GUIDES, MODES, Prompt
 
 
@@ -34,19 +35,27 @@ class Usage:
 
 @dataclass
 class LLMMeter:
-    """Calls this process made to the LLM and the time spent waiting on them, for the
-    metrics; shared by every service that calls the model."""
+    """Calls this process made to the LLM, the time spent waiting on them and how the
+    last one went, for the metrics and /health; shared by every service that calls
+    the model."""
 
     calls: int = 0
     seconds: float = 0.0
+    upstream: UpstreamState = field(default_factory=UpstreamState)
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Count one call and add the time its body takes."""
+        """Count one call, add the time its body takes, and record whether the
+        upstream answered (a caller that gives up early records nothing)."""
         self.calls += 1
         started = time.monotonic()
         try:
             yield
+        except (UpstreamError, UpstreamTimeout) as exc:
+            self.upstream.failed(exc.code, exc.message)
+            raise
+        else:
+            self.upstream.succeeded()
         finally:
             self.seconds += time.monotonic() - started
 
