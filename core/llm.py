@@ -211,7 +211,7 @@ class OpenAIProvider:
             raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
         except (openai.APIConnectionError, httpx.HTTPError):
             # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
-            raise UpstreamError("大模型服务连接中断") from None
+            raise UpstreamError("大模型服务连接中断" if got_text else "无法连接大模型服务") from None
         except (openai.OpenAIError, ValueError, TypeError, AttributeError):
             raise UpstreamError() from None
         if not got_text:

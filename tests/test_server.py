@@ -200,3 +200,20 @@ def test_the_old_guides_env_starts_on_loopback_with_one_warning_per_old_name(tmp
         said = "read as" if any(old.env == name and old.becomes for old in LEGACY) else "is ignored"
         assert said in line and "docs/migration.md" in line
     assert "read as APP_ENV=production" in server.log() and "read as INSTANCES=4" in server.log()
+
+
+@pytest.mark.slow
+def test_a_stream_to_a_closed_upstream_port_is_a_plain_502_and_health_says_failing(tmp_path):
+    closed = free_port()  # nothing listens there
+    server = start_server(tmp_path, DATA_DIR=str(tmp_path), OPENAI_BASE_URL=f"http://127.0.0.1:{closed}/v1")
+    try:
+        status, headers, body = http("POST", server.url + "/api/chat",
+                                     {"message": "乡村振兴怎么写？", "stream": True})
+        assert status == 502 and headers["Content-Type"].startswith("application/json")
+        assert json.loads(body)["error"]["code"] == "upstream_error"
+        status, _, body = http("GET", server.url + "/health")
+        llm = json.loads(body)["llm"]
+        assert status == 200 and llm["provider"] == "openai" and llm["state"] == "failing"
+        assert llm["since"] and llm["error"] == "upstream_error"
+    finally:
+        server.stop()

@@ -270,7 +270,7 @@ async def test_stream_to_an_unreachable_upstream_is_a_plain_502_even_with_source
     response, chunks = await stream_chat(http_server_client, {"message": "枫桥经验是什么？"})
     assert response.code == 502
     error = stream_error(response, chunks)
-    assert error["code"] == "upstream_error" and error["message"] == "大模型服务连接中断"
+    assert error["code"] == "upstream_error" and error["message"] == "无法连接大模型服务"
     assert b"event:" not in b"".join(c for _, c in chunks)  # the sources event was held back
 
 
