@@ -2,13 +2,13 @@
 
 The start-up story: command line → settings (exit 2 on a bad one) → logging (and
 one warning per old Flask/gunicorn name) → shared resources → application → listen →
-wait for SIGTERM/SIGINT → drain → exit 0. `python server.py --help` lists every setting.
+wait for SIGTERM/SIGINT → drain → exit 0. `.venv/bin/python server.py --help` lists
+every setting.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -142,17 +142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def print_config(settings: Settings) -> None:
-    """The effective settings, secrets shown only as set or not (for --check-config)."""
+    """The settings in force and the old names' notices (for --check-config)."""
     print("configuration ok")
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        if field.metadata["secret"] and value:
-            value = "<set>"
-        print(f"{field.metadata['env']}={value}")
+    for env, value in settings.effective():
+        print(f"{env}={value}")
     for notice in legacy_notices():
         print(f"warning: {notice}")
 

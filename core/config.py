@@ -223,13 +223,25 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(variable, default, help) for every setting, for docs and `--help`."""
+        return [(f.metadata["env"], _as_env(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+    def effective(self) -> list[tuple[str, str]]:
+        """(variable, value) for every setting as in force, a secret shown only as
+        `<set>` (for `--check-config`)."""
         rows = []
-        for f in dataclasses.fields(cls):
-            default = f.default
-            if isinstance(default, tuple):
-                default = ",".join(default)
-            rows.append((f.metadata["env"], str(default), f.metadata["help"]))
+        for f in dataclasses.fields(self):
+            value = _as_env(getattr(self, f.name))
+            rows.append((f.metadata["env"], "<set>" if f.metadata["secret"] and value else value))
         return rows
+
+
+def _as_env(value: Any) -> str:
+    """A setting's value written as its environment variable would be."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 # --- names of the Flask/gunicorn version (docs/migration.md) ---
