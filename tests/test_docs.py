@@ -161,3 +161,11 @@ def test_migration_md_gives_every_old_command_and_variable_its_counterpart():
         assert any(command in old for old in rows), f"docs/migration.md: no row for {command}"
     for name in {*OLD_GUIDE_ENV, *(old.env for old in LEGACY)}:
         assert name in rows and all(rows[name]), f"docs/migration.md: no row for {name}"
+
+
+def test_configuration_md_has_one_row_per_setting():
+    from core.config import Settings
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([A-Z_]+)` \|", text, re.M)
+    assert sorted(rows) == sorted(env for env, _, _ in Settings.describe())
