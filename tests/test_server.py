@@ -174,7 +174,7 @@ OLD_NAMES = ("FLASK_ENV", "GUNICORN_WORKERS", "WORKER_CLASS", "WORKER_CONNECTION
 
 
 def test_the_old_guides_env_is_read_as_the_new_names(tmp_path):
-    result = run_server("--check-config", **OLD_GUIDE_ENV, API_KEYS="client-key-old-guide-01",
+    result = run_server("--check-config", **OLD_GUIDE_ENV, API_KEYS="client-key-for-tests-15b03",
                         DATA_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert {"APP_ENV=production", "INSTANCES=4"} <= set(result.stdout.splitlines())
@@ -185,7 +185,7 @@ def test_the_old_guides_env_is_read_as_the_new_names(tmp_path):
 
 @pytest.mark.slow
 def test_the_old_guides_env_starts_on_loopback_with_one_warning_per_old_name(tmp_path):
-    env = {**OLD_GUIDE_ENV, "PORT": str(free_port()), "API_KEYS": "client-key-old-guide-02",
+    env = {**OLD_GUIDE_ENV, "PORT": str(free_port()), "API_KEYS": "client-key-for-tests-15b04",
            "DATA_DIR": str(tmp_path)}
     server = start_server(tmp_path, **env)
     status, _, body = http("GET", server.url + "/health")

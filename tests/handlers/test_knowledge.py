@@ -259,8 +259,8 @@ async def test_list_bounds_are_400_naming_the_parameter(http_server_client, para
     assert error["code"] == "invalid_request" and name in error["message"]
 
 
-@pytest.mark.settings(api_keys=("client-key-list-0001",), admin_api_keys=("admin-key-list-0001",))
+@pytest.mark.settings(api_keys=("client-key-for-tests-15b01",), admin_api_keys=("admin-key-for-tests-15b02",))
 async def test_list_needs_a_client_key(http_server_client):
     assert (await http_server_client.fetch("/api/knowledge", raise_error=False)).code == 401
-    response = await http_server_client.fetch("/api/knowledge", headers={"X-API-Key": "client-key-list-0001"})
+    response = await http_server_client.fetch("/api/knowledge", headers={"X-API-Key": "client-key-for-tests-15b01"})
     assert response.code == 200 and json.loads(response.body)["total"] == 0
