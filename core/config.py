@@ -297,6 +297,10 @@ def legacy_notices(env: Mapping[str, str] | None = None) -> list[str]:
             continue
         if not old.becomes:
             notices.append(f"{old.env} is ignored: {old.reason} (see docs/migration.md)")
+        elif env.get(old.becomes) == old.convert(raw):
+            # e.g. scripts/fleet.py exports INSTANCES as read from GUNICORN_WORKERS
+            notices.append(f"{old.env} is deprecated: {old.becomes}={env[old.becomes]} is set too; "
+                           f"remove it (see docs/migration.md)")
         elif old.becomes in env:
             notices.append(f"{old.env} is deprecated and ignored: {old.becomes} is set and wins "
                            f"(see docs/migration.md)")

@@ -75,4 +75,7 @@ def test_old_names_are_read_as_the_new_ones_and_a_set_new_name_wins():
     assert "read as APP_ENV=development" in notices[0]
     assert "GUNICORN_WORKERS" in notices[1] and "INSTANCES is set" in notices[1]
     assert notices[2].startswith("DB_POOL_SIZE is ignored")
+    # As scripts/fleet.py passes it on: the new name exported with the value read from the old one.
+    (same,) = legacy_notices({"GUNICORN_WORKERS": "4", "INSTANCES": "4"})
+    assert "INSTANCES=4 is set too" in same
     assert legacy_notices({"PORT": "5001"}) == []
