@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,6 +157,13 @@ def test_bind_and_port_on_the_command_line_win_over_the_environment(tmp_path):
         assert accepts("127.0.0.2", port) and not accepts("127.0.0.1", port)
     finally:
         server.stop()
+
+
+def test_the_docker_image_listens_on_every_interface():
+    # Loopback, the default, would be unreachable from outside the container while its
+    # HEALTHCHECK (run inside) still passed.
+    assert Settings().host == "127.0.0.1"
+    assert re.search(r"^ENV [^#]*\bBIND_ADDRESS=0\.0\.0\.0\b", (ROOT / "Dockerfile").read_text(), re.M | re.S)
 
 
 # The variables of the Flask/gunicorn deployment guide's .env, as operators bring them.
