@@ -99,12 +99,12 @@ def _properties(schema: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
     return names
 
 
-async def test_api_md_describes_every_route_and_only_those(app, http_server_client):
+def test_api_md_describes_every_route_and_only_those(app):
     documented = set(_sections())
     assert documented == set(_served(app))
 
 
-async def test_api_md_states_each_routes_auth_scope(app, http_server_client):
+def test_api_md_states_each_routes_auth_scope(app):
     sections = _sections()
     for (method, path), handler in _served(app).items():
         scope = handler.auth.get(method, "admin")
