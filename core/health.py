@@ -1,4 +1,5 @@
-"""Readiness checks for GET /health: the cache takes a write, the index answers.
+"""Readiness checks for GET /health: the cache takes a write, the index answers;
+and the LLM upstream's last state as real calls found it (`UpstreamState`).
 
 The probes run on a dedicated one-thread executor with a deadline, so /health
 answers promptly while chats and searches keep the other workers busy. A passing round
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 log = logging.getLogger("shenlun.health")
@@ -58,3 +60,42 @@ class HealthProbes:
         else:
             self._passed_at = None
         return results
+
+
+class UpstreamState:
+    """The LLM upstream's last known state in this process, as the real calls found it.
+
+    /health reports it without calling the upstream (a probe that spent a model call
+    every few seconds per instance would cost money and prove little more). "unknown"
+    until the first call; then "ok", or "failing" since the first failure of the run.
+    """
+
+    def __init__(self) -> None:
+        self.state = "unknown"
+        self.since: float | None = None
+        self.error: tuple[str, str] | None = None  # (code, message) of the last failure
+
+    def succeeded(self) -> None:
+        """A call got an answer (or at least its first delta)."""
+        if self.state == "failing":
+            log.info("llm upstream answers again (failing since %s)", _iso(self.since))
+        if self.state != "ok":
+            self.state, self.since, self.error = "ok", time.time(), None
+
+    def failed(self, code: str, message: str) -> None:
+        """A call failed on the upstream's side (error status, unreachable, timeout)."""
+        if self.state != "failing":
+            log.warning("llm upstream failing: %s (%s)", code, message)
+            self.state, self.since = "failing", time.time()
+        self.error = (code, message)
+
+    def as_dict(self) -> dict[str, Any]:
+        """{"state", "since" (ISO 8601 UTC or null), "error", "message"} for /health."""
+        code, message = self.error or (None, None)
+        return {"state": self.state, "since": _iso(self.since), "error": code, "message": message}
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

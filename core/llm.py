@@ -20,6 +20,7 @@ import openai
 from openai import AsyncOpenAI
 
 from core.errors import UpstreamError, UpstreamTimeout
+from core.health import UpstreamState
 from core.prompts import MODE_GUIDES, MODES, Prompt
 
 
@@ -34,19 +35,27 @@ class Usage:
 
 @dataclass
 class LLMMeter:
-    """Calls this process made to the LLM and the time spent waiting on them, for the
-    metrics; shared by every service that calls the model."""
+    """Calls this process made to the LLM, the time spent waiting on them and how the
+    last one went, for the metrics and /health; shared by every service that calls
+    the model."""
 
     calls: int = 0
     seconds: float = 0.0
+    upstream: UpstreamState = field(default_factory=UpstreamState)
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Count one call and add the time its body takes."""
+        """Count one call, add the time its body takes, and record whether the
+        upstream answered (a caller that gives up early records nothing)."""
         self.calls += 1
         started = time.monotonic()
         try:
             yield
+        except (UpstreamError, UpstreamTimeout) as exc:
+            self.upstream.failed(exc.code, exc.message)
+            raise
+        else:
+            self.upstream.succeeded()
         finally:
             self.seconds += time.monotonic() - started
 
@@ -202,7 +211,7 @@ class OpenAIProvider:
             raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
         except (openai.APIConnectionError, httpx.HTTPError):
             # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
-            raise UpstreamError("大模型服务连接中断") from None
+            raise UpstreamError("大模型服务连接中断" if got_text else "无法连接大模型服务") from None
         except (openai.OpenAIError, ValueError, TypeError, AttributeError):
             raise UpstreamError() from None
         if not got_text:

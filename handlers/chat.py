@@ -42,16 +42,18 @@ class ChatHandler(BaseHandler):
             await events.aclose()
             raise
         self.cache_status = start["cache"]
-        self.set_header("X-Cache", self.cache_status)
-        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
         # A separate task, so a client that goes away can cancel it (and with it the
         # upstream call) from on_connection_close.
         self._pump = asyncio.ensure_future(self._send_events(events))
         await asyncio.wait({self._pump})
         if not self._pump.cancelled():
             self._pump.result()
+
+    def _start_stream(self) -> None:
+        self.set_header("X-Cache", self.cache_status or "BYPASS")
+        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
 
     async def _grade(self, payload: dict[str, Any]) -> None:
         """`mode: "grade"` with an `answer`: the grader's result (as `POST /api/grade`),
@@ -65,13 +67,27 @@ class ChatHandler(BaseHandler):
                          "sources": [], "cached": False})
 
     async def _send_events(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+        # Nothing goes out before the first delta (the sources wait for it): an upstream
+        # that fails before it, unreachable say, is then a plain error answer (502 that
+        # Nginx may retry elsewhere), not a 200 stream that only carries an error.
+        held: list[tuple[str, dict[str, Any]]] | None = []
         try:
-            await self.flush()
             async for kind, data in events:
+                if held is not None and kind == "sources":
+                    held.append((kind, data))
+                    continue
+                if held is not None:
+                    self._start_stream()
+                    for early in held:
+                        await self._send(*early)
+                    held = None
                 await self._send(kind if kind != "delta" else None, data)
         except StreamClosedError:
             pass
-        except Exception as exc:  # headers are sent: the error travels as an event
+        except Exception as exc:
+            if held is not None:
+                raise  # nothing sent yet: write_error answers with the error's status
+            # Headers are sent: the error travels as an event.
             if isinstance(exc, ServiceError):
                 code, message = exc.code, exc.message
             else:

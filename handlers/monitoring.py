@@ -31,6 +31,8 @@ class HealthHandler(BaseHandler):
             "uptime_s": round(time.time() - self.ctx.metrics.started, 3),
             "draining": self.ctx.draining,
             "checks": checks,
+            # The upstream's last state from real calls; never a call of its own.
+            "llm": {"provider": self.ctx.llm.name, **self.ctx.meter.upstream.as_dict()},
         }, status=200 if healthy else 503)
 
 

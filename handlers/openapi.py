@@ -26,7 +26,7 @@ _ERROR_STATUSES = {
     "404": "资源不存在（not_found）",
     "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
     "429": "令牌桶已空（rate_limited），见 Retry-After",
-    "502": "大模型返回错误或无法解析的内容（upstream_error）",
+    "502": "大模型返回错误、无法解析的内容，或无法连接（upstream_error）",
     "503": "并发已满（server_busy）、健康检查失败，或清空缓存时共享存储（Redis）不可用",
     "504": "大模型超时（upstream_timeout）",
 }
@@ -122,7 +122,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "ChatEvent": {
         "description": "流式回答中的一个 SSE 事件：先 event: sources（用了知识库时），再若干无名事件（data 为"
-                       " {\"delta\": …}），最后 event: done（回答对象去掉 answer），出错时为 event: error。",
+                       " {\"delta\": …}），最后 event: done（回答对象去掉 answer）。第一段输出之后出错为 event: error；"
+                       "之前出错（如大模型无法连接）则不是事件流，而是普通的错误 JSON（502/503/504）。",
         "type": "object", "required": ["data"],
         "properties": {
             "event": {"enum": ["message", "sources", "done", "error"]},
@@ -165,6 +166,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": _STR, "title": _STR, "content": _STR, "category": _STR, "tags": _STRS,
                        "source": _STR},
     },
+    "DocumentList": {
+        "type": "object", "required": ["total", "limit", "offset", "documents"],
+        "properties": {"total": _INT, "limit": _INT, "offset": _INT, "documents": {"type": "array", "items": {
+            "type": "object", "required": ["id", "title", "category", "tags", "updated_at"],
+            "properties": {"id": _STR, "title": _STR, "category": _STR, "tags": _STRS, "updated_at": _STR}}}},
+    },
     "Added": {"type": "object", "required": ["added", "ids"],
               "properties": {"added": _INT, "ids": _STRS}},
     "Health": {
@@ -173,7 +180,14 @@ SCHEMAS: dict[str, Any] = {
                        "uptime_s": _NUM, "draining": _BOOL,
                        "checks": {"type": "object", "required": ["cache", "store", "llm"],
                                   "properties": {"store": {"enum": ["ok", "degraded"]}},
-                                  "additionalProperties": _STR}},
+                                  "additionalProperties": _STR},
+                       "llm": {"type": "object", "required": ["provider", "state", "since"],
+                               "description": "大模型上游最近一次真实调用的结果（/health 自己不调用大模型）",
+                               "properties": {"provider": {"enum": ["openai", "offline"]},
+                                              "state": {"enum": ["unknown", "ok", "failing"]},
+                                              "since": {"type": ["string", "null"]},
+                                              "error": {"type": ["string", "null"]},
+                                              "message": {"type": ["string", "null"]}}}},
     },
     "Metrics": {
         "type": "object",
@@ -322,6 +336,13 @@ def build_spec() -> dict[str, Any]:
                     "application/json": {"schema": _ref("ChatAnswer")},
                     "text/event-stream": {"schema": _ref("ChatEvent")}}}},
             "400", "401", "413", "429", "502", "503", "504", body=_ref("ChatRequest"))},
+        "/api/knowledge": {"get": _operation(
+            "文档列表（分页，最近更新的在前；不含正文）", {"200": _json(_ref("DocumentList"), "一页文档")},
+            "400", "401", "429",
+            params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": kb.MAX_LIST_LIMIT}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": kb.MAX_LIST_OFFSET}),
+                    _query("category", {"type": "string", "maxLength": kb.MAX_CATEGORY_CHARS},
+                           description="只列出该分类的文档")])},
         "/api/knowledge/search": {"get": _operation(
             "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429",
             params=[_query("q", {"type": "string", "maxLength": kb.MAX_QUERY_CHARS,

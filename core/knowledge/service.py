@@ -7,7 +7,8 @@ Limits (documented in the README): a batch has at most MAX_BATCH documents; titl
 MAX_TITLE_CHARS, content ≤ MAX_CONTENT_CHARS, category ≤ MAX_CATEGORY_CHARS, at most
 MAX_TAGS tags of ≤ MAX_TAG_CHARS each, source ≤ MAX_SOURCE_CHARS; an id is 1–128 of
 A–Z a–z 0–9 . _ : - starting with a letter or digit; a search query ≤ MAX_QUERY_CHARS,
-limit 1–MAX_LIMIT, offset 0–MAX_OFFSET.
+limit 1–MAX_LIMIT, offset 0–MAX_OFFSET; a listing page limit 1–MAX_LIST_LIMIT, offset
+0–MAX_LIST_OFFSET.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ MAX_QUERY_CHARS = 200
 MAX_LIMIT = 50
 MAX_OFFSET = 10_000
 DEFAULT_LIMIT = 10
+MAX_LIST_LIMIT = 100
+MAX_LIST_OFFSET = 1_000_000
+DEFAULT_LIST_LIMIT = 20
 RESERVED_IDS = frozenset({"search", "add"})  # would collide with /api/knowledge/search|add
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
@@ -141,6 +145,24 @@ class SearchRequest:
                    category=category, tags=tags, mode=mode)
 
 
+@dataclass(frozen=True)
+class ListRequest:
+    """A validated GET /api/knowledge query: one page of the document list."""
+
+    limit: int = DEFAULT_LIST_LIMIT
+    offset: int = 0
+    category: str = ""
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "ListRequest":
+        """Validate query-string parameters (name → values); raises InvalidRequest."""
+        category = (params.get("category") or [""])[-1].strip()
+        if len(category) > MAX_CATEGORY_CHARS:
+            raise InvalidRequest(f"参数 category 过长（最多 {MAX_CATEGORY_CHARS} 个字符）")
+        return cls(limit=_param_int(params, "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
+                   offset=_param_int(params, "offset", 0, MAX_LIST_OFFSET, 0), category=category)
+
+
 # --- the service ---
 
 class KnowledgeBase:
@@ -188,6 +210,12 @@ class KnowledgeBase:
     def _search(self, req: SearchRequest) -> searching.SearchPage:
         return searching.search(self.index.searcher(), req.q, limit=req.limit, offset=req.offset,
                                 category=req.category, tags=req.tags, mode=req.mode)
+
+    async def list_documents(self, req: ListRequest) -> dict[str, Any]:
+        """One page of the documents, latest updated first: total, limit, offset, documents."""
+        total, page = await self._run(lambda: self.store.list_page(
+            limit=req.limit, offset=req.offset, category=req.category))
+        return {"total": total, "limit": req.limit, "offset": req.offset, "documents": page}
 
     async def add(self, docs: Sequence[Document]) -> list[str]:
         """Store documents (upsert by id) and return their ids once every process's

@@ -252,6 +252,19 @@ class DocumentStore:
             cursor = conn.execute(f"SELECT {_COLUMNS} FROM documents ORDER BY id")
             yield seq, total, (_row_to_doc(row) for row in cursor)
 
+    def list_page(self, *, limit: int, offset: int, category: str = "") -> tuple[int, list[dict[str, Any]]]:
+        """(total, one page of summaries), the latest updated first: id, title, category,
+        tags and updated_at, in one snapshot. The content is never read, so a page costs
+        the same however long the documents are."""
+        where, args = ("WHERE category = ?", (category,)) if category else ("", ())
+        with self._read() as conn:
+            total = conn.execute(f"SELECT count(*) FROM documents {where}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT id, title, category, tags, updated_at FROM documents {where} "
+                "ORDER BY updated_at DESC, id LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        return total, [{"id": row[0], "title": row[1], "category": row[2], "tags": json.loads(row[3]),
+                        "updated_at": _iso(row[4])} for row in rows]
+
     def changes_since(self, seq: int) -> Changes:
         """Everything that changed after `seq`, as of now, in one snapshot."""
         with self._read() as conn:
