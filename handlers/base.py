@@ -45,8 +45,8 @@ _INTERNAL = ("internal_error", "服务器内部错误")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # The rate limit covers the chat and the knowledge endpoints; grading
-# spends LLM calls like a chat, so it is covered too.
-RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge")
+# spends LLM calls like a chat, so it is covered too, and so is the OpenAI door to both.
+RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge", "/v1/chat/")
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID"
 CORS_EXPOSE_HEADERS = ("X-Request-ID, X-Server-ID, X-Cache, Retry-After, "
                        "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")

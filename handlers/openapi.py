@@ -16,6 +16,7 @@ from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_
 from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb
+from core.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
 from core.prompts import MODES
 from handlers.base import BaseHandler
 
@@ -40,14 +41,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: _json(_ref("Error"), _ERROR_STATUSES[s]) for s in statuses}
+def _errors(*statuses: str, schema: str = "Error") -> dict[str, Any]:
+    return {s: _json(_ref(schema), _ERROR_STATUSES[s]) for s in statuses}
 
 
 def _operation(summary: str, ok: dict[str, Any], *errors: str, secured: bool = True,
                body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(*errors)}}
+               extra: dict[str, Any] | None = None, error_schema: str = "Error") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(*errors, schema=error_schema)}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:
@@ -304,6 +305,91 @@ GRADING_SCHEMAS = {
 }
 SCHEMAS.update(GRADING_SCHEMAS)
 
+# The OpenAI-compatible door (/v1). Bounds are the /api/chat ones: the same validators run.
+_V1_PART = {"type": "object", "required": ["type", "text"],
+            "properties": {"type": {"const": "text"},
+                           "text": _text(MAX_MESSAGE_CHARS // 8, required=True)}}
+_V1_CONTENT = {"anyOf": [_text(MAX_MESSAGE_CHARS, required=True),
+                         {"type": "array", "minItems": 1, "maxItems": 8, "items": _V1_PART}]}
+_V1_MESSAGE = {"type": "object", "required": ["role", "content"],
+               "properties": {"role": {"enum": ["system", "developer", "user", "assistant"]},
+                              "content": _V1_CONTENT}}
+_V1_COMMON = {
+    "messages": {"type": "array", "minItems": 1, "maxItems": MAX_HISTORY_TURNS, "items": _V1_MESSAGE,
+                 "contains": {"type": "object", "properties": {"role": {"const": "user"}}},
+                 "description": "最后一条用户消息是问题（可按【资料】【题目】【字数】分节），之前的是对话历史；"
+                                "system 消息被忽略（使用申论助手自己的提示词）"},
+    "stream": _nullable(_BOOL),
+    "stream_options": _nullable({"type": "object", "properties": {"include_usage": _nullable(_BOOL)}}),
+    "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
+    "max_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": 8192}),
+    "max_completion_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": 8192}),
+    "n": _nullable({"const": 1}), "user": _nullable(_text(MAX_USER_CHARS)),
+    "material": _nullable(_text(MAX_MATERIAL_CHARS)),
+    "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
+}
+V1_SCHEMAS = {
+    "OpenAIError": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type", "code", "param"],
+                                 "properties": {"message": _STR, "type": _STR, "code": _STR,
+                                                "param": {"type": ["string", "null"]}}}},
+    },
+    "ChatCompletionRequest": {
+        "description": "OpenAI chat completions 请求；模型名选择题型模式。额外字段 material、question、word_limit"
+                       "（批改模型另需 question 与 material，答案是最后一条用户消息或 answer 字段）。",
+        "oneOf": [
+            {"type": "object", "required": ["model", "messages"],
+             "properties": {"model": {"enum": [m for m in MODEL_MODES if m != GRADE_MODEL]}, **_V1_COMMON,
+                            "question": _nullable(_text(MAX_QUESTION_CHARS))}},
+            {"type": "object", "required": ["model", "messages", "question", "material"],
+             "properties": {"model": {"const": GRADE_MODEL}, **_V1_COMMON,
+                            "question": _text(GRADE_QUESTION_CHARS, required=True),
+                            "material": _text(GRADE_MATERIAL_CHARS, required=True)}},
+        ],
+    },
+    "ChatCompletion": {
+        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage", "shenlun"],
+        "properties": {
+            "id": _STR, "object": {"const": "chat.completion"}, "created": _INT, "model": _STR,
+            "choices": {"type": "array", "items": {
+                "type": "object", "required": ["index", "message", "finish_reason"],
+                "properties": {"index": _INT, "finish_reason": _STR, "message": {
+                    "type": "object", "required": ["role", "content"],
+                    "properties": {"role": {"const": "assistant"}, "content": _STR}}}}},
+            "usage": {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+                      "properties": {"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}},
+            "shenlun": {"type": "object", "description": "申论助手的附加信息：sources、char_count、over_limit、"
+                                                          "cached；批改模型另有 grade"},
+        },
+    },
+    "ChatCompletionChunk": {
+        "description": "流式回答：若干 data: {chat.completion.chunk}，最后一个带 finish_reason 与 shenlun，"
+                       "stream_options.include_usage 时再有一个只带 usage 的块，然后 data: [DONE]；出错时 data: {error}。",
+        "type": "object", "required": ["data"],
+        "properties": {"data": _STR},
+    },
+    "ModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+            "type": "object", "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"enum": list(MODEL_MODES)}, "object": {"const": "model"},
+                           "created": _INT, "owned_by": _STR}}}},
+    },
+}
+SCHEMAS.update(V1_SCHEMAS)
+V1_PATHS = {
+    "/v1/chat/completions": {"post": _operation(
+        "OpenAI 兼容的对话接口（整段或流式）", {
+            "200": {"description": "chat.completion；`stream: true` 时为 text/event-stream", "content": {
+                "application/json": {"schema": _ref("ChatCompletion")},
+                "text/event-stream": {"schema": _ref("ChatCompletionChunk")}}}},
+        "400", "401", "404", "413", "429", "502", "503", "504", body=_ref("ChatCompletionRequest"),
+        error_schema="OpenAIError")},
+    "/v1/models": {"get": _operation(
+        "可用模型（即题型模式）", {"200": _json(_ref("ModelList"), "模型列表")}, "401", error_schema="OpenAIError")},
+}
+
 PRACTICE_ID = {"name": "doc_id", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,63}$"}}
 
@@ -379,13 +465,14 @@ def build_spec() -> dict[str, Any]:
             "健康检查", {"200": _json(_ref("Health"), "正常"), "503": _json(_ref("Health"), "某项检查失败")},
             "404", secured=False)},
         **GRADING_PATHS,
+        **V1_PATHS,
         "/api/openapi.json": {"get": _operation(
             "本文档", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, "401")},
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "申论助手 API", "version": __version__,
-                 "description": "见 docs/api.md。所有错误均为 Error 形状。"},
+                 "description": "见 docs/api.md。/api/* 的错误均为 Error 形状，/v1/* 的错误为 OpenAI 的 OpenAIError 形状。"},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}, {}],
         "paths": paths,
