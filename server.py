@@ -18,6 +18,7 @@ from tornado.ioloop import PeriodicCallback
 from core import __version__
 from core.config import ConfigError, Settings
 from core.context import AppContext, build_context
+from core.knowledge.store import CorruptStore
 from core.logs import configure_logging
 from handlers import all_handlers
 from handlers.base import NotFoundHandler, log_request
@@ -75,7 +76,11 @@ async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    ctx = build_context(settings)
+    try:
+        ctx = build_context(settings)
+    except CorruptStore as exc:  # never rebuild the index from a damaged store, or from nothing
+        log.critical("refusing to start: %s", exc)
+        return 3
     app = make_app(settings, ctx)
     server = make_server(app, settings)
     server.listen(settings.port, settings.host)
