@@ -26,6 +26,7 @@ from core.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState
 from core.errors import InsufficientStorage
 from core.knowledge import KnowledgeBase, SearchRequest, parse_documents
 from core.knowledge.index import REINDEX_LOCK, file_lock
+from core.knowledge.store import CorruptStore
 from tests.conftest import error_of, post_json
 from tests.procs import free_port, http, start_server, ServerProcess
 
@@ -256,7 +257,7 @@ async def test_deleted_index_directory_heals_while_running(http_server_client, d
     broken = live_index(data_dir)
     subprocess.run(["rm", "-rf", str(broken)], check=True)
     started = time.monotonic()
-    unavailable = added = 0
+    unavailable = 0
     while True:
         response, body = await get_json(client, search_path("乡村振兴"))
         tally.saw("search", response.code)
@@ -272,8 +273,9 @@ async def test_deleted_index_directory_heals_while_running(http_server_client, d
             # An add during the rebuild waits for the switch (or says it is stored).
             response = await post_json(client, "/api/knowledge/add", documents("during", 1)[0])
             assert tally.saw("add", response.code) in (201, 503)
-            added += response.code == 201
             acknowledged += ["during-0"]
+            response = await post_json(client, "/api/chat", CHAT)  # retrieval needs the index
+            assert tally.saw("chat", response.code) in (200, 503)
         assert time.monotonic() - started < 15
         await _sleep(0.05)
     tally.figures["seconds to heal"] = round(time.monotonic() - started, 2)
@@ -384,3 +386,12 @@ def test_a_damaged_document_store_refuses_to_start_with_one_clear_line(tmp_path)
     refusals = [line for line in broken.log().splitlines() if "refusing to start" in line]
     assert len(refusals) == 1 and "documents.sqlite3" in refusals[0], broken.log()
     assert (data / "knowledge" / "CURRENT").read_text() == pointer  # nothing rebuilt
+
+
+def test_an_index_without_its_document_store_refuses_to_open(tmp_path):
+    data = tmp_path / "data"
+    knowledge_base(data, documents("doc", 3))
+    (data / "knowledge" / "documents.sqlite3").unlink()
+    with ThreadPoolExecutor(1) as executor, pytest.raises(CorruptStore, match="missing"):
+        KnowledgeBase.open(data, executor)
+    assert not (data / "knowledge" / "documents.sqlite3").exists()  # no empty store made

@@ -335,7 +335,7 @@ class SharedIndex:
             try:
                 searcher.close()
             except Exception:
-                log.debug("closing a failed searcher", exc_info=True)
+                log.debug("closing a failed searcher")
 
     def close(self) -> None:
         """Close every thread's searcher."""

@@ -26,8 +26,8 @@ from core.disk import DataDisk, refusal
 from core.errors import IndexUnavailable, InsufficientStorage, InvalidRequest, NotFound
 from core.knowledge import analyzer, search as searching
 from core.knowledge.healing import IndexHealer
-from core.knowledge.index import SharedIndex, busy
-from core.knowledge.store import Document, DocumentStore
+from core.knowledge.index import POINTER, SharedIndex, busy
+from core.knowledge.store import CorruptStore, Document, DocumentStore
 from core.prompts import Source
 from core.validation import read_str, read_str_list, require_object
 
@@ -46,6 +46,7 @@ RESERVED_IDS = frozenset({"search", "add"})  # would collide with /api/knowledge
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
 RETRIEVAL_MEMO_SIZE = 512  # questions whose retrieved passages a process remembers
+STORE_FILE = "documents.sqlite3"
 
 T = TypeVar("T")
 
@@ -175,7 +176,12 @@ class KnowledgeBase:
         background (see core/knowledge/healing.py).
         """
         root = Path(data_dir) / "knowledge"
-        store = DocumentStore(root / "documents.sqlite3", verify=True)  # refuse a damaged one first
+        if (root / POINTER).exists() and not (root / STORE_FILE).exists():
+            # An index without its store: starting would serve documents nobody can read,
+            # and the first heal would rebuild the index from nothing.
+            raise CorruptStore(f"{STORE_FILE} is missing beside an existing index; restore it "
+                               f"from a backup, or remove {root.name}/ to start empty")
+        store = DocumentStore(root / STORE_FILE, verify=True)  # refuse a damaged one first
         analyzer.initialize()
         index = SharedIndex(root, store, write_timeout=write_timeout)
         base = cls(store, index, executor, write_timeout=write_timeout,
