@@ -133,8 +133,10 @@ class IndexHealer:
 
     def version(self) -> str | None:
         """SharedIndex.version(); None when it cannot be read now (the search that
-        follows finds out why). IndexUnavailable while being rebuilt. Cheap: on the loop."""
-        self._check_usable()
+        follows finds out why). IndexUnavailable while being rebuilt. Cheap: on the loop
+        (so it only asks whether CURRENT still names the broken index)."""
+        if self._thread is not None and self._current() in (None, self._broken):
+            raise IndexUnavailable()
         try:
             return self.index.version()
         except Exception:
