@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from core.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState
+from core.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState, classify
 from core.errors import InsufficientStorage
 from core.knowledge import KnowledgeBase, SearchRequest, parse_documents
 from core.knowledge.index import REINDEX_LOCK, file_lock
@@ -210,6 +210,9 @@ def test_a_read_only_data_directory_is_named_and_refuses_writes(small_disk):
     # A filesystem with a file open for writing cannot be remounted read-only, so this
     # looks at the disk itself rather than through a running app.
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(OSError) as refused:
+        (small_disk / "knowledge" / "x").write_text("x")
+    assert classify(refused.value) == READ_ONLY
     disk = DataDisk(small_disk)
     assert disk.probe().state == READ_ONLY
     with pytest.raises(InsufficientStorage, match="只读"):
