@@ -223,6 +223,41 @@ def test_a_read_only_data_directory_is_named_and_refuses_writes(small_disk):
     assert disk.probe() == DiskState(OK, disk.probe().free_bytes) and disk.writable
 
 
+@pytest.fixture
+def full_index_disk(data_dir):
+    """The index directory on its own 1 MiB tmpfs, beside a roomy document store."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    indexes = data_dir / "knowledge" / "indexes"
+    indexes.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(indexes)], check=True)
+    try:
+        yield indexes
+    finally:
+        subprocess.run(["umount", "-l", str(indexes)], check=False)
+
+
+@pytest.mark.settings(rate_limit_per_minute=0)
+async def test_an_index_the_disk_refuses_catches_up_once_there_is_room(full_index_disk, http_server_client):
+    tally = Tally("index disk full, store not")
+    client = http_server_client
+    response = await post_json(client, "/api/knowledge/add", {"documents": documents("first", 3)})
+    assert tally.saw("add", response.code) == 201
+    filler = fill(full_index_disk)
+    response = await post_json(client, "/api/knowledge/add", {"documents": documents("stored", 3)})
+    assert tally.saw("add", response.code) == 507
+    assert "文档已保存" in error_of(response)["message"]  # honest: the store has them
+    response = await client.fetch("/api/knowledge/stored-0", raise_error=False)
+    assert tally.saw("get", response.code) == 200
+    filler.unlink()
+    await _sleep(2.1)  # the failure is remembered for a moment
+    # Whoosh's lock of the failed commit was released: the next add applies both batches.
+    response = await post_json(client, "/api/knowledge/add", {"documents": documents("later", 3)})
+    assert tally.saw("add", response.code) == 201
+    await assert_all_present(client, [f"{p}-{n}" for p in ("first", "stored", "later") for n in range(3)], tally)
+    tally.report()
+
+
 async def assert_all_present(client, ids: list[str], tally: Tally) -> None:
     """Every acknowledged document can be read and is found by a search of its id."""
     for doc_id in ids:
