@@ -18,7 +18,9 @@ import time
 import urllib.parse
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -62,18 +64,25 @@ class Tally:
 
 # --------------------------------------------------------------------------- a small disk
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 6 MiB tmpfs mounted for this test (needs root, as CI has)."""
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `mount` (made if needed) for the body; needs root,
+    as CI has."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(mount)], check=True)
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """The data directory on a 6 MiB tmpfs."""
+    with tmpfs(tmp_path / "small-disk", "6m") as mount:
+        yield mount
 
 
 @pytest.fixture
@@ -226,15 +235,8 @@ def test_a_read_only_data_directory_is_named_and_refuses_writes(small_disk):
 @pytest.fixture
 def full_index_disk(data_dir):
     """The index directory on its own 1 MiB tmpfs, beside a roomy document store."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    indexes = data_dir / "knowledge" / "indexes"
-    indexes.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(indexes)], check=True)
-    try:
-        yield indexes
-    finally:
-        subprocess.run(["umount", "-l", str(indexes)], check=False)
+    with tmpfs(data_dir / "knowledge" / "indexes", "1m") as mount:
+        yield mount
 
 
 @pytest.mark.settings(rate_limit_per_minute=0)
