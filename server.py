@@ -87,8 +87,13 @@ async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
 
 async def serve(settings: Settings) -> int:
     from core.context import build_context
+    from core.knowledge.store import CorruptStore
 
-    ctx = build_context(settings)
+    try:
+        ctx = build_context(settings)
+    except CorruptStore as exc:  # never rebuild the index from a damaged store, or from nothing
+        log.critical("refusing to start: %s", exc)
+        return 3
     app = make_app(settings, ctx)
     server = make_server(app, settings)
     server.listen(settings.port, settings.host)

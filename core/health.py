@@ -1,11 +1,16 @@
-"""Readiness checks for GET /health: the cache takes a write, the index answers;
-and the LLM upstream's last state as real calls found it (`UpstreamState`).
+"""Readiness checks for GET /health: the data directory's disk, the cache takes a
+write, the index answers; and the LLM upstream's last state as real calls found it
+(`UpstreamState`).
 
 The probes run on a dedicated one-thread executor with a deadline, so /health
 answers promptly while chats and searches keep the other workers busy. A passing round
 is reused for FRESH_SECONDS: balancers poll /health often, and under CPU load every
 thread hop waits for the GIL behind the search threads (bench/b7_event_loop.py). A
 failing round is never reused, so recovery shows at the next call.
+
+A probe returns nothing ("ok"), or a `Reading`: a named state ("full", "rebuilding",
+"empty"…) and figures for the body (free bytes, document count). A shared store that
+cannot be used now (StoreUnavailable) reads "degraded". HEALTHY_STATES answer 200.
 """
 from __future__ import annotations
 
@@ -13,29 +18,80 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
+
+from core.disk import DataDisk
+from core.store import StoreUnavailable
 
 log = logging.getLogger("shenlun.health")
 PROBE_DEADLINE_SECONDS = 2.0
 FRESH_SECONDS = 1.0
 
 
-async def run_checks(probes: dict[str, Callable[[], Any]], executor: Executor) -> dict[str, str]:
-    """Run each probe off the loop; 'ok' when it returns, 'fail: …' when it raises or
-    takes longer than the deadline."""
+# "empty" (no documents) and "degraded" (shared store unreachable) still answer: 200.
+HEALTHY_STATES = frozenset({"ok", "empty", "degraded"})
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A probe's answer when "ok" is not the whole story."""
+
+    state: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_checks(probes: dict[str, Callable[[], Any]], executor: Executor,
+                     figures: dict[str, Any] | None = None) -> dict[str, str]:
+    """Run each probe off the loop; 'ok' when it returns, its state when it returns a
+    Reading (whose figures go into `figures`), 'degraded' when the shared store is
+    unavailable, 'fail: …' when it raises or takes longer than the deadline."""
     loop = asyncio.get_running_loop()
     results: dict[str, str] = {}
     for name, probe in probes.items():
         try:
-            await asyncio.wait_for(loop.run_in_executor(executor, probe), PROBE_DEADLINE_SECONDS)
-            results[name] = "ok"
+            value = await asyncio.wait_for(loop.run_in_executor(executor, probe),
+                                           PROBE_DEADLINE_SECONDS)
+            results[name] = value.state if isinstance(value, Reading) else "ok"
+            if isinstance(value, Reading) and figures is not None:
+                figures.update(value.figures)
         except asyncio.TimeoutError:
             results[name] = "fail: timed out"
+        except StoreUnavailable:
+            results[name] = "degraded"
         except Exception as exc:
             log.warning("health check %s failed: %s", name, exc)
             results[name] = f"fail: {type(exc).__name__}"
     return results
+
+
+def healthy(checks: dict[str, str]) -> bool:
+    """Whether these check results answer 200."""
+    return all(state in HEALTHY_STATES for state in checks.values())
+
+
+def disk_probe(disk: DataDisk) -> Callable[[], Reading]:
+    """The data directory's disk: "ok", "full" or "read_only", and its free bytes."""
+    def probe() -> Reading:
+        seen = disk.probe()
+        return Reading(seen.state, {"disk_free_bytes": seen.free_bytes})
+    return probe
+
+
+def knowledge_probe(status: Callable[[], tuple[str, int]]) -> Callable[[], Reading]:
+    """The knowledge index ("ok", "empty", "rebuilding") and the document count, from
+    KnowledgeBase.status. An empty base is logged (once per change), not a failure."""
+    last: list[str] = []
+
+    def probe() -> Reading:
+        state, documents = status()
+        if state == "empty" and last != ["empty"]:
+            log.warning("the knowledge base has no documents: searches find nothing and chats "
+                        "use no material (scripts/reindex.py imports data/knowledge)")
+        last[:] = [state]
+        return Reading(state, {"documents": documents})
+    return probe
 
 
 class HealthProbes:
@@ -48,14 +104,18 @@ class HealthProbes:
         self._fresh_seconds = fresh_seconds
         self._passed_at: float | None = None
         self._passed: dict[str, str] = {}
+        self.figures: dict[str, Any] = {}  # of the latest round: free bytes, documents…
 
     async def run(self) -> dict[str, str]:
-        """Each probe's result ('ok' or 'fail: …'), at most FRESH_SECONDS old when all passed."""
+        """Each probe's result ('ok', a state, or 'fail: …'), at most FRESH_SECONDS old
+        when all passed; `figures` then holds that round's figures."""
         now = time.monotonic()
         if self._passed_at is not None and now - self._passed_at < self._fresh_seconds:
             return dict(self._passed)
-        results = await run_checks(self._probes, self._executor)
-        if all(v == "ok" for v in results.values()):
+        figures: dict[str, Any] = {}
+        results = await run_checks(self._probes, self._executor, figures)
+        self.figures = figures
+        if healthy(results):
             self._passed_at, self._passed = now, dict(results)
         else:
             self._passed_at = None

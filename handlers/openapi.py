@@ -28,8 +28,10 @@ _ERROR_STATUSES = {
     "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
     "429": "令牌桶已空（rate_limited），见 Retry-After",
     "502": "大模型返回错误、无法解析的内容，或无法连接（upstream_error）",
-    "503": "并发已满（server_busy）、健康检查失败，或清空缓存时共享存储（Redis）不可用",
+    "503": "并发已满（server_busy）、知识库索引正在重建（index_unavailable，见 Retry-After）、健康检查失败，"
+           "或清空缓存时共享存储（Redis）不可用",
     "504": "大模型超时（upstream_timeout）",
+    "507": "数据目录所在磁盘已满或只读，写入被拒绝，读取不受影响（insufficient_storage）",
 }
 
 
@@ -178,9 +180,10 @@ SCHEMAS: dict[str, Any] = {
     "Health": {
         "type": "object", "required": ["status", "server_id", "pid", "version", "uptime_s", "checks"],
         "properties": {"status": {"enum": ["ok", "fail"]}, "server_id": _STR, "pid": _INT, "version": _STR,
-                       "uptime_s": _NUM, "draining": _BOOL,
-                       "checks": {"type": "object", "required": ["cache", "store", "llm"],
-                                  "properties": {"store": {"enum": ["ok", "degraded"]}},
+                       "uptime_s": _NUM, "draining": _BOOL, "disk_free_bytes": _INT, "documents": _INT,
+                       "checks": {"type": "object", "required": ["disk", "cache", "index", "store", "llm"],
+                                  "properties": {"store": {"enum": ["ok", "degraded"]},
+                                                 "disk": {"enum": ["ok", "full", "read_only"]}},
                                   "additionalProperties": _STR},
                        "llm": {"type": "object", "required": ["provider", "state", "since"],
                                "description": "大模型上游最近一次真实调用的结果（/health 自己不调用大模型）",
@@ -430,7 +433,7 @@ def build_spec() -> dict[str, Any]:
                     _query("category", {"type": "string", "maxLength": kb.MAX_CATEGORY_CHARS},
                            description="只列出该分类的文档")])},
         "/api/knowledge/search": {"get": _operation(
-            "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429",
+            "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429", "503",
             params=[_query("q", {"type": "string", "maxLength": kb.MAX_QUERY_CHARS,
                                  # Tornado drops control characters from query arguments.
                                  "pattern": "[^\\s\\u0000-\\u001f\\u007f]"}, True,
@@ -441,7 +444,7 @@ def build_spec() -> dict[str, Any]:
                     _query("tag", {"type": "string", "maxLength": kb.MAX_TAG_CHARS}),
                     _query("mode", {"enum": ["or", "and"]})])},
         "/api/knowledge/add": {"post": _operation(
-            "添加或替换文档（管理员）", {"201": _json(_ref("Added"), "已写入")}, "400", "401", "403", "413", "429", "503",
+            "添加或替换文档（管理员）", {"201": _json(_ref("Added"), "已写入")}, "400", "401", "403", "413", "429", "503", "507",
             body={"oneOf": [_ref("NewDocument"), {"type": "object", "required": ["documents"], "properties": {
                 "documents": {"type": "array", "minItems": 1, "maxItems": kb.MAX_BATCH, "items": _ref("NewDocument")}}}]})},
         "/api/knowledge/{doc_id}": {
@@ -449,7 +452,7 @@ def build_spec() -> dict[str, Any]:
                               params=[DOC_ID]),
             "delete": _operation("删除文档（管理员）", {"200": _json(
                 {"type": "object", "required": ["deleted"], "properties": {"deleted": _STR}}, "已删除")},
-                "401", "403", "404", "429", "503", params=[DOC_ID]),
+                "401", "403", "404", "429", "503", "507", params=[DOC_ID]),
         },
         "/api/cache/clear": {"post": _operation(
             "清空共享缓存（管理员）", {"200": _json({"type": "object", "required": ["cleared"],

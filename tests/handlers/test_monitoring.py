@@ -29,6 +29,21 @@ async def test_health_reports_checks_and_provider(http_server_client):
     assert body["uptime_s"] >= 0
 
 
+async def test_health_counts_documents_and_says_an_empty_index_once(http_server_client, caplog):
+    for _ in range(2):
+        response, body = await get_json(http_server_client, "/health")
+        assert response.code == 200 and body["status"] == "ok"
+        assert body["checks"]["index"] == "empty" and body["documents"] == 0
+        assert body["checks"]["disk"] == "ok" and body["disk_free_bytes"] > 0
+        await asyncio.sleep(1.1)  # past the reuse of a passing round: the probe runs again
+    assert sum("no documents" in r.getMessage() for r in caplog.records) == 1
+    response = await post_json(http_server_client, "/api/knowledge/add", {"title": "甲", "content": "乡村振兴。"})
+    assert response.code == 201
+    await asyncio.sleep(1.1)
+    _, body = await get_json(http_server_client, "/health")
+    assert body["checks"]["index"] == "ok" and body["documents"] == 1
+
+
 @pytest.mark.settings(offline=True)
 async def test_health_names_the_offline_provider(http_server_client):
     _, body = await get_json(http_server_client, "/health")
