@@ -11,6 +11,7 @@ from core import __version__
 from core.auth import CLIENT
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
+from core.grading.practice import MAX_THEME_CHARS
 from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS,
                                   MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
 from core.grading.rubric import TYPE_ALIASES
@@ -312,8 +313,8 @@ GRADING_PATHS = {
             "练习题")}, "400", "401",
         params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）"),
                 _query("genre", {"enum": list(GENRE_PARTS)}, description="应用文文种（倡议书、公开信、讲话稿……）"),
-                _query("theme", {"type": "string", "minLength": 1, "maxLength": 20},
-                       description="主题：标签或标题中含有的词（如 养老、人工智能）"),
+                _query("theme", {"type": "string", "maxLength": MAX_THEME_CHARS},
+                       description="主题：标签或标题中含有的词（如 养老、人工智能）；空白为不筛选"),
                 _query("paper", {"enum": PAPER_IDS}, description="套卷编号：按题号列出该套卷的题目")])},
     "/api/practice/{doc_id}": {"get": _operation(
         "一道练习题（资料、题目、参考答案、评分要点）", {"200": _json(_ref("PracticeItem"), "练习题")},

@@ -5,10 +5,9 @@ from __future__ import annotations
 from core.auth import CLIENT
 from core.errors import InvalidRequest, NotFound
 from core.grading import QUESTION_TYPES, TYPE_ALIASES
+from core.grading.practice import MAX_THEME_CHARS
 from core.grading.structure import GENRE_PARTS
 from handlers.base import BaseHandler
-
-MAX_THEME_CHARS = 20
 
 
 class PracticeListHandler(BaseHandler):
@@ -20,13 +19,16 @@ class PracticeListHandler(BaseHandler):
         if raw and raw not in TYPE_ALIASES:
             raise InvalidRequest("参数 type 必须是以下之一：" + "、".join(
                 [*QUESTION_TYPES, "概括", "分析", "对策", "应用文", "文章"]))
-        genre = self.get_query_argument("genre", "").strip() or None
+        # genre and paper name one thing exactly (an empty value names nothing);
+        # a blank theme is no filter at all.
+        genre = self.get_query_argument("genre", None, strip=False)
         if genre is not None and genre not in GENRE_PARTS:
             raise InvalidRequest("参数 genre 必须是已知文种之一：" + "、".join(GENRE_PARTS))
-        theme = self.get_query_argument("theme", "").strip() or None
-        if theme is not None and len(theme) > MAX_THEME_CHARS:
+        raw_theme = self.get_query_argument("theme", "", strip=False)
+        if len(raw_theme) > MAX_THEME_CHARS:
             raise InvalidRequest(f"参数 theme 最多 {MAX_THEME_CHARS} 个字")
-        paper_id = self.get_query_argument("paper", "").strip() or None
+        theme = raw_theme.strip() or None
+        paper_id = self.get_query_argument("paper", None, strip=False)
         paper = bank.paper(paper_id) if paper_id is not None else None
         if paper_id is not None and paper is None:
             raise InvalidRequest("参数 paper 指向的套卷不存在，可选：" + "、".join(p.id for p in bank.papers()))

@@ -32,6 +32,8 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 # A paper has the 4–5 questions of a real 申论 paper and fits the exam's 120–210 minutes.
 PAPER_QUESTIONS = (4, 5)
 PAPER_MINUTES = (120, 210)
+# A theme filter is a word or two of a tag or title (养老, 人工智能), not a sentence.
+MAX_THEME_CHARS = 20
 
 
 class PracticeError(ValueError):

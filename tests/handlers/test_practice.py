@@ -83,6 +83,9 @@ async def test_the_theme_filter_matches_tags_or_title_and_combines_with_type(htt
     assert {i["question_type"] for i in both["items"]} == {"countermeasure"}
     code, none = await get(http_server_client, "/api/practice", theme="没有这个主题")
     assert code == 200 and none["total"] == 0 and none["items"] == []
+    _, every = await get(http_server_client, "/api/practice")
+    code, blank = await get(http_server_client, "/api/practice", theme="  ")
+    assert code == 200 and blank["total"] == every["total"]  # a blank theme filters nothing
 
 
 async def test_a_paper_lists_its_questions_in_order_with_the_exam_timing(http_server_client):
@@ -110,7 +113,8 @@ async def test_a_paper_lists_its_questions_in_order_with_the_exam_timing(http_se
 
 
 async def test_a_bad_filter_is_refused_with_the_parameter_named(http_server_client):
-    for params, name in (({"genre": "诗歌"}, "genre"), ({"paper": "no-such-paper"}, "paper"),
+    for params, name in (({"genre": "诗歌"}, "genre"), ({"genre": ""}, "genre"),
+                         ({"paper": "no-such-paper"}, "paper"), ({"paper": ""}, "paper"),
                          ({"theme": "主" * 21}, "theme"), ({"type": "poem", "genre": "公开信"}, "type")):
         code, body = await get(http_server_client, "/api/practice", **params)
         assert code == 400 and body["error"]["code"] == "invalid_request", params
