@@ -6,9 +6,11 @@ import json
 import re
 from typing import Any
 
+import pytest
 from tornado.escape import url_escape
 
 from core.wordlimit import char_count
+from tests.conftest import post_json
 
 TYPES = ("summarize", "analyze", "countermeasure", "document", "essay")
 COMMON_GENRES = ("倡议书", "公开信", "讲话稿", "简报", "调研报告", "新闻稿", "情况说明", "工作方案")
@@ -119,3 +121,16 @@ async def test_a_bad_filter_is_refused_with_the_parameter_named(http_server_clie
         code, body = await get(http_server_client, "/api/practice", **params)
         assert code == 400 and body["error"]["code"] == "invalid_request", params
         assert name in body["error"]["message"], params
+
+
+@pytest.mark.settings(offline=True)
+async def test_a_question_of_a_paper_is_graded_by_practice_id_with_its_own_rubric(http_server_client):
+    _, listing = await get(http_server_client, "/api/practice", paper="paper-old-street-renewal", type="对策")
+    [summary] = listing["items"]
+    _, item = await get(http_server_client, f"/api/practice/{summary['id']}")
+    body = {"practice_id": item["id"], "answer": item["reference_answer"]}
+    response = await post_json(http_server_client, "/api/grade", body)
+    grade = json.loads(response.body)
+    assert response.code == 200 and grade["practice_id"] == item["id"]
+    assert grade["score"] == grade["full_score"] == item["full_score"]
+    assert grade["points_missed"] == []
