@@ -11,6 +11,7 @@ from core import __version__
 from core.auth import CLIENT
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
+from core.grading.practice import MAX_THEME_CHARS
 from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS,
                                   MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
 from core.grading.rubric import TYPE_ALIASES
@@ -210,9 +211,11 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-# Grading and practice (issue 8). The practice ids are the bundled ones, so that a
+# Grading and practice (issue 8). The practice and paper ids are the bundled ones, so that a
 # schema-valid body is one the service accepts.
-PRACTICE_IDS = [item.id for item in PracticeBank.load().list()]
+_BANK = PracticeBank.load()
+PRACTICE_IDS = [item.id for item in _BANK.list()]
+PAPER_IDS = [paper.id for paper in _BANK.papers()]
 GRADING_SCHEMAS = {
     "GradeRequest": {
         "type": "object", "required": ["answer"],
@@ -401,11 +404,21 @@ GRADING_PATHS = {
         "批改考生答案（模拟评分：要点、维度分、修改建议、示范答案）", {"200": _json(_ref("Grade"), "评分结果")},
         "400", "401", "413", "429", "502", "503", "504", body=_ref("GradeRequest"))},
     "/api/practice": {"get": _operation(
-        "练习题列表（不含资料与参考答案）", {"200": _json(
-            {"type": "object", "required": ["total", "items"],
-             "properties": {"total": _INT, "items": {"type": "array", "items": _ref("PracticeSummary")}}},
+        "练习题列表（不含资料与参考答案），可按题型、文种、主题、套卷筛选", {"200": _json(
+            {"type": "object", "required": ["total", "items", "papers"],
+             "properties": {"total": _INT, "items": {"type": "array", "items": _ref("PracticeSummary")},
+                            "papers": {"type": "array", "items": {
+                                "type": "object",
+                                "required": ["id", "title", "total_minutes", "reading_minutes", "questions"],
+                                "properties": {"id": _STR, "title": _STR, "exam": _STR, "total_minutes": _INT,
+                                               "reading_minutes": _INT, "full_score": _INT,
+                                               "question_count": _INT, "questions": {"type": "array"}}}}}},
             "练习题")}, "400", "401",
-        params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）")])},
+        params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）"),
+                _query("genre", {"enum": list(GENRE_PARTS)}, description="应用文文种（倡议书、公开信、讲话稿……）"),
+                _query("theme", {"type": "string", "maxLength": MAX_THEME_CHARS},
+                       description="主题：标签或标题中含有的词（如 养老、人工智能）；空白为不筛选"),
+                _query("paper", {"enum": PAPER_IDS}, description="套卷编号：按题号列出该套卷的题目")])},
     "/api/practice/{doc_id}": {"get": _operation(
         "一道练习题（资料、题目、参考答案、评分要点）", {"200": _json(_ref("PracticeItem"), "练习题")},
         "401", "404", params=[PRACTICE_ID])},
