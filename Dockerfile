@@ -27,8 +27,11 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin shenl
  && chown shenlun:shenlun /data
 USER shenlun
 
+# An instance listens on 127.0.0.1 unless told otherwise; in a container that is
+# nobody's address, so the image listens on every interface.
 ENV PORT=5001 \
     SERVER_ID=server-1 \
+    BIND_ADDRESS=0.0.0.0 \
     DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 5001

@@ -1,32 +1,43 @@
 """申论助手 backend: one Tornado process on one port.
 
-The start-up story: read settings (exit 2 on a bad one) → logging → shared
-resources → application → listen → wait for SIGTERM/SIGINT → drain → exit 0.
+The start-up story: command line → settings (exit 2 on a bad one) → logging (and
+one warning per old Flask/gunicorn name) → shared resources → application → listen →
+wait for SIGTERM/SIGINT → drain → exit 0. `.venv/bin/python server.py --help` lists
+every setting.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from core import __version__
-from core.config import PROJECT_ROOT, ConfigError, Settings
-from core.context import AppContext, build_context
+from core.config import LEGACY, ConfigError, Settings, legacy_notices
 from core.logs import configure_logging
-from handlers import all_handlers
-from handlers.base import NotFoundHandler, log_request
+
+if TYPE_CHECKING:
+    from core.context import AppContext
 
 log = logging.getLogger("shenlun.server")
 
 
 def make_app(settings: Settings, ctx: AppContext | None = None) -> tornado.web.Application:
     """The Tornado application; builds the shared resources unless given them."""
+    # The service's modules (openai, jieba, Whoosh: ~2 s of imports) load only to
+    # serve, so --help, --version and --check-config answer at once.
+    from core.context import build_context
+    from handlers import all_handlers
+    from handlers.base import NotFoundHandler, log_request
+
     ctx = ctx or build_context(settings)
     return tornado.web.Application(
         all_handlers(),
@@ -34,7 +45,6 @@ def make_app(settings: Settings, ctx: AppContext | None = None) -> tornado.web.A
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         compress_response=False,
-        static_path=str(PROJECT_ROOT / "static"),  # the web console's files
     )
 
 
@@ -76,7 +86,14 @@ async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    ctx = build_context(settings)
+    from core.context import build_context
+    from core.knowledge.store import CorruptStore
+
+    try:
+        ctx = build_context(settings)
+    except CorruptStore as exc:  # never rebuild the index from a damaged store, or from nothing
+        log.critical("refusing to start: %s", exc)
+        return 3
     app = make_app(settings, ctx)
     server = make_server(app, settings)
     server.listen(settings.port, settings.host)
@@ -103,15 +120,59 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def main() -> int:
+def settings_help() -> str:
+    """The --help epilog: every setting as core/config.py declares it, and the old names."""
+    lines = ["settings (environment variables; a bad value exits 2 naming it):"]
+    for env, default, text in Settings.describe():
+        lines += [f"  {env:<28} default: {default or '(empty)'}", f"  {'':<28} {text}"]
+    renamed = ", ".join(f"{old.env} -> {old.becomes}" for old in LEGACY if old.becomes)
+    ignored = ", ".join(old.env for old in LEGACY if not old.becomes)
+    lines += ["", "old names of the Flask/gunicorn version (docs/migration.md), each warned about once:",
+              f"  read as the new name: {renamed}", f"  ignored: {ignored}"]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="server.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="申论助手 backend: one Tornado process on one port. "
+                    "Settings come from the environment; --port and --bind override two of them.",
+        epilog=settings_help())
+    parser.add_argument("--port", help="port to listen on (overrides PORT)")
+    parser.add_argument("--bind", metavar="ADDRESS", help="address to listen on (overrides BIND_ADDRESS)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the settings, print them and exit (0 valid, 2 a bad value)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def print_config(settings: Settings) -> None:
+    """The settings in force and the old names' notices (for --check-config)."""
+    print("configuration ok")
+    for env, value in settings.effective():
+        print(f"{env}={value}")
+    for notice in legacy_notices():
+        print(f"warning: {notice}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The command line's two settings go through the same parsers as the environment.
+    cli = {name: value for name, value in (("PORT", args.port), ("BIND_ADDRESS", args.bind))
+           if value is not None}
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env({**os.environ, **cli})
     except ConfigError as exc:
         print(f"配置错误 / configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.check_config:
+        print_config(settings)
+        return 0
     configure_logging(level=settings.log_level, fmt=settings.log_format,
                       server_id=settings.server_id,
                       secrets=(settings.openai_api_key, *settings.api_keys, *settings.admin_api_keys))
+    for notice in legacy_notices():
+        log.warning(notice)
     return asyncio.run(serve(settings))
 
 

@@ -1,7 +1,7 @@
 """Bench 5: the knowledge base: indexing documents/s and search latency at 1k and 10k
 documents, against a plain SQLite FTS5 table fed the same jieba segmentation.
 
-The corpora are generated from the bundled one (data/knowledge, 80 documents): each
+The corpora are generated from the bundled one (data/knowledge, 240+ documents): each
 generated document takes the title, category and tags of a bundled document and three
 paragraphs drawn (seeded) from the whole corpus, ~700 characters, so the vocabulary and
 its frequencies are the bundled ones.

@@ -228,10 +228,12 @@ class Upstream:
 
 
 def start_upstream(*, log_dir: Path, latency: float = 0.0, chunk_delay: float = 0.0,
-                   answer_chars: int = ANSWER_CHARS, name: str = "fake-upstream") -> Upstream:
+                   answer_chars: int = ANSWER_CHARS, chunk_chars: int = 8,
+                   name: str = "fake-upstream") -> Upstream:
     """tests/fake_llm.py's fake OpenAI-compatible server in a process of its own."""
     proc = Proc(name, [sys.executable, str(BENCH / "fake_upstream.py"), "--latency", str(latency),
-                       "--chunk-delay", str(chunk_delay), "--answer-chars", str(answer_chars)],
+                       "--chunk-delay", str(chunk_delay), "--answer-chars", str(answer_chars),
+                       "--chunk-chars", str(chunk_chars)],
                 log_dir=log_dir, capture_stdout=True)
     line = proc.proc.stdout.readline().decode().strip()
     if not line.startswith("PORT "):

@@ -1,6 +1,6 @@
 """tests/fake_llm.py's fake OpenAI-compatible server, in a process of its own.
 
-    python bench/fake_upstream.py [--latency S] [--chunk-delay S] [--answer-chars N]
+    python bench/fake_upstream.py [--latency S] [--chunk-delay S] [--answer-chars N] [--chunk-chars N]
 
 Prints `PORT <n>` on its first line, then serves on 127.0.0.1:<n> until SIGTERM/SIGINT.
 A process of its own, so the fake does not share a GIL with the load generator or the
@@ -39,10 +39,12 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--answer-chars", type=int, default=600)
+    parser.add_argument("--chunk-chars", type=int, default=8, help="characters per stream chunk")
     args = parser.parse_args()
     fake = FakeLLM()
     fake.latency = args.latency
     fake.chunk_delay = args.chunk_delay
+    fake.chunk_chars = args.chunk_chars
     text = answer_text(args.answer_chars)
     fake.reply = lambda body: text
     fake.requests = _Discard()

@@ -36,6 +36,8 @@ BENCHES = [
     ("b6_shared_state", "b6_shared_state.py", 60, []),
     ("b7_event_loop", "b7_event_loop.py", 90, []),
     ("b8_memory_startup", "b8_memory_startup.py", 90, []),
+    ("b9_stream_relay", "b9_stream_relay.py", 300, []),
+    ("b10_openai_api", "b10_openai_api.py", 120, []),
     ("b4_fleet", "b4_fleet.py", 200, []),
     ("b5_knowledge", "b5_knowledge.py", 400, []),
 ]

@@ -134,7 +134,7 @@ class Settings:
 
     # service
     port: int = _setting("PORT", 5001, _int(1, 65535), "HTTP port of this instance")
-    host: str = _setting("BIND_ADDRESS", "0.0.0.0", _host, "address to listen on (fleet instances: 127.0.0.1)")
+    host: str = _setting("BIND_ADDRESS", "127.0.0.1", _host, "address to listen on; 0.0.0.0 for every interface (Docker)")
     server_id: str = _setting("SERVER_ID", "server-1", _str, "name of this instance in headers, logs and metrics")
     app_env: str = _setting("APP_ENV", "development", _choice("development", "production"), "development or production")
     log_level: str = _setting("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR")
@@ -191,10 +191,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Read every setting from `env` (default `os.environ`); keyword overrides win.
+        Old names of LEGACY are read as their new ones (`legacy_notices` says which).
 
         Raises ConfigError naming the first variable with a bad value.
         """
         env = os.environ if env is None else env
+        env, origin = _with_legacy(env)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
@@ -205,6 +207,8 @@ class Settings:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
                 shown = "<hidden>" if f.metadata["secret"] else repr(raw)
+                if name in origin:
+                    raise ConfigError(f"{origin[name]}={shown} (read as {name}): {exc}") from None
                 raise ConfigError(f"{name}={shown}: {exc}") from None
         values.update(overrides)
         settings = cls(**values)
@@ -219,10 +223,88 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(variable, default, help) for every setting, for docs and `--help`."""
+        return [(f.metadata["env"], _as_env(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+    def effective(self) -> list[tuple[str, str]]:
+        """(variable, value) for every setting as in force, a secret shown only as
+        `<set>` (for `--check-config`)."""
         rows = []
-        for f in dataclasses.fields(cls):
-            default = f.default
-            if isinstance(default, tuple):
-                default = ",".join(default)
-            rows.append((f.metadata["env"], str(default), f.metadata["help"]))
+        for f in dataclasses.fields(self):
+            value = _as_env(getattr(self, f.name))
+            rows.append((f.metadata["env"], "<set>" if f.metadata["secret"] and value else value))
         return rows
+
+
+def _as_env(value: Any) -> str:
+    """A setting's value written as its environment variable would be."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+# --- names of the Flask/gunicorn version (docs/migration.md) ---
+
+@dataclass(frozen=True)
+class Legacy:
+    """A variable of the old deployment guide: read as `becomes` (through `convert`),
+    or, when `becomes` is empty, ignored for the reason given."""
+
+    env: str
+    becomes: str = ""
+    convert: Callable[[str], str] = _str
+    reason: str = ""
+
+
+def _flask_env(raw: str) -> str:
+    # Flask knew development, production (and testing); only production is production here.
+    return "production" if raw.strip().lower() == "production" else "development"
+
+
+LEGACY: tuple[Legacy, ...] = (
+    Legacy("FLASK_ENV", "APP_ENV", _flask_env),
+    Legacy("GUNICORN_WORKERS", "INSTANCES"),
+    Legacy("WORKER_CLASS", reason="each instance is one Tornado event loop; there is no worker class"),
+    Legacy("WORKER_CONNECTIONS", reason="connections per instance are bounded by MAX_CONCURRENT_REQUESTS "
+                                        "and RATE_LIMIT_PER_MINUTE"),
+    Legacy("DB_POOL_SIZE", reason="there is no database pool: the document store is one SQLite file"),
+    Legacy("DB_POOL_TIMEOUT", reason="there is no database pool: the document store is one SQLite file"),
+)
+
+
+def _with_legacy(env: Mapping[str, str]) -> tuple[Mapping[str, str], dict[str, str]]:
+    """`env` with each old name that is set copied to its new one (a set new name
+    wins), and new name → the old name it came from, for error messages."""
+    added: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for old in LEGACY:
+        raw = env.get(old.env)
+        if raw is None or not old.becomes or old.becomes in env:
+            continue
+        added[old.becomes] = old.convert(raw)
+        origin[old.becomes] = old.env
+    return ({**env, **added} if added else env), origin
+
+
+def legacy_notices(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per old name set in `env`: what it became, or that it is ignored."""
+    env = os.environ if env is None else env
+    notices = []
+    for old in LEGACY:
+        raw = env.get(old.env)
+        if raw is None:
+            continue
+        if not old.becomes:
+            notices.append(f"{old.env} is ignored: {old.reason} (see docs/migration.md)")
+        elif env.get(old.becomes) == old.convert(raw):
+            # e.g. scripts/fleet.py exports INSTANCES as read from GUNICORN_WORKERS
+            notices.append(f"{old.env} is deprecated: {old.becomes}={env[old.becomes]} is set too; "
+                           f"remove it (see docs/migration.md)")
+        elif old.becomes in env:
+            notices.append(f"{old.env} is deprecated and ignored: {old.becomes} is set and wins "
+                           f"(see docs/migration.md)")
+        else:
+            notices.append(f"{old.env} is deprecated: read as {old.becomes}={old.convert(raw)}; "
+                           f"rename it (see docs/migration.md)")
+    return notices

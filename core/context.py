@@ -12,8 +12,9 @@ from core.chat import ChatService
 from core.clients import TrustedProxies
 from core.concurrency import ConcurrencySlots
 from core.config import Settings
+from core.disk import DataDisk
 from core.grading import GradingService, PracticeBank
-from core.health import HealthProbes
+from core.health import HealthProbes, disk_probe, knowledge_probe
 from core.history import MetricsHistory
 from core.knowledge import KnowledgeBase
 from core.llm import LLMMeter, LLMProvider, make_provider
@@ -43,6 +44,7 @@ class AppContext:
     metrics: Metrics
     fleet: FleetBoard
     stores: Stores
+    disk: DataDisk  # the data directory's disk: writes refused (507) while full
     # /health's own thread, so its probe never queues behind searches or indexing.
     health_executor: ThreadPoolExecutor
     health: HealthProbes
@@ -79,8 +81,9 @@ def build_context(settings: Settings) -> AppContext:
                         concurrency=settings.max_concurrent_requests)
     slots = ConcurrencySlots(settings.max_concurrent_requests, settings.queue_timeout)
     data = settings.data_dir
+    disk = DataDisk(data)
     stores = open_stores(settings.store_backend, data_dir=data, redis_url=settings.redis_url,
-                         executor=executor, cache_max_bytes=settings.cache_max_bytes)
+                         executor=executor, cache_max_bytes=settings.cache_max_bytes, disk=disk)
     cache = ResponseCache(stores.cache, ttl_seconds=settings.cache_ttl_seconds,
                           max_entries=settings.max_cache_size)
     limiter = RateLimiter(stores.ratelimit, settings.rate_limit_per_minute,
@@ -88,7 +91,7 @@ def build_context(settings: Settings) -> AppContext:
     fleet = FleetBoard(stores.fleet, server_id=settings.server_id,
                        interval=settings.metrics_collection_interval)
     # Loads jieba's dictionaries now (~1 s), not on the first request.
-    knowledge = KnowledgeBase.open(data, executor)
+    knowledge = KnowledgeBase.open(data, executor, disk=disk)
     meter = LLMMeter()  # per process, like the metrics it feeds
     chat = ChatService(llm=llm, slots=slots, meter=meter, server_id=settings.server_id,
                        retriever=knowledge,
@@ -97,12 +100,13 @@ def build_context(settings: Settings) -> AppContext:
                              practice=PracticeBank.load(),
                              server_id=settings.server_id)
     health_executor = ThreadPoolExecutor(1, thread_name_prefix="shenlun-health")
-    health = HealthProbes({"cache": cache.check, "index": knowledge.check}, health_executor)
+    health = HealthProbes({"disk": disk_probe(disk), "cache": cache.check,
+                           "index": knowledge_probe(knowledge.status)}, health_executor)
     ctx = AppContext(settings=settings, llm=llm, meter=meter, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=Metrics(settings.server_id, __version__), fleet=fleet,
                      health_executor=health_executor, health=health,
-                     knowledge=knowledge, grading=grading, stores=stores)
+                     knowledge=knowledge, grading=grading, stores=stores, disk=disk)
     ctx.closers += [knowledge.close]
     return ctx

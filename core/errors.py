@@ -69,3 +69,17 @@ class UpstreamError(ServiceError):
 class UpstreamTimeout(ServiceError):
     code = "upstream_timeout"
     message = "大模型服务响应超时"
+
+
+class IndexUnavailable(ServiceError):
+    code = "index_unavailable"
+    message = "知识库索引正在从文档库重建，请稍后再试（文档不会丢失）"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = 2,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, headers=headers)
+
+
+class InsufficientStorage(ServiceError):
+    code = "insufficient_storage"
+    message = "数据目录所在磁盘空间已满，暂时无法写入（查询不受影响）"

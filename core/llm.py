@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import time
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import openai
 from openai import AsyncOpenAI
 
 from core.errors import UpstreamError, UpstreamTimeout
+from core.health import UpstreamState
 from core.prompts import MODE_GUIDES, MODES, Prompt
 
 
@@ -34,19 +36,27 @@ class Usage:
 
 @dataclass
 class LLMMeter:
-    """Calls this process made to the LLM and the time spent waiting on them, for the
-    metrics; shared by every service that calls the model."""
+    """Calls this process made to the LLM, the time spent waiting on them and how the
+    last one went, for the metrics and /health; shared by every service that calls
+    the model."""
 
     calls: int = 0
     seconds: float = 0.0
+    upstream: UpstreamState = field(default_factory=UpstreamState)
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Count one call and add the time its body takes."""
+        """Count one call, add the time its body takes, and record whether the
+        upstream answered (a caller that gives up early records nothing)."""
         self.calls += 1
         started = time.monotonic()
         try:
             yield
+        except (UpstreamError, UpstreamTimeout) as exc:
+            self.upstream.failed(exc.code, exc.message)
+            raise
+        else:
+            self.upstream.succeeded()
         finally:
             self.seconds += time.monotonic() - started
 
@@ -175,35 +185,32 @@ class OpenAIProvider:
 
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
                      usage: Usage) -> AsyncIterator[str]:
+        """The answer as text, one piece per network read of the upstream's stream."""
         loop = asyncio.get_running_loop()
         got_text = False
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                stream = await self._client.chat.completions.create(
-                    model=self.model, messages=prompt.messages, temperature=temperature,
-                    max_tokens=max_tokens, stream=True)
-                # Closing the response on exit (normal, error or cancellation) closes
-                # the upstream connection, so a vanished client stops the generation.
-                async with stream:
-                    async for chunk in stream:
+                # The client's request path (auth, base URL, pool, status errors as
+                # openai's types) but not its typed stream: that builds a pydantic model
+                # per chunk, most of the ~270 µs of CPU a relayed delta cost
+                # (bench/b9_stream_relay.py). Leaving the block closes the response, and
+                # with it the upstream connection, so a vanished client stops generation.
+                async with self._client.chat.completions.with_streaming_response.create(
+                        model=self.model, messages=prompt.messages, temperature=temperature,
+                        max_tokens=max_tokens, stream=True) as response:
+                    async for text in sse_deltas(response.http_response.aiter_bytes(), usage):
                         deadline.reschedule(loop.time() + self.timeout)
-                        if getattr(chunk, "usage", None):
-                            usage.prompt_tokens = chunk.usage.prompt_tokens or 0
-                            usage.completion_tokens = chunk.usage.completion_tokens or 0
-                        if not chunk.choices:
-                            continue
-                        delta = chunk.choices[0].delta.content
-                        if delta:
+                        if text:
                             got_text = True
-                            yield delta
+                            yield text
         except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
             raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
         except (openai.APIConnectionError, httpx.HTTPError):
             # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
-            raise UpstreamError("大模型服务连接中断") from None
-        except (openai.OpenAIError, ValueError, TypeError, AttributeError):
+            raise UpstreamError("大模型服务连接中断" if got_text else "无法连接大模型服务") from None
+        except (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError, IndexError):
             raise UpstreamError() from None
         if not got_text:
             raise UpstreamError("大模型服务返回了空回答")
@@ -258,6 +265,40 @@ class OfflineProvider:
 
     async def close(self) -> None:
         return None
+
+
+async def sse_deltas(chunks: AsyncIterator[bytes], usage: Usage) -> AsyncIterator[str]:
+    """The text of a `chat/completions` event stream, one string per network read.
+
+    Deltas that arrive in the same read are joined, so they go out in one write; a read
+    with one delta is passed on at once, never held back for company. `usage` is filled
+    from the chunk that reports it. OpenAI-compatible servers send each event as one
+    `data:` line of JSON; other SSE fields and comments are skipped."""
+    buffer = b""
+    async for chunk in chunks:
+        lines = (buffer + chunk).split(b"\n")
+        buffer = lines.pop()
+        parts: list[str] = []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                yield "".join(parts)
+                return
+            event = json.loads(data)
+            if event.get("error"):
+                raise UpstreamError("大模型服务在回答中途报告了错误")
+            counts = event.get("usage")
+            if counts:
+                usage.prompt_tokens = int(counts.get("prompt_tokens") or 0)
+                usage.completion_tokens = int(counts.get("completion_tokens") or 0)
+            choices = event.get("choices")
+            if choices:
+                text = (choices[0].get("delta") or {}).get("content")
+                if text:
+                    parts.append(text)
+        yield "".join(parts)
 
 
 class _JsonModeRefused(Exception):

@@ -17,6 +17,10 @@ When Redis cannot be reached a call raises `StoreUnavailable` and a circuit brea
 opens: for `BREAKER_SECONDS` every call raises at once instead of waiting for a
 timeout, then the next call tries Redis again. The users decide what degraded means
 (see docs/deployment.md: cache bypassed, local rate limit, fleet view of this instance only).
+
+A full or read-only data directory degrades the disk store the same way: while
+`core.disk.DataDisk` says writes cannot be made, and when a write fails because the disk
+refused it, a call raises `StoreUnavailable`; the next call after space returns works.
 """
 from __future__ import annotations
 
@@ -26,15 +30,18 @@ import logging
 import os
 import time
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import diskcache
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from core.disk import DataDisk
 
 log = logging.getLogger("shenlun.store")
 TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be
@@ -110,9 +117,11 @@ class DiskStore:
     backend = "diskcache"
 
     def __init__(self, directory: Path, executor: Executor, *, size_limit: int = 2 ** 40,
-                 eviction_policy: str = "none", bounded: bool = False) -> None:
+                 eviction_policy: str = "none", bounded: bool = False,
+                 disk: DataDisk | None = None) -> None:
         self.directory = Path(directory)
         self._executor = executor
+        self._disk = disk
         self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit,
                                       eviction_policy=eviction_policy, timeout=5)
         if bounded:
@@ -120,7 +129,27 @@ class DiskStore:
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
         self._touched: dict[str, float] = {}  # key → when this process last stamped it
 
+    # --- a full or read-only disk: degraded like Redis down ---
+
+    def _usable(self) -> None:
+        """StoreUnavailable while the data directory cannot take writes."""
+        if self._disk is not None and not self._disk.writable:
+            raise StoreUnavailable("data directory not writable")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around a write, on the thread that makes it: refused up front while the disk
+        cannot take it; the disk refusing it (SQLite rolled it back) is StoreUnavailable."""
+        self._usable()
+        try:
+            yield
+        except Exception as exc:
+            if self._disk is None or self._disk.failed(exc) is None:
+                raise
+            raise StoreUnavailable(f"data directory refused a write ({type(exc).__name__})") from exc
+
     async def get(self, key: str) -> Any | None:
+        self._usable()  # a full disk bypasses the cache, as a Redis outage does
         # A read does not write: diskcache's own LRU policy turns every hit into a write
         # transaction. A hit stamps access_time itself, off the loop, at most once per
         # TOUCH_INTERVAL per key and process; the entry cap evicts by it.
@@ -140,9 +169,10 @@ class DiskStore:
 
     def _touch_sync(self, key: str) -> None:
         try:
-            # raw = 1: diskcache stores str keys as themselves (schema of diskcache 5.x).
-            self._cache._sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
-                             (time.time(), key))
+            with self._writing():
+                # raw = 1: diskcache stores str keys as themselves (schema of diskcache 5.x).
+                self._cache._sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
+                                 (time.time(), key))
         except Exception:  # best effort: a missed stamp only ages the entry sooner
             log.debug("cache access stamp failed", exc_info=True)
 
@@ -150,11 +180,12 @@ class DiskStore:
         await self._off_loop(self._set_sync, key, value, ttl, max_entries)
 
     def _set_sync(self, key: str, value: Any, ttl: float, max_entries: int | None) -> None:
-        self._cache.set(key, value, expire=ttl, retry=True)
-        if max_entries is not None:
-            excess = len(self._cache) - max_entries
-            if excess > 0:
-                self._evict_least_recently_used(excess)
+        with self._writing():
+            self._cache.set(key, value, expire=ttl, retry=True)
+            if max_entries is not None:
+                excess = len(self._cache) - max_entries
+                if excess > 0:
+                    self._evict_least_recently_used(excess)
 
     def _evict_least_recently_used(self, count: int) -> None:
         # diskcache bounds bytes, not entries; the oldest keys come from access_time.
@@ -167,10 +198,14 @@ class DiskStore:
             self._cache.delete(key, retry=True)
 
     async def delete(self, key: str) -> None:
-        await self._off_loop(lambda: self._cache.delete(key, retry=True))
+        await self._off_loop(self._write_sync, lambda: self._cache.delete(key, retry=True))
 
     async def clear(self) -> int:
-        return await self._off_loop(lambda: self._cache.clear(retry=True))
+        return await self._off_loop(self._write_sync, lambda: self._cache.clear(retry=True))
+
+    def _write_sync(self, write: Any) -> Any:
+        with self._writing():
+            return write()
 
     async def count(self) -> int:
         return len(self._cache)
@@ -178,7 +213,7 @@ class DiskStore:
     async def take(self, key: str, *, capacity: float, per_second: float,
                    now: float | None = None) -> Bucket:
         # One SQLite transaction (~50 µs), inline: N processes together admit what one would.
-        with self._cache.transact(retry=True):
+        with self._writing(), self._cache.transact(retry=True):
             now = time.time() if now is None else now
             tokens, stamp = self._cache.get(key, default=(float(capacity), now), retry=True)
             bucket = refill_and_take(tokens, stamp, now, capacity=capacity, per_second=per_second)
@@ -187,9 +222,11 @@ class DiskStore:
         return bucket
 
     async def publish(self, key: str, value: dict[str, Any], *, ttl: float) -> None:
-        await self._off_loop(lambda: self._cache.set(key, value, expire=ttl, retry=True))
+        await self._off_loop(self._write_sync,
+                             lambda: self._cache.set(key, value, expire=ttl, retry=True))
 
     async def snapshots(self) -> list[dict[str, Any]]:
+        self._usable()  # as with Redis down: the fleet view shows this instance only
         return await self._off_loop(self._snapshots_sync)
 
     def _snapshots_sync(self) -> list[dict[str, Any]]:
@@ -201,21 +238,24 @@ class DiskStore:
         return rows
 
     async def ping(self) -> None:
-        return None  # a local directory: /health's cache probe checks it properly
+        # A local directory: reachable unless its disk refuses writes (/health's cache
+        # probe checks the rest properly).
+        self._usable()
 
     def check_sync(self) -> None:
         """Raise unless an entry can be written and read back, and the directory itself
         takes a new file (as diskcache needs for large values). For /health, off the loop."""
         probe_key = f"health:{id(self)}"
-        self._cache.set(probe_key, b"ok", expire=60, retry=True)
-        if self._cache.get(probe_key) != b"ok":
-            raise OSError("store read-back mismatch")
-        self._cache.delete(probe_key, retry=True)
-        probe_file = self.directory / f".health-{os.getpid()}"
-        probe_file.write_bytes(b"ok")
-        if probe_file.read_bytes() != b"ok":
-            raise OSError("store directory read-back mismatch")
-        probe_file.unlink()
+        with self._writing():  # a full disk: StoreUnavailable, which /health reads "degraded"
+            self._cache.set(probe_key, b"ok", expire=60, retry=True)
+            if self._cache.get(probe_key) != b"ok":
+                raise OSError("store read-back mismatch")
+            self._cache.delete(probe_key, retry=True)
+            probe_file = self.directory / f".health-{os.getpid()}"
+            probe_file.write_bytes(b"ok")
+            if probe_file.read_bytes() != b"ok":
+                raise OSError("store directory read-back mismatch")
+            probe_file.unlink()
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -457,7 +497,10 @@ class Stores:
     async def ping(self) -> str:
         """'ok' when the shared store answers, 'degraded' when it does not."""
         try:
-            await self.fleet.ping()
+            await self.fleet.ping()  # Redis: the namespaces share one connection
+            if self.redis is None:
+                await self.cache.ping()
+                await self.ratelimit.ping()
             return "ok"
         except StoreUnavailable:
             return "degraded"
@@ -471,8 +514,10 @@ class Stores:
 
 
 def open_stores(backend: str, *, data_dir: Path, redis_url: str, executor: Executor,
-                cache_max_bytes: int, prefix: str = "shenlun:") -> Stores:
-    """The cache, rate-limit and fleet namespaces on the configured backend."""
+                cache_max_bytes: int, prefix: str = "shenlun:",
+                disk: DataDisk | None = None) -> Stores:
+    """The cache, rate-limit and fleet namespaces on the configured backend (on
+    diskcache, degraded while `disk` cannot take writes)."""
     if backend == "redis":
         connection = RedisConnection(redis_url)
         return Stores(backend, cache=RedisStore(connection, prefix + "cache:"),
@@ -483,9 +528,9 @@ def open_stores(backend: str, *, data_dir: Path, redis_url: str, executor: Execu
         # No write on a read (see DiskStore.get): access_time is set when an entry is
         # stored and refreshed by _touch, and the entry cap evicts by it.
         cache=DiskStore(data_dir / "cache", executor, size_limit=cache_max_bytes,
-                        eviction_policy="least-recently-stored", bounded=True),
+                        eviction_policy="least-recently-stored", bounded=True, disk=disk),
         # buckets are tiny; never evict a live one by size
-        ratelimit=DiskStore(data_dir / "shared" / "ratelimit", executor),
+        ratelimit=DiskStore(data_dir / "shared" / "ratelimit", executor, disk=disk),
         fleet=DiskStore(data_dir / "shared" / "fleet", executor,
-                        eviction_policy="least-recently-stored"),
+                        eviction_policy="least-recently-stored", disk=disk),
     )

@@ -26,7 +26,8 @@ STATUS_BY_CODE = {
     "invalid_json": 400, "invalid_request": 400, "unauthorized": 401, "forbidden": 403,
     "not_found": 404, "method_not_allowed": 405, "payload_too_large": 413,
     "rate_limited": 429, "internal_error": 500, "upstream_error": 502,
-    "server_busy": 503, "upstream_timeout": 504,
+    "server_busy": 503, "index_unavailable": 503, "upstream_timeout": 504,
+    "insufficient_storage": 507,
 }
 # For errors Tornado raises itself (unknown method, malformed request, …).
 _BY_STATUS = {
@@ -45,8 +46,8 @@ _INTERNAL = ("internal_error", "服务器内部错误")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # The rate limit covers the chat and the knowledge endpoints; grading
-# spends LLM calls like a chat, so it is covered too.
-RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge/")
+# spends LLM calls like a chat, so it is covered too, and so is the OpenAI door to both.
+RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge", "/v1/chat/")
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID"
 CORS_EXPOSE_HEADERS = ("X-Request-ID, X-Server-ID, X-Cache, Retry-After, "
                        "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")

@@ -14,9 +14,92 @@ from core.grading import GradeRequest, is_grade_request, render_text
 from handlers.base import STATUS_BY_CODE, BaseHandler, log
 
 
-class ChatHandler(BaseHandler):
-    auth = {"POST": CLIENT}
+class EventStreamHandler(BaseHandler):
+    """Relays a core event stream (`ChatService.stream`) as Server-Sent Events.
+
+    Subclasses say how each event is written (`format_event`); the relay owns the
+    rest: nothing goes out before the first delta, so an error before it is a plain
+    error answer, and a client that goes away cancels the pump and with it the
+    upstream call."""
+
     _pump: asyncio.Task[None] | None = None
+
+    def format_event(self, kind: str, data: dict[str, Any]) -> str:
+        """The SSE text for one event ("" to send nothing)."""
+        raise NotImplementedError
+
+    async def relay(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+        """Stream `events` to the client until they end or the client leaves."""
+        # The first event ("start") comes once the answer is committed: an error before
+        # it (busy) is raised here and answered with its own status.
+        try:
+            first = await events.__anext__()
+        except BaseException:
+            await events.aclose()
+            raise
+        self.cache_status = first[1]["cache"]
+        # A separate task, so a client that goes away can cancel it (and with it the
+        # upstream call) from on_connection_close.
+        self._pump = asyncio.ensure_future(self._send_events(first, events))
+        await asyncio.wait({self._pump})
+        if not self._pump.cancelled():
+            self._pump.result()
+
+    def _start_stream(self) -> None:
+        self.set_header("X-Cache", self.cache_status or "BYPASS")
+        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+    async def _send_events(self, first: tuple[str, dict[str, Any]],
+                           events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+        # Nothing goes out before the first delta (start and sources wait for it): an
+        # upstream that fails before it, unreachable say, is then a plain error answer
+        # (502 that Nginx may retry elsewhere), not a 200 stream that only carries an error.
+        held: list[tuple[str, dict[str, Any]]] | None = [first]
+        try:
+            async for kind, data in events:
+                if held is not None and kind == "sources":
+                    held.append((kind, data))
+                    continue
+                if held is not None:
+                    self._start_stream()
+                    self.write("".join(self.format_event(*early) for early in held))
+                    held = None
+                await self._send(kind, data)
+        except StreamClosedError:
+            pass
+        except Exception as exc:
+            if held is not None:
+                raise  # nothing sent yet: write_error answers with the error's status
+            # Headers are sent: the error travels as an event.
+            if isinstance(exc, ServiceError):
+                code, message = exc.code, exc.message
+            else:
+                log.exception("chat stream failed (request %s)", self.request_id)
+                code, message = "internal_error", "服务器内部错误"
+            self.error_code = code
+            try:
+                await self._send("error", self.error_object(code, message, STATUS_BY_CODE.get(code, 500)))
+            except StreamClosedError:
+                pass
+        finally:
+            await events.aclose()
+
+    async def _send(self, kind: str, data: dict[str, Any]) -> None:
+        text = self.format_event(kind, data)
+        if text:
+            self.write(text)
+        await self.flush()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+
+
+class ChatHandler(EventStreamHandler):
+    auth = {"POST": CLIENT}
 
     async def post(self) -> None:
         payload = self.json_body()
@@ -33,25 +116,7 @@ class ChatHandler(BaseHandler):
             self.set_header("X-Cache", result.cache_status)
             self.write_json(result.body)
             return
-        events = self.ctx.chat.stream(req)
-        # The first event decides: an error before it is a plain error response
-        # (e.g. 503 that Nginx may retry elsewhere); after it we are streaming.
-        try:
-            kind, start = await events.__anext__()
-        except BaseException:
-            await events.aclose()
-            raise
-        self.cache_status = start["cache"]
-        self.set_header("X-Cache", self.cache_status)
-        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
-        # A separate task, so a client that goes away can cancel it (and with it the
-        # upstream call) from on_connection_close.
-        self._pump = asyncio.ensure_future(self._send_events(events))
-        await asyncio.wait({self._pump})
-        if not self._pump.cancelled():
-            self._pump.result()
+        await self.relay(self.ctx.chat.stream(req))
 
     async def _grade(self, payload: dict[str, Any]) -> None:
         """`mode: "grade"` with an `answer`: the grader's result (as `POST /api/grade`),
@@ -64,36 +129,11 @@ class ChatHandler(BaseHandler):
         self.write_json({**grade, "mode": "grade", "answer": render_text(grade),
                          "sources": [], "cached": False})
 
-    async def _send_events(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
-        try:
-            await self.flush()
-            async for kind, data in events:
-                await self._send(kind if kind != "delta" else None, data)
-        except StreamClosedError:
-            pass
-        except Exception as exc:  # headers are sent: the error travels as an event
-            if isinstance(exc, ServiceError):
-                code, message = exc.code, exc.message
-            else:
-                log.exception("chat stream failed (request %s)", self.request_id)
-                code, message = "internal_error", "服务器内部错误"
-            self.error_code = code
-            try:
-                await self._send("error", self.error_object(code, message, STATUS_BY_CODE.get(code, 500)))
-            except StreamClosedError:
-                pass
-        finally:
-            await events.aclose()
-
-    async def _send(self, event: str | None, data: dict[str, Any]) -> None:
-        head = f"event: {event}\n" if event else ""
-        self.write(f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n")
-        await self.flush()
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        if self._pump is not None and not self._pump.done():
-            self._pump.cancel()
+    def format_event(self, kind: str, data: dict[str, Any]) -> str:
+        if kind == "start":
+            return ""
+        head = f"event: {kind}\n" if kind != "delta" else ""
+        return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 default_handlers = [(r"/api/chat", ChatHandler)]

@@ -14,12 +14,18 @@ import hashlib
 import json
 from pathlib import Path
 
+import tornado.web
+
 from core.auth import PUBLIC
+from core.config import PROJECT_ROOT
 from core.prompts import MODES
 from handlers.base import BaseHandler
 
 _PAGE = Path(__file__).with_name("console.html")
-_MODULES_DIR = "console"  # under the application's static_path
+# Our own static route rather than the Application's static_path, which would also
+# serve /favicon.ico and /robots.txt and answer missing files with HTML error pages.
+STATIC = {"static_path": str(PROJECT_ROOT / "static"), "static_url_prefix": "/static/"}
+_MODULES_DIR = "console"  # under STATIC's static_path
 
 _CSP = ("default-src 'none'; script-src 'self' {import_map}; style-src 'self'; "
         "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -57,18 +63,29 @@ class ConsoleHandler(BaseHandler):
                     keys_required="yes" if self.ctx.keys.enabled else "no",
                     metrics_interval=settings.metrics_collection_interval)
 
+    def static_url(self, path: str, include_host: bool | None = None, **kwargs: object) -> str:
+        """`path` under static/ with its content hash (`?v=`), as the template asks."""
+        return StaticHandler.make_static_url(STATIC, path)
+
     def _module_urls(self) -> dict[str, str]:
         """Each module's plain path → its hashed URL (hashes are cached by Tornado)."""
-        prefix = self.application.settings.get("static_url_prefix", "/static/")
-        root = Path(self.application.settings["static_path"]) / _MODULES_DIR
-        return {f"{prefix}{_MODULES_DIR}/{p.name}": self.static_url(f"{_MODULES_DIR}/{p.name}")
+        root = Path(STATIC["static_path"]) / _MODULES_DIR
+        return {f"{STATIC['static_url_prefix']}{_MODULES_DIR}/{p.name}": self.static_url(f"{_MODULES_DIR}/{p.name}")
                 for p in sorted(root.glob("*.js"))}
 
     def get_template_path(self) -> str:
         return str(_PAGE.parent)
 
 
+class StaticHandler(BaseHandler, tornado.web.StaticFileHandler):
+    """GET /static/…: the console's files; a `?v=` hash earns a ten-year cache. Errors
+    (404, 403 outside the folder) leave through BaseHandler in the JSON shape."""
+
+    auth = {"GET": PUBLIC, "HEAD": PUBLIC}
+
+
 default_handlers = [
+    (r"/static/(.*)", StaticHandler, {"path": STATIC["static_path"]}),
     (r"/", RootHandler),
     (r"/console", RootHandler),
     (r"/console/", ConsoleHandler),

@@ -1,12 +1,22 @@
-"""The knowledge endpoints: search, add, get and delete documents."""
+"""The knowledge endpoints: list, search, add, get and delete documents."""
 from __future__ import annotations
 
 from core.auth import ADMIN, CLIENT
-from core.knowledge import SearchRequest, parse_documents
+from core.knowledge import ListRequest, SearchRequest, parse_documents
 from handlers.base import BaseHandler
 
 # Document ids as core/knowledge/service.py accepts them; any other path is a JSON 404.
 _ID = r"([A-Za-z0-9][A-Za-z0-9._:\-]{0,127})"
+
+
+class ListHandler(BaseHandler):
+    """GET /api/knowledge?limit=20&offset=0&category=: what the base holds, one page."""
+
+    auth = {"GET": CLIENT}  # titles and tags only; GET /api/knowledge/{id} is CLIENT too
+
+    async def get(self) -> None:
+        params = {name: self.get_query_arguments(name) for name in self.request.query_arguments}
+        self.write_json(await self.ctx.knowledge.list_documents(ListRequest.from_params(params)))
 
 
 class SearchHandler(BaseHandler):
@@ -44,6 +54,7 @@ class DocumentHandler(BaseHandler):
 
 
 default_handlers = [
+    (r"/api/knowledge", ListHandler),
     (r"/api/knowledge/search", SearchHandler),
     (r"/api/knowledge/add", AddHandler),
     (rf"/api/knowledge/{_ID}", DocumentHandler),

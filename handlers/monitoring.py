@@ -7,6 +7,7 @@ import time
 from core import __version__
 from core.auth import ADMIN, CLIENT, PUBLIC
 from core.errors import InvalidRequest, NotFound
+from core.health import healthy
 from handlers.base import BaseHandler
 
 
@@ -18,7 +19,7 @@ class HealthHandler(BaseHandler):
         if not settings.health_check_enabled:
             raise NotFound()
         checks: dict[str, str] = await self.ctx.health.run()
-        healthy = all(v == "ok" for v in checks.values())
+        ok = healthy(checks)
         # Redis unreachable is "degraded", not a failure: this instance still answers
         # (cache bypassed, local rate limit), so it stays in the balancer's rotation.
         checks["store"] = await self.ctx.stores.ping()
@@ -26,12 +27,15 @@ class HealthHandler(BaseHandler):
             checks["cache"] = "degraded"
         checks["llm"] = self.ctx.llm.name
         self.write_json({
-            "status": "ok" if healthy else "fail",
+            "status": "ok" if ok else "fail",
             "server_id": settings.server_id, "pid": os.getpid(), "version": __version__,
             "uptime_s": round(time.time() - self.ctx.metrics.started, 3),
             "draining": self.ctx.draining,
             "checks": checks,
-        }, status=200 if healthy else 503)
+            **self.ctx.health.figures,  # disk_free_bytes, documents
+            # The upstream's last state from real calls; never a call of its own.
+            "llm": {"provider": self.ctx.llm.name, **self.ctx.meter.upstream.as_dict()},
+        }, status=200 if ok else 503)
 
 
 class MetricsHandler(BaseHandler):

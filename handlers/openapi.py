@@ -11,11 +11,13 @@ from core import __version__
 from core.auth import CLIENT
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
+from core.grading.practice import MAX_THEME_CHARS
 from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS,
                                   MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
 from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb
+from core.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
 from core.prompts import MODES
 from handlers.base import BaseHandler
 
@@ -26,9 +28,11 @@ _ERROR_STATUSES = {
     "404": "资源不存在（not_found）",
     "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
     "429": "令牌桶已空（rate_limited），见 Retry-After",
-    "502": "大模型返回错误或无法解析的内容（upstream_error）",
-    "503": "并发已满（server_busy）、健康检查失败，或清空缓存时共享存储（Redis）不可用",
+    "502": "大模型返回错误、无法解析的内容，或无法连接（upstream_error）",
+    "503": "并发已满（server_busy）、知识库索引正在重建（index_unavailable，见 Retry-After）、健康检查失败，"
+           "或清空缓存时共享存储（Redis）不可用",
     "504": "大模型超时（upstream_timeout）",
+    "507": "数据目录所在磁盘已满或只读，写入被拒绝，读取不受影响（insufficient_storage）",
 }
 
 
@@ -40,14 +44,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: _json(_ref("Error"), _ERROR_STATUSES[s]) for s in statuses}
+def _errors(*statuses: str, schema: str = "Error") -> dict[str, Any]:
+    return {s: _json(_ref(schema), _ERROR_STATUSES[s]) for s in statuses}
 
 
 def _operation(summary: str, ok: dict[str, Any], *errors: str, secured: bool = True,
                body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(*errors)}}
+               extra: dict[str, Any] | None = None, error_schema: str = "Error") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(*errors, schema=error_schema)}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if params:
@@ -82,6 +86,11 @@ CONSOLE_PATHS = {  # the web console's pages (docs/console.md)
     "/": {"get": _operation("跳转到网页控制台", _TO_CONSOLE, secured=False)},
     "/console": {"get": _operation("跳转到网页控制台", _TO_CONSOLE, secured=False)},
     "/console/": {"get": _operation("网页控制台", _CONSOLE_PAGE, secured=False)},
+    "/static/{doc_id}": {"get": _operation(
+        "控制台的静态文件（带 ?v= 哈希时长期缓存）",
+        {"200": {"description": "JavaScript、CSS 或 SVG", "content": {"*/*": {"schema": _STR}}}}, "404",
+        secured=False, params=[{"name": "doc_id", "in": "path", "required": True, "description": "static/ 下的文件路径",
+                                "schema": {"type": "string", "pattern": "^console/[a-z]+\\.(js|css|svg)$"}}])},
 }
 
 
@@ -132,7 +141,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "ChatEvent": {
         "description": "流式回答中的一个 SSE 事件：先 event: sources（用了知识库时），再若干无名事件（data 为"
-                       " {\"delta\": …}），最后 event: done（回答对象去掉 answer），出错时为 event: error。",
+                       " {\"delta\": …}），最后 event: done（回答对象去掉 answer）。第一段输出之后出错为 event: error；"
+                       "之前出错（如大模型无法连接）则不是事件流，而是普通的错误 JSON（502/503/504）。",
         "type": "object", "required": ["data"],
         "properties": {
             "event": {"enum": ["message", "sources", "done", "error"]},
@@ -175,15 +185,29 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": _STR, "title": _STR, "content": _STR, "category": _STR, "tags": _STRS,
                        "source": _STR},
     },
+    "DocumentList": {
+        "type": "object", "required": ["total", "limit", "offset", "documents"],
+        "properties": {"total": _INT, "limit": _INT, "offset": _INT, "documents": {"type": "array", "items": {
+            "type": "object", "required": ["id", "title", "category", "tags", "updated_at"],
+            "properties": {"id": _STR, "title": _STR, "category": _STR, "tags": _STRS, "updated_at": _STR}}}},
+    },
     "Added": {"type": "object", "required": ["added", "ids"],
               "properties": {"added": _INT, "ids": _STRS}},
     "Health": {
         "type": "object", "required": ["status", "server_id", "pid", "version", "uptime_s", "checks"],
         "properties": {"status": {"enum": ["ok", "fail"]}, "server_id": _STR, "pid": _INT, "version": _STR,
-                       "uptime_s": _NUM, "draining": _BOOL,
-                       "checks": {"type": "object", "required": ["cache", "store", "llm"],
-                                  "properties": {"store": {"enum": ["ok", "degraded"]}},
-                                  "additionalProperties": _STR}},
+                       "uptime_s": _NUM, "draining": _BOOL, "disk_free_bytes": _INT, "documents": _INT,
+                       "checks": {"type": "object", "required": ["disk", "cache", "index", "store", "llm"],
+                                  "properties": {"store": {"enum": ["ok", "degraded"]},
+                                                 "disk": {"enum": ["ok", "full", "read_only"]}},
+                                  "additionalProperties": _STR},
+                       "llm": {"type": "object", "required": ["provider", "state", "since"],
+                               "description": "大模型上游最近一次真实调用的结果（/health 自己不调用大模型）",
+                               "properties": {"provider": {"enum": ["openai", "offline"]},
+                                              "state": {"enum": ["unknown", "ok", "failing"]},
+                                              "since": {"type": ["string", "null"]},
+                                              "error": {"type": ["string", "null"]},
+                                              "message": {"type": ["string", "null"]}}}},
     },
     "Metrics": {
         "type": "object",
@@ -204,9 +228,11 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-# Grading and practice (issue 8). The practice ids are the bundled ones, so that a
+# Grading and practice (issue 8). The practice and paper ids are the bundled ones, so that a
 # schema-valid body is one the service accepts.
-PRACTICE_IDS = [item.id for item in PracticeBank.load().list()]
+_BANK = PracticeBank.load()
+PRACTICE_IDS = [item.id for item in _BANK.list()]
+PAPER_IDS = [paper.id for paper in _BANK.papers()]
 GRADING_SCHEMAS = {
     "GradeRequest": {
         "type": "object", "required": ["answer"],
@@ -302,6 +328,91 @@ GRADING_SCHEMAS = {
 }
 SCHEMAS.update(GRADING_SCHEMAS)
 
+# The OpenAI-compatible door (/v1). Bounds are the /api/chat ones: the same validators run.
+_V1_PART = {"type": "object", "required": ["type", "text"],
+            "properties": {"type": {"const": "text"},
+                           "text": _text(MAX_MESSAGE_CHARS // 8, required=True)}}
+_V1_CONTENT = {"anyOf": [_text(MAX_MESSAGE_CHARS, required=True),
+                         {"type": "array", "minItems": 1, "maxItems": 8, "items": _V1_PART}]}
+_V1_MESSAGE = {"type": "object", "required": ["role", "content"],
+               "properties": {"role": {"enum": ["system", "developer", "user", "assistant"]},
+                              "content": _V1_CONTENT}}
+_V1_COMMON = {
+    "messages": {"type": "array", "minItems": 1, "maxItems": MAX_HISTORY_TURNS, "items": _V1_MESSAGE,
+                 "contains": {"type": "object", "properties": {"role": {"const": "user"}}},
+                 "description": "最后一条用户消息是问题（可按【资料】【题目】【字数】分节），之前的是对话历史；"
+                                "system 消息被忽略（使用申论助手自己的提示词）"},
+    "stream": _nullable(_BOOL),
+    "stream_options": _nullable({"type": "object", "properties": {"include_usage": _nullable(_BOOL)}}),
+    "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
+    "max_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": 8192}),
+    "max_completion_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": 8192}),
+    "n": _nullable({"const": 1}), "user": _nullable(_text(MAX_USER_CHARS)),
+    "material": _nullable(_text(MAX_MATERIAL_CHARS)),
+    "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
+}
+V1_SCHEMAS = {
+    "OpenAIError": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type", "code", "param"],
+                                 "properties": {"message": _STR, "type": _STR, "code": _STR,
+                                                "param": {"type": ["string", "null"]}}}},
+    },
+    "ChatCompletionRequest": {
+        "description": "OpenAI chat completions 请求；模型名选择题型模式。额外字段 material、question、word_limit"
+                       "（批改模型另需 question 与 material，答案是最后一条用户消息或 answer 字段）。",
+        "oneOf": [
+            {"type": "object", "required": ["model", "messages"],
+             "properties": {"model": {"enum": [m for m in MODEL_MODES if m != GRADE_MODEL]}, **_V1_COMMON,
+                            "question": _nullable(_text(MAX_QUESTION_CHARS))}},
+            {"type": "object", "required": ["model", "messages", "question", "material"],
+             "properties": {"model": {"const": GRADE_MODEL}, **_V1_COMMON,
+                            "question": _text(GRADE_QUESTION_CHARS, required=True),
+                            "material": _text(GRADE_MATERIAL_CHARS, required=True)}},
+        ],
+    },
+    "ChatCompletion": {
+        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage", "shenlun"],
+        "properties": {
+            "id": _STR, "object": {"const": "chat.completion"}, "created": _INT, "model": _STR,
+            "choices": {"type": "array", "items": {
+                "type": "object", "required": ["index", "message", "finish_reason"],
+                "properties": {"index": _INT, "finish_reason": _STR, "message": {
+                    "type": "object", "required": ["role", "content"],
+                    "properties": {"role": {"const": "assistant"}, "content": _STR}}}}},
+            "usage": {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+                      "properties": {"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}},
+            "shenlun": {"type": "object", "description": "申论助手的附加信息：sources、char_count、over_limit、"
+                                                          "cached；批改模型另有 grade"},
+        },
+    },
+    "ChatCompletionChunk": {
+        "description": "流式回答：若干 data: {chat.completion.chunk}，最后一个带 finish_reason 与 shenlun，"
+                       "stream_options.include_usage 时再有一个只带 usage 的块，然后 data: [DONE]；出错时 data: {error}。",
+        "type": "object", "required": ["data"],
+        "properties": {"data": _STR},
+    },
+    "ModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+            "type": "object", "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"enum": list(MODEL_MODES)}, "object": {"const": "model"},
+                           "created": _INT, "owned_by": _STR}}}},
+    },
+}
+SCHEMAS.update(V1_SCHEMAS)
+V1_PATHS = {
+    "/v1/chat/completions": {"post": _operation(
+        "OpenAI 兼容的对话接口（整段或流式）", {
+            "200": {"description": "chat.completion；`stream: true` 时为 text/event-stream", "content": {
+                "application/json": {"schema": _ref("ChatCompletion")},
+                "text/event-stream": {"schema": _ref("ChatCompletionChunk")}}}},
+        "400", "401", "404", "413", "429", "502", "503", "504", body=_ref("ChatCompletionRequest"),
+        error_schema="OpenAIError")},
+    "/v1/models": {"get": _operation(
+        "可用模型（即题型模式）", {"200": _json(_ref("ModelList"), "模型列表")}, "401", error_schema="OpenAIError")},
+}
+
 PRACTICE_ID = {"name": "doc_id", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,63}$"}}
 
@@ -310,11 +421,21 @@ GRADING_PATHS = {
         "批改考生答案（模拟评分：要点、维度分、修改建议、示范答案）", {"200": _json(_ref("Grade"), "评分结果")},
         "400", "401", "413", "429", "502", "503", "504", body=_ref("GradeRequest"))},
     "/api/practice": {"get": _operation(
-        "练习题列表（不含资料与参考答案）", {"200": _json(
-            {"type": "object", "required": ["total", "items"],
-             "properties": {"total": _INT, "items": {"type": "array", "items": _ref("PracticeSummary")}}},
+        "练习题列表（不含资料与参考答案），可按题型、文种、主题、套卷筛选", {"200": _json(
+            {"type": "object", "required": ["total", "items", "papers"],
+             "properties": {"total": _INT, "items": {"type": "array", "items": _ref("PracticeSummary")},
+                            "papers": {"type": "array", "items": {
+                                "type": "object",
+                                "required": ["id", "title", "total_minutes", "reading_minutes", "questions"],
+                                "properties": {"id": _STR, "title": _STR, "exam": _STR, "total_minutes": _INT,
+                                               "reading_minutes": _INT, "full_score": _INT,
+                                               "question_count": _INT, "questions": {"type": "array"}}}}}},
             "练习题")}, "400", "401",
-        params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）")])},
+        params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）"),
+                _query("genre", {"enum": list(GENRE_PARTS)}, description="应用文文种（倡议书、公开信、讲话稿……）"),
+                _query("theme", {"type": "string", "maxLength": MAX_THEME_CHARS},
+                       description="主题：标签或标题中含有的词（如 养老、人工智能）；空白为不筛选"),
+                _query("paper", {"enum": PAPER_IDS}, description="套卷编号：按题号列出该套卷的题目")])},
     "/api/practice/{doc_id}": {"get": _operation(
         "一道练习题（资料、题目、参考答案、评分要点）", {"200": _json(_ref("PracticeItem"), "练习题")},
         "401", "404", params=[PRACTICE_ID])},
@@ -334,8 +455,15 @@ def build_spec() -> dict[str, Any]:
                     "application/json": {"schema": _ref("ChatAnswer")},
                     "text/event-stream": {"schema": _ref("ChatEvent")}}}},
             "400", "401", "413", "429", "502", "503", "504", body=_ref("ChatRequest"))},
+        "/api/knowledge": {"get": _operation(
+            "文档列表（分页，最近更新的在前；不含正文）", {"200": _json(_ref("DocumentList"), "一页文档")},
+            "400", "401", "429",
+            params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": kb.MAX_LIST_LIMIT}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": kb.MAX_LIST_OFFSET}),
+                    _query("category", {"type": "string", "maxLength": kb.MAX_CATEGORY_CHARS},
+                           description="只列出该分类的文档")])},
         "/api/knowledge/search": {"get": _operation(
-            "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429",
+            "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429", "503",
             params=[_query("q", {"type": "string", "maxLength": kb.MAX_QUERY_CHARS,
                                  # Tornado drops control characters from query arguments.
                                  "pattern": "[^\\s\\u0000-\\u001f\\u007f]"}, True,
@@ -346,7 +474,7 @@ def build_spec() -> dict[str, Any]:
                     _query("tag", {"type": "string", "maxLength": kb.MAX_TAG_CHARS}),
                     _query("mode", {"enum": ["or", "and"]})])},
         "/api/knowledge/add": {"post": _operation(
-            "添加或替换文档（管理员）", {"201": _json(_ref("Added"), "已写入")}, "400", "401", "403", "413", "429", "503",
+            "添加或替换文档（管理员）", {"201": _json(_ref("Added"), "已写入")}, "400", "401", "403", "413", "429", "503", "507",
             body={"oneOf": [_ref("NewDocument"), {"type": "object", "required": ["documents"], "properties": {
                 "documents": {"type": "array", "minItems": 1, "maxItems": kb.MAX_BATCH, "items": _ref("NewDocument")}}}]})},
         "/api/knowledge/{doc_id}": {
@@ -354,7 +482,7 @@ def build_spec() -> dict[str, Any]:
                               params=[DOC_ID]),
             "delete": _operation("删除文档（管理员）", {"200": _json(
                 {"type": "object", "required": ["deleted"], "properties": {"deleted": _STR}}, "已删除")},
-                "401", "403", "404", "429", "503", params=[DOC_ID]),
+                "401", "403", "404", "429", "503", "507", params=[DOC_ID]),
         },
         "/api/cache/clear": {"post": _operation(
             "清空共享缓存（管理员）", {"200": _json({"type": "object", "required": ["cleared"],
@@ -370,6 +498,7 @@ def build_spec() -> dict[str, Any]:
             "健康检查", {"200": _json(_ref("Health"), "正常"), "503": _json(_ref("Health"), "某项检查失败")},
             "404", secured=False)},
         **GRADING_PATHS,
+        **V1_PATHS,
         **CONSOLE_PATHS,
         "/api/openapi.json": {"get": _operation(
             "本文档", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, "401")},
@@ -377,7 +506,7 @@ def build_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "申论助手 API", "version": __version__,
-                 "description": "见 docs/api.md。所有错误均为 Error 形状。"},
+                 "description": "见 docs/api.md。/api/* 的错误均为 Error 形状，/v1/* 的错误为 OpenAI 的 OpenAIError 形状。"},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"apiKey": []}, {}],
         "paths": paths,

@@ -32,6 +32,7 @@ class FakeLLM:
         self.status = 200             # an error status to answer with
         self.garbage = False          # answer 200 with a body that is not JSON
         self.fail_after_chunks: int | None = None  # drop the stream after n chunks
+        self.chunk_chars = 8          # characters per stream chunk
         self.reply: Callable[[dict[str, Any]], str] = lambda body: "这是模拟大模型的回答：" + \
             body["messages"][-1]["content"][:40]
         self.calls = 0
@@ -109,7 +110,8 @@ class _Completions(tornado.web.RequestHandler):
             })
             return
         self.set_header("Content-Type", "text/event-stream")
-        pieces = [text[i:i + 8] for i in range(0, len(text), 8)]
+        size = fake.chunk_chars
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
         try:
             for n, piece in enumerate(pieces):
                 if fake.fail_after_chunks is not None and n >= fake.fail_after_chunks:

@@ -25,7 +25,7 @@ def free_port() -> int:
 class ServerProcess:
     """`python server.py` with the given environment; stderr goes to a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.port = int(env["PORT"])
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "API_KEYS", "ADMIN_"))}
@@ -33,7 +33,7 @@ class ServerProcess:
         full_env.update(env)
         SERVER_LOGS.append(log_path)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), *args], cwd=ROOT,
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property

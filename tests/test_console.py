@@ -167,9 +167,10 @@ def test_root_redirects_to_the_console_whose_page_has_a_strict_csp_and_hashed_lo
         status, headers, _ = request("GET", base + url)
         assert status == 200
         assert int(headers["Cache-Control"].split("max-age=")[1]) >= 365 * 86400
-    # Any other path is still a JSON 404.
-    status, headers, _ = request("GET", base + "/console/nothing-here")
-    assert status == 404 and headers["Content-Type"].startswith("application/json")
+    # Any other path, a missing static file included, is still a JSON 404.
+    for path in ("/console/nothing-here", "/static/console/nothing.js", "/favicon.ico"):
+        status, headers, body = request("GET", base + path)
+        assert status == 404 and json.loads(body)["error"]["code"] == "not_found", path
 
 
 def test_the_pages_character_count_agrees_with_the_servers_rule(servers, console):

@@ -1,15 +1,79 @@
-"""server.py as a real process: bad settings stop it, SIGTERM drains it."""
+"""server.py as a real process: its command line, bad settings stop it, old names are
+warned about, it binds loopback unless told otherwise, SIGTERM drains it."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-from tests.procs import ROOT, free_port, start_server
+import pytest
+
+from core.config import LEGACY, Settings
+from tests.procs import ROOT, ServerProcess, free_port, http, start_server
+
+
+def run_server(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess:
+    """`server.py ARGS` to its end, with only `env` (and PATH) set."""
+    return subprocess.run([sys.executable, "server.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}, timeout=timeout)
+
+
+def accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_help_lists_every_setting_with_its_default_and_does_not_listen(tmp_path):
+    port = free_port()
+    result = run_server("--help", PORT=str(port), DATA_DIR=str(tmp_path / "data"))
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for env, default, text in Settings.describe():
+        (row,) = [n for n, line in enumerate(lines) if line.split()[:1] == [env]]
+        assert f"default: {default or '(empty)'}" in lines[row] and text in lines[row + 1]
+    for old in LEGACY:
+        assert old.env in result.stdout
+    assert "--port" in result.stdout and "--check-config" in result.stdout
+    assert not accepts("127.0.0.1", port)
+    assert not (tmp_path / "data").exists()  # not even the data directory was touched
+
+
+def test_version_prints_the_version():
+    from core import __version__
+    result = run_server("--version")
+    assert result.returncode == 0 and result.stdout.split() == ["server.py", __version__]
+
+
+def test_check_config_prints_the_effective_settings_without_secrets(tmp_path):
+    result = run_server("--check-config", "--port", "5123", OPENAI_API_KEY="sk-test-upstream-key-0009",
+                        RATE_LIMIT_PER_MINUTE="7", DATA_DIR=str(tmp_path))
+    assert result.returncode == 0
+    assert {"PORT=5123", "RATE_LIMIT_PER_MINUTE=7", "OPENAI_API_KEY=<set>", "BIND_ADDRESS=127.0.0.1"} \
+        <= set(result.stdout.splitlines())
+    assert "sk-test-upstream-key-0009" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args, env, name", [
+    (["--check-config"], {"MAX_CONCURRENT_REQUESTS": "abc"}, "MAX_CONCURRENT_REQUESTS"),
+    (["--check-config", "--port", "99999"], {}, "PORT"),
+    (["--check-config", "--bind", "not-an-address"], {}, "BIND_ADDRESS"),
+    (["--check-config"], {"GUNICORN_WORKERS": "many"}, "GUNICORN_WORKERS"),
+])
+def test_check_config_exits_2_naming_the_bad_value(args, env, name):
+    result = run_server(*args, **env)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert name in line and result.stdout == ""
 
 
 def test_bad_setting_exits_2_naming_the_variable(tmp_path):
@@ -78,3 +142,86 @@ def test_debug_logs_cut_user_text_short(tmp_path):
     server.stop()
     assert "乡村振兴" * 10 in server.log()   # the start of it, at DEBUG
     assert "乡村振兴" * 20 not in server.log()  # never the whole essay
+
+
+@pytest.mark.slow
+def test_bind_and_port_on_the_command_line_win_over_the_environment(tmp_path):
+    port = free_port()
+    server = ServerProcess({"PORT": str(free_port()), "BIND_ADDRESS": "127.0.0.1", "DATA_DIR": str(tmp_path)},
+                           tmp_path / "server-1.log", args=("--bind", "127.0.0.2", "--port", str(port)))
+    try:
+        deadline = time.monotonic() + 30
+        while not accepts("127.0.0.2", port) and server.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # 127.0.0.2 is loopback too, but a socket bound to 127.0.0.1 would not answer there.
+        assert accepts("127.0.0.2", port) and not accepts("127.0.0.1", port)
+    finally:
+        server.stop()
+
+
+def test_the_docker_image_listens_on_every_interface():
+    # Loopback, the default, would be unreachable from outside the container while its
+    # HEALTHCHECK (run inside) still passed.
+    assert Settings().host == "127.0.0.1"
+    assert re.search(r"^ENV [^#]*\bBIND_ADDRESS=0\.0\.0\.0\b", (ROOT / "Dockerfile").read_text(), re.M | re.S)
+
+
+# The variables of the Flask/gunicorn deployment guide's .env, as operators bring them.
+OLD_GUIDE_ENV = {
+    "PORT": "5001", "FLASK_ENV": "production", "LOG_LEVEL": "INFO",
+    "MAX_CONCURRENT_REQUESTS": "10", "REQUEST_TIMEOUT": "30", "RATE_LIMIT_PER_MINUTE": "60",
+    "ENABLE_RESPONSE_CACHE": "true", "CACHE_TTL_SECONDS": "300", "MAX_CACHE_SIZE": "100",
+    "HEALTH_CHECK_ENABLED": "true", "SERVER_ID": "server-1",
+    "ENABLE_METRICS": "true", "METRICS_COLLECTION_INTERVAL": "60",
+    "GUNICORN_WORKERS": "4", "WORKER_CLASS": "gevent", "WORKER_CONNECTIONS": "1000",
+    "DB_POOL_SIZE": "5", "DB_POOL_TIMEOUT": "30",
+    "LOG_FORMAT": "%(asctime)s - %(name)s - %(levelname)s - %(message)s",
+}
+OLD_NAMES = ("FLASK_ENV", "GUNICORN_WORKERS", "WORKER_CLASS", "WORKER_CONNECTIONS", "DB_POOL_SIZE",
+             "DB_POOL_TIMEOUT")
+
+
+def test_the_old_guides_env_is_read_as_the_new_names(tmp_path):
+    result = run_server("--check-config", **OLD_GUIDE_ENV, API_KEYS="client-key-for-tests-15b03",
+                        DATA_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert {"APP_ENV=production", "INSTANCES=4"} <= set(result.stdout.splitlines())
+    # Production without keys still refuses to start, whatever the name that said production.
+    refused = run_server("--check-config", **OLD_GUIDE_ENV, DATA_DIR=str(tmp_path))
+    assert refused.returncode == 2 and "API_KEYS" in refused.stderr
+
+
+@pytest.mark.slow
+def test_the_old_guides_env_starts_on_loopback_with_one_warning_per_old_name(tmp_path):
+    env = {**OLD_GUIDE_ENV, "PORT": str(free_port()), "API_KEYS": "client-key-for-tests-15b04",
+           "DATA_DIR": str(tmp_path)}
+    server = start_server(tmp_path, **env)
+    status, _, body = http("GET", server.url + "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    # Started by hand with no BIND_ADDRESS: loopback only (127.0.0.2 is loopback too, but
+    # a socket bound to 127.0.0.1 does not answer there; one bound to 0.0.0.0 would).
+    assert not accepts("127.0.0.2", server.port)
+    assert server.stop() == 0
+    warnings = [line for line in server.log().splitlines() if " - WARNING - " in line]
+    for name in OLD_NAMES:
+        (line,) = [w for w in warnings if name in w]
+        said = "read as" if any(old.env == name and old.becomes for old in LEGACY) else "is ignored"
+        assert said in line and "docs/migration.md" in line
+    assert "read as APP_ENV=production" in server.log() and "read as INSTANCES=4" in server.log()
+
+
+@pytest.mark.slow
+def test_a_stream_to_a_closed_upstream_port_is_a_plain_502_and_health_says_failing(tmp_path):
+    closed = free_port()  # nothing listens there
+    server = start_server(tmp_path, DATA_DIR=str(tmp_path), OPENAI_BASE_URL=f"http://127.0.0.1:{closed}/v1")
+    try:
+        status, headers, body = http("POST", server.url + "/api/chat",
+                                     {"message": "乡村振兴怎么写？", "stream": True})
+        assert status == 502 and headers["Content-Type"].startswith("application/json")
+        assert json.loads(body)["error"]["code"] == "upstream_error"
+        status, _, body = http("GET", server.url + "/health")
+        llm = json.loads(body)["llm"]
+        assert status == 200 and llm["provider"] == "openai" and llm["state"] == "failing"
+        assert llm["since"] and llm["error"] == "upstream_error"
+    finally:
+        server.stop()

@@ -9,6 +9,6 @@ and retrieval for grounded chat.
     service.py    `KnowledgeBase`: validation and the async use cases, off the loop
 """
 from core.knowledge.analyzer import initialize
-from core.knowledge.service import KnowledgeBase, SearchRequest, parse_documents
+from core.knowledge.service import KnowledgeBase, ListRequest, SearchRequest, parse_documents
 
-__all__ = ["KnowledgeBase", "SearchRequest", "initialize", "parse_documents"]
+__all__ = ["KnowledgeBase", "ListRequest", "SearchRequest", "initialize", "parse_documents"]

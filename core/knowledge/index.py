@@ -27,6 +27,11 @@ CURRENT once it gets it and moves on to the new index, so no add lands in the ol
 after the switch, and every add before it is in the store the rebuild catches up from.
 (Belt and braces: a writer returns only when the index that is live *now* has its
 change, so even a write that raced the switch is applied to the new index.)
+
+Healing. The index is derived data: when it cannot be read (a damaged segment, a deleted
+directory, a CURRENT naming nothing) `core/knowledge/healing.py` rebuilds it from the
+store in the background under the same .reindex.lock, so one process of the fleet
+rebuilds and the others wait for its switch.
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ log = logging.getLogger("shenlun.knowledge")
 POINTER = "CURRENT"
 APPLIED = "APPLIED"
 APPLY_LOCK = "APPLY.lock"
+REINDEX_LOCK = ".reindex.lock"  # held by whoever rebuilds: one rebuild per data directory
 _NAME = re.compile(r"^index-[0-9A-Za-z.\-]{1,80}$")
 
 SCHEMA = Schema(
@@ -161,6 +167,10 @@ def apply_changes(writer: SegmentWriter, changes: Changes) -> int:
 def busy() -> ServerBusy:
     """The error of a write that waited too long for the index (its document is stored)."""
     return ServerBusy("知识库写入繁忙，请稍后重试（文档已保存，稍后即可检索）", retry_after=1)
+
+
+class RebuildRunning(RuntimeError):
+    """Another process (or scripts/reindex.py) is rebuilding this index now."""
 
 
 @dataclass
@@ -288,7 +298,11 @@ class SharedIndex:
             except BaseException:
                 writer.cancel()
                 raise
-            writer.commit()
+            try:
+                writer.commit()
+            except BaseException:
+                _release_failed_commit(writer)
+                raise
         _write_atomic(path / APPLIED, f"{changes.seq}\n")
 
     # --- reading ---
@@ -309,6 +323,20 @@ class SharedIndex:
             self._searchers[threading.get_ident()] = searcher
         return searcher
 
+    def forget(self) -> None:
+        """Drop this thread's searcher and the open indexes, so the next search opens
+        the live index afresh (after a read failed on it)."""
+        searcher = getattr(self._local, "searcher", None)
+        self._local.searcher = None
+        with self._lock:
+            self._searchers.pop(threading.get_ident(), None)
+            self._open_indexes = {}
+        if searcher is not None:
+            try:
+                searcher.close()
+            except Exception:
+                log.debug("closing a failed searcher")
+
     def close(self) -> None:
         """Close every thread's searcher."""
         with self._lock:
@@ -316,6 +344,18 @@ class SharedIndex:
                 searcher.close()
             self._searchers.clear()
         self._local = threading.local()
+
+
+def _release_failed_commit(writer: SegmentWriter) -> None:
+    # A commit that failed half-way (the disk refused a segment file) keeps Whoosh's own
+    # write lock, and the next writer of this process would wait for it for ever. The TOC
+    # was not replaced, so the index is as before; the next commit cleans the leftovers.
+    try:
+        writer.cancel()
+    except Exception:
+        if writer.writelock is not None:
+            writer.writelock.release()
+        writer.is_closed = True
 
 
 def create_index_dir(indexes: Path) -> str:
@@ -329,20 +369,25 @@ def create_index_dir(indexes: Path) -> str:
 
 
 def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
-            progress: Callable[[int, int], None] | None = None) -> RebuildStats:
+            progress: Callable[[int, int], None] | None = None,
+            unless: Callable[[], bool] | None = None) -> RebuildStats | None:
     """Build a new index from the whole store and make it the live one.
 
     Live processes keep searching the old index until the switch and the new one after;
     documents added or deleted while this runs are applied before the switch (see the
     module docstring). `progress(done, total)` is called as documents are indexed.
-    Raises RuntimeError if another rebuild is running.
+    Raises RebuildRunning if another rebuild is running. With `unless`, asked once the
+    lock is held: when it answers True nothing is built and None is returned (the healer's
+    "somebody fixed it meanwhile").
     """
     root = Path(root)
     indexes = root / "indexes"
     indexes.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / ".reindex.lock", timeout=0) as held:
+    with file_lock(root / REINDEX_LOCK, timeout=0) as held:
         if not held:
-            raise RuntimeError("another reindex is running on this data directory")
+            raise RebuildRunning("another reindex is running on this data directory")
+        if unless is not None and unless():
+            return None
         name = create_index_dir(indexes)
         path = indexes / name
         ix = whoosh_index.open_dir(str(path), schema=SCHEMA)
@@ -364,8 +409,11 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
         shared = SharedIndex(root, store)
         # Catch up without blocking anyone while there may be a lot to apply...
         shared._catch_up(name)
-        old = shared.current_name()
-        if old is None:
+        try:
+            old = shared.current_name()
+        except RuntimeError:
+            old = None  # CURRENT names no index: nobody can be writing to it
+        if old is None or not shared.path(old).is_dir():
             _write_atomic(root / POINTER, name + "\n")
         else:
             # ...then hold the old index's write lock for the last few changes and the switch.

@@ -7,7 +7,8 @@ Limits (documented in the README): a batch has at most MAX_BATCH documents; titl
 MAX_TITLE_CHARS, content ≤ MAX_CONTENT_CHARS, category ≤ MAX_CATEGORY_CHARS, at most
 MAX_TAGS tags of ≤ MAX_TAG_CHARS each, source ≤ MAX_SOURCE_CHARS; an id is 1–128 of
 A–Z a–z 0–9 . _ : - starting with a letter or digit; a search query ≤ MAX_QUERY_CHARS,
-limit 1–MAX_LIMIT, offset 0–MAX_OFFSET.
+limit 1–MAX_LIMIT, offset 0–MAX_OFFSET; a listing page limit 1–MAX_LIST_LIMIT, offset
+0–MAX_LIST_OFFSET.
 """
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ import re
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Mapping, Sequence, TypeVar
 
-from core.errors import InvalidRequest, NotFound
+from core.disk import DataDisk, refusal
+from core.errors import IndexUnavailable, InsufficientStorage, InvalidRequest, NotFound
 from core.knowledge import analyzer, search as searching
-from core.knowledge.index import SharedIndex, busy
-from core.knowledge.store import Document, DocumentStore
+from core.knowledge.healing import IndexHealer
+from core.knowledge.index import POINTER, SharedIndex, busy
+from core.knowledge.store import CorruptStore, Document, DocumentStore
 from core.prompts import Source
 from core.validation import read_str, read_str_list, require_object
 
@@ -39,10 +43,14 @@ MAX_QUERY_CHARS = 200
 MAX_LIMIT = 50
 MAX_OFFSET = 10_000
 DEFAULT_LIMIT = 10
+MAX_LIST_LIMIT = 100
+MAX_LIST_OFFSET = 1_000_000
+DEFAULT_LIST_LIMIT = 20
 RESERVED_IDS = frozenset({"search", "add"})  # would collide with /api/knowledge/search|add
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
 RETRIEVAL_MEMO_SIZE = 512  # questions whose retrieved passages a process remembers
+STORE_FILE = "documents.sqlite3"
 
 T = TypeVar("T")
 
@@ -141,15 +149,35 @@ class SearchRequest:
                    category=category, tags=tags, mode=mode)
 
 
+@dataclass(frozen=True)
+class ListRequest:
+    """A validated GET /api/knowledge query: one page of the document list."""
+
+    limit: int = DEFAULT_LIST_LIMIT
+    offset: int = 0
+    category: str = ""
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "ListRequest":
+        """Validate query-string parameters (name → values); raises InvalidRequest."""
+        category = (params.get("category") or [""])[-1].strip()
+        if len(category) > MAX_CATEGORY_CHARS:
+            raise InvalidRequest(f"参数 category 过长（最多 {MAX_CATEGORY_CHARS} 个字符）")
+        return cls(limit=_param_int(params, "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
+                   offset=_param_int(params, "offset", 0, MAX_LIST_OFFSET, 0), category=category)
+
+
 # --- the service ---
 
 class KnowledgeBase:
     """The knowledge base of one data directory, for one process."""
 
     def __init__(self, store: DocumentStore, index: SharedIndex, executor: Executor, *,
-                 write_timeout: float = WRITE_TIMEOUT) -> None:
+                 write_timeout: float = WRITE_TIMEOUT, disk: DataDisk | None = None) -> None:
         self.store = store
         self.index = index
+        self.healer = IndexHealer(index)  # every read and index write goes through it
+        self.disk = disk
         self.executor = executor
         self.write_timeout = write_timeout
         # (question, limit) → (index version, passages). Every chat request retrieves
@@ -160,19 +188,28 @@ class KnowledgeBase:
         self._retrieved: OrderedDict[tuple[str, int], tuple[str, list[Source]]] = OrderedDict()
 
     @classmethod
-    def open(cls, data_dir: Path, executor: Executor, *,
-             write_timeout: float = WRITE_TIMEOUT) -> "KnowledgeBase":
+    def open(cls, data_dir: Path, executor: Executor, *, write_timeout: float = WRITE_TIMEOUT,
+             disk: DataDisk | None = None) -> "KnowledgeBase":
         """Open (creating if needed) the store and the index under `data_dir/knowledge`.
 
-        Blocking (loads jieba's dictionaries, ~1 s): call at start-up, not on the loop
-        of a running server.
+        Blocking (loads jieba's dictionaries, ~1 s; SQLite's integrity check of the
+        store): call at start-up, not on the loop of a running server. Raises
+        CorruptStore for a damaged store; an unreadable index is rebuilt in the
+        background (see core/knowledge/healing.py).
         """
-        analyzer.initialize()
         root = Path(data_dir) / "knowledge"
-        store = DocumentStore(root / "documents.sqlite3")
+        if (root / POINTER).exists() and not (root / STORE_FILE).exists():
+            # An index without its store: starting would serve documents nobody can read,
+            # and the first heal would rebuild the index from nothing.
+            raise CorruptStore(f"{STORE_FILE} is missing beside an existing index; restore it "
+                               f"from a backup, or remove {root.name}/ to start empty")
+        store = DocumentStore(root / STORE_FILE, verify=True)  # refuse a damaged one first
+        analyzer.initialize()
         index = SharedIndex(root, store, write_timeout=write_timeout)
-        index.ensure()
-        return cls(store, index, executor, write_timeout=write_timeout)
+        base = cls(store, index, executor, write_timeout=write_timeout,
+                   disk=disk or DataDisk(data_dir))
+        base.healer.start()
+        return base
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -186,14 +223,22 @@ class KnowledgeBase:
                 "results": page.results}
 
     def _search(self, req: SearchRequest) -> searching.SearchPage:
-        return searching.search(self.index.searcher(), req.q, limit=req.limit, offset=req.offset,
-                                category=req.category, tags=req.tags, mode=req.mode)
+        return self.healer.read(lambda searcher: searching.search(
+            searcher, req.q, limit=req.limit, offset=req.offset,
+            category=req.category, tags=req.tags, mode=req.mode))
+
+    async def list_documents(self, req: ListRequest) -> dict[str, Any]:
+        """One page of the documents, latest updated first: total, limit, offset, documents."""
+        total, page = await self._run(lambda: self.store.list_page(
+            limit=req.limit, offset=req.offset, category=req.category))
+        return {"total": total, "limit": req.limit, "offset": req.offset, "documents": page}
 
     async def add(self, docs: Sequence[Document]) -> list[str]:
         """Store documents (upsert by id) and return their ids once every process's
         searches can find them. ServerBusy if the shared index stays busy for
         `write_timeout` seconds; the documents are stored even then."""
-        ids, seq = await self._run(self.store.upsert, docs)
+        with self._writing():
+            ids, seq = await self._run(self.store.upsert, docs)
         await self._sync(seq)
         return ids
 
@@ -206,7 +251,8 @@ class KnowledgeBase:
 
     async def delete(self, doc_id: str) -> None:
         """Delete a document everywhere; NotFound for an unknown id."""
-        seq = await self._run(self.store.delete, doc_id)
+        with self._writing():
+            seq = await self._run(self.store.delete, doc_id)
         if seq is None:
             raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
         await self._sync(seq)
@@ -217,12 +263,15 @@ class KnowledgeBase:
         if not query.strip():
             return []
         key = (query, limit)
-        version = self.index.version()
+        version = self.healer.version()
         known = self._retrieved.get(key)
-        if known is not None and known[0] == version:
+        if known is not None and version is not None and known[0] == version:
             self._retrieved.move_to_end(key)
             return list(known[1])
-        sources = await self._run(lambda: searching.retrieve(self.index.searcher(), query, limit))
+        sources = await self._run(self.healer.read,
+                                  lambda searcher: searching.retrieve(searcher, query, limit))
+        if version is None:
+            return sources
         # Stored under the version read before the search: if the index changed
         # meanwhile, the next call sees a newer version and searches again.
         self._retrieved[key] = (version, sources)
@@ -235,11 +284,21 @@ class KnowledgeBase:
         """How many documents the store holds."""
         return await self._run(self.store.count)
 
-    def check(self) -> None:
-        """Raise unless the store and the live index both answer. Blocking: a health
-        probe runs it on its own executor."""
-        self.store.count()
-        self.index.searcher().doc_count()
+    def status(self) -> tuple[str, int]:
+        """(index state, document count) for /health: the state is "ok", "empty" (no
+        documents), or "rebuilding" (IndexUnavailable). Raises when the store does not
+        answer. Blocking: a health probe runs it on its own executor."""
+        documents = self.store.count()
+        try:
+            self.healer.read(lambda searcher: searcher.doc_count())
+        except IndexUnavailable:
+            return "rebuilding", documents
+        return ("ok" if documents else "empty"), documents
+
+    def _writing(self) -> ContextManager[None]:
+        # 507 up front while the data directory's disk cannot take writes; the disk
+        # refusing one half-way (SQLite rolled it back) is a 507 too.
+        return self.disk.writing() if self.disk is not None else nullcontext()
 
     async def _sync(self, seq: int) -> None:
         # Poll from the loop, one short executor call per try, so waiting for another
@@ -247,13 +306,25 @@ class KnowledgeBase:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.write_timeout
         delay = 0.002
-        while not await self._run(self.index.try_sync, seq):
+        while not await self._try_sync(seq):
             if loop.time() >= deadline:
                 raise busy()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 0.05)
 
+    async def _try_sync(self, seq: int) -> bool:
+        try:
+            return await self._run(self.healer.try_sync, seq)
+        except Exception as exc:
+            state = self.disk.failed(exc) if self.disk is not None else None
+            if state is None:
+                raise
+            # The store has the document; the index could not take it. Any later write
+            # (or a restart) applies it, once there is room.
+            raise InsufficientStorage(refusal(state).message + "（文档已保存，磁盘恢复后即可检索）") from exc
+
     def close(self) -> None:
         """Close searchers and database connections."""
+        self.healer.close()
         self.index.close()
         self.store.close()

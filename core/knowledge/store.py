@@ -90,6 +90,12 @@ class Changes:
     seq: int = 0  # the store's sequence number these changes bring an index up to
 
 
+def _damaged(exc: sqlite3.OperationalError) -> bool:
+    # Most damage is a DatabaseError ("file is not a database", "malformed"); a few
+    # forms come as OperationalError.
+    return "malformed" in str(exc) or "corrupt" in str(exc)
+
+
 def new_id() -> str:
     """A fresh document id."""
     return uuid.uuid4().hex
@@ -101,20 +107,48 @@ def _row_to_doc(row: Sequence[Any]) -> Document:
                     created_at=row[6], updated_at=row[7])
 
 
+class CorruptStore(RuntimeError):
+    """The document store's file is damaged: the service must not start on it (the
+    index would be rebuilt from what is left, or from nothing)."""
+
+
 class DocumentStore:
     """Documents in `path` (SQLite). Thread-safe: one connection per thread."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0,
+                 verify: bool = False) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if verify:
+                self.verify()
+            with self._busy():
+                conn = self._conn()
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _damaged(exc):
+                raise
+            self.close()
+            raise CorruptStore(f"{self.path.name} is damaged ({exc}); restore it from a "
+                               f"backup (the search index is derived from it)") from None
+
+    def verify(self) -> None:
+        """Raise CorruptStore unless SQLite's own integrity check passes. Reads the whole
+        file (about 10 ms per MB): for start-up."""
+        if not self.path.exists():
+            return
         with self._busy():
-            conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            rows = self._conn().execute("PRAGMA integrity_check(3)").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            self.close()
+            problems = " ".join("; ".join(str(r[0]) for r in rows).split())  # one line
+            raise CorruptStore(f"{self.path.name} failed SQLite's integrity check ({problems}); "
+                               f"restore it from a backup (the search index is derived from it)")
 
     # --- connections ---
 
@@ -151,7 +185,14 @@ class DocumentStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                # A commit the disk refused is rolled back by SQLite; make sure this
+                # thread's connection is not left inside the transaction.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -251,6 +292,19 @@ class DocumentStore:
             total = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
             cursor = conn.execute(f"SELECT {_COLUMNS} FROM documents ORDER BY id")
             yield seq, total, (_row_to_doc(row) for row in cursor)
+
+    def list_page(self, *, limit: int, offset: int, category: str = "") -> tuple[int, list[dict[str, Any]]]:
+        """(total, one page of summaries), the latest updated first: id, title, category,
+        tags and updated_at, in one snapshot. The content is never read, so a page costs
+        the same however long the documents are."""
+        where, args = ("WHERE category = ?", (category,)) if category else ("", ())
+        with self._read() as conn:
+            total = conn.execute(f"SELECT count(*) FROM documents {where}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT id, title, category, tags, updated_at FROM documents {where} "
+                "ORDER BY updated_at DESC, id LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        return total, [{"id": row[0], "title": row[1], "category": row[2], "tags": json.loads(row[3]),
+                        "updated_at": _iso(row[4])} for row in rows]
 
     def changes_since(self, seq: int) -> Changes:
         """Everything that changed after `seq`, as of now, in one snapshot."""

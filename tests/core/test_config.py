@@ -61,3 +61,21 @@ def test_every_setting_is_documented():
     assert all(help_text for _, _, help_text in rows)
     for name in ("PORT", "OPENAI_API_KEY", "DATA_DIR", "NGINX_PORT", "TRUSTED_PROXIES"):
         assert name in names
+
+
+def test_old_names_are_read_as_the_new_ones_and_a_set_new_name_wins():
+    from core.config import legacy_notices
+    old = {"FLASK_ENV": "development", "GUNICORN_WORKERS": "9", "DB_POOL_SIZE": "5"}
+    s = Settings.from_env(old)
+    assert (s.app_env, s.instances) == ("development", 9)
+    s = Settings.from_env({**old, "INSTANCES": "2"})
+    assert s.instances == 2
+    notices = legacy_notices({**old, "INSTANCES": "2"})
+    assert len(notices) == 3
+    assert "read as APP_ENV=development" in notices[0]
+    assert "GUNICORN_WORKERS" in notices[1] and "INSTANCES is set" in notices[1]
+    assert notices[2].startswith("DB_POOL_SIZE is ignored")
+    # As scripts/fleet.py passes it on: the new name exported with the value read from the old one.
+    (same,) = legacy_notices({"GUNICORN_WORKERS": "4", "INSTANCES": "4"})
+    assert "INSTANCES=4 is set too" in same
+    assert legacy_notices({"PORT": "5001"}) == []

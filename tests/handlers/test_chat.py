@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.knowledge.store import Document
 from core.prompts import MODES, char_count
 from tests.conftest import error_of, post_json
 
@@ -243,12 +244,34 @@ async def test_stream_failure_midway_is_an_error_event(http_server_client, fake_
     assert data["error"]["code"] == "upstream_error" and data["error"]["status"] == 502
 
 
-async def test_stream_upstream_error_before_any_delta_is_error_event(http_server_client, fake_llm):
+def stream_error(response, chunks) -> dict:
+    """The plain JSON error a stream answered instead of events (checked for shape)."""
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = json.loads(b"".join(c for _, c in chunks))
+    assert body["error"]["status"] == response.code
+    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
+    return body["error"]
+
+
+async def test_stream_upstream_error_before_any_delta_is_a_plain_error(http_server_client, fake_llm):
     fake_llm.status = 503
     response, chunks = await stream_chat(http_server_client, {"message": "hi", "use_knowledge": False})
-    events = parse_sse(b"".join(c for _, c in chunks).decode())
-    assert events[-1][0] == "error"
-    assert events[-1][1]["error"]["code"] == "upstream_error"
+    assert response.code == 502
+    assert stream_error(response, chunks)["code"] == "upstream_error"
+
+
+async def test_stream_to_an_unreachable_upstream_is_a_plain_502_even_with_sources(
+        http_server_client, fake_llm, ctx):
+    from tornado.testing import bind_unused_port
+    sock, port = bind_unused_port()
+    sock.close()  # nothing listens there now
+    ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+    await ctx.knowledge.add([Document(id="d1", title="枫桥经验", content="枫桥经验就地化解矛盾纠纷。")])
+    response, chunks = await stream_chat(http_server_client, {"message": "枫桥经验是什么？"})
+    assert response.code == 502
+    error = stream_error(response, chunks)
+    assert error["code"] == "upstream_error" and error["message"] == "无法连接大模型服务"
+    assert b"event:" not in b"".join(c for _, c in chunks)  # the sources event was held back
 
 
 async def test_client_disconnect_mid_stream_cancels_the_upstream_call(http_server, fake_llm, ctx):

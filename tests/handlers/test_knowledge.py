@@ -217,3 +217,50 @@ async def test_offline_chat_answers_from_the_knowledge_base(http_server_client):
                                        {"message": "枫桥经验怎样化解矛盾纠纷？"})).body)
     assert body["sources"][0]["id"] == "fengqiao"
     assert "新时代枫桥经验" in body["answer"]
+
+
+# --- GET /api/knowledge: the list ---
+
+async def listing(client, **params):
+    query = urllib.parse.urlencode(params)
+    response = await client.fetch(f"/api/knowledge?{query}", raise_error=False)
+    return response, json.loads(response.body)
+
+
+async def test_list_pages_through_every_document_latest_updated_first(http_server_client):
+    for n in range(5):
+        await add(http_server_client, {"id": f"doc-{n}", "title": f"第{n}篇", "content": "内容" * 500,
+                                       "category": "方法" if n % 2 else "主题", "tags": [f"t{n}"]})
+    await add(http_server_client, {"id": "doc-1", "title": "第1篇（改）", "content": "新内容",
+                                   "category": "方法", "tags": ["t1"]})
+    response, first = await listing(http_server_client, limit=2)
+    assert response.code == 200
+    assert (first["total"], first["limit"], first["offset"]) == (5, 2, 0)
+    assert first["documents"][0] == {"id": "doc-1", "title": "第1篇（改）", "category": "方法",
+                                     "tags": ["t1"], "updated_at": first["documents"][0]["updated_at"]}
+    seen = [d["id"] for d in first["documents"]]
+    for offset in (2, 4):
+        seen += [d["id"] for d in (await listing(http_server_client, limit=2, offset=offset))[1]["documents"]]
+    assert sorted(seen) == [f"doc-{n}" for n in range(5)]  # every document once, no content
+    _, past_end = await listing(http_server_client, offset=5)
+    assert past_end["total"] == 5 and past_end["documents"] == []
+    _, methods = await listing(http_server_client, category="方法")
+    assert methods["total"] == 2 and {d["id"] for d in methods["documents"]} == {"doc-1", "doc-3"}
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"limit": "x"}, "limit"),
+    ({"offset": "-1"}, "offset"), ({"offset": "1000001"}, "offset"), ({"category": "类" * 51}, "category"),
+])
+async def test_list_bounds_are_400_naming_the_parameter(http_server_client, params, name):
+    response, _ = await listing(http_server_client, **params)
+    assert response.code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_request" and name in error["message"]
+
+
+@pytest.mark.settings(api_keys=("client-key-for-tests-15b01",), admin_api_keys=("admin-key-for-tests-15b02",))
+async def test_list_needs_a_client_key(http_server_client):
+    assert (await http_server_client.fetch("/api/knowledge", raise_error=False)).code == 401
+    response = await http_server_client.fetch("/api/knowledge", headers={"X-API-Key": "client-key-for-tests-15b01"})
+    assert response.code == 200 and json.loads(response.body)["total"] == 0

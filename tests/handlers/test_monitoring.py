@@ -29,10 +29,49 @@ async def test_health_reports_checks_and_provider(http_server_client):
     assert body["uptime_s"] >= 0
 
 
+async def test_health_counts_documents_and_says_an_empty_index_once(http_server_client, caplog):
+    for _ in range(2):
+        response, body = await get_json(http_server_client, "/health")
+        assert response.code == 200 and body["status"] == "ok"
+        assert body["checks"]["index"] == "empty" and body["documents"] == 0
+        assert body["checks"]["disk"] == "ok" and body["disk_free_bytes"] > 0
+        await asyncio.sleep(1.1)  # past the reuse of a passing round: the probe runs again
+    assert sum("no documents" in r.getMessage() for r in caplog.records) == 1
+    response = await post_json(http_server_client, "/api/knowledge/add", {"title": "甲", "content": "乡村振兴。"})
+    assert response.code == 201
+    await asyncio.sleep(1.1)
+    _, body = await get_json(http_server_client, "/health")
+    assert body["checks"]["index"] == "ok" and body["documents"] == 1
+
+
 @pytest.mark.settings(offline=True)
 async def test_health_names_the_offline_provider(http_server_client):
     _, body = await get_json(http_server_client, "/health")
     assert body["checks"]["llm"] == "offline"
+
+
+async def test_health_reports_the_upstreams_last_state_without_calling_it(http_server_client, fake_llm):
+    _, body = await get_json(http_server_client, "/health")
+    assert body["llm"] == {"provider": "openai", "state": "unknown", "since": None, "error": None,
+                           "message": None}
+    assert (await post_json(http_server_client, "/api/chat", CHAT)).code == 200
+    _, body = await get_json(http_server_client, "/health")
+    assert body["llm"]["state"] == "ok" and body["llm"]["since"].endswith("+00:00")
+    fake_llm.status = 500
+    assert (await post_json(http_server_client, "/api/chat", {**CHAT, "cache": False})).code == 502
+    response, body = await get_json(http_server_client, "/health")
+    assert response.code == 200  # a failing model is reported, not a reason to leave the balancer
+    assert body["llm"]["state"] == "failing" and body["llm"]["error"] == "upstream_error"
+    failing_since = body["llm"]["since"]
+    calls = fake_llm.calls
+    for _ in range(3):
+        await get_json(http_server_client, "/health")
+    assert fake_llm.calls == calls  # the probe never calls the model itself
+    assert (await post_json(http_server_client, "/api/chat", {**CHAT, "cache": False})).code == 502
+    assert (await get_json(http_server_client, "/health"))[1]["llm"]["since"] == failing_since
+    fake_llm.status = 200
+    assert (await post_json(http_server_client, "/api/chat", {**CHAT, "cache": False})).code == 200
+    assert (await get_json(http_server_client, "/health"))[1]["llm"]["state"] == "ok"
 
 
 @pytest.mark.settings(health_check_enabled=False, enable_metrics=False)

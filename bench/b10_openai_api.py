@@ -1,0 +1,92 @@
+"""Bench 10: what the OpenAI-compatible door adds on a cache hit.
+
+The same question answered from the shared cache through `/api/chat` and through
+`/v1/chat/completions` (same server process, same load generator, alternating rounds),
+plus a bare Tornado handler answering the /v1 body as the floor.
+
+    python bench/b10_openai_api.py [--duration 4] [--rounds 3] [--concurrency 32]
+Target: /v1 requests/s >= 0.90x /api/chat's (at most 10 % added cost).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import Report, finish, http  # noqa: E402
+
+common.ensure_venv()
+import loadgen  # noqa: E402
+
+QUESTION = "乡村振兴类材料的归纳概括题怎么答？"
+API_BODY = json.dumps({"message": QUESTION, "mode": "summarize"}, ensure_ascii=False)
+V1_BODY = json.dumps({"model": "shenlun-summarize", "messages": [{"role": "user", "content": QUESTION}]},
+                     ensure_ascii=False)
+
+
+def prime(url: str, path: str, body: str) -> dict:
+    """Ask twice: the second answer must come from the cache."""
+    for _ in range(2):
+        status, headers, raw = http("POST", url + path, body.encode())
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {raw[:300]!r}")
+    if headers.get("x-cache") != "HIT":
+        raise RuntimeError(f"{path}: second identical request was not a cache hit: {headers.get('x-cache')}")
+    return json.loads(raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--tool", default="auto", choices=("auto", "wrk", "python"))
+    args = ap.parse_args(argv)
+    report = Report("b10_openai_api", "/v1/chat/completions vs /api/chat, cache hits, one process")
+    work = common.tmpdir()
+    logs = work / "logs"
+    logs.mkdir()
+    template = common.knowledge_template(work)
+    upstream = common.start_upstream(log_dir=logs)
+    server = common.start_server(common.fresh_data_dir(work, "data", template), upstream=upstream.base_url,
+                                 log_dir=logs)
+    prime(server.url, "/api/chat", API_BODY)
+    v1_answer = prime(server.url, "/v1/chat/completions", V1_BODY)
+    bare = common.start_bare(v1_answer, log_dir=logs)
+    c = args.concurrency
+    report.note(f"before: {common.machine_load()}")
+    pid = {"server": server.proc.pid}
+    runs = {
+        "bare": (loadgen.Target(bare.url + "/api/chat", "POST", V1_BODY), {"server": bare.proc.pid}),
+        "api": (loadgen.Target(server.url + "/api/chat", "POST", API_BODY), pid),
+        "v1": (loadgen.Target(server.url + "/v1/chat/completions", "POST", V1_BODY), pid),
+    }
+    measured = common.alternate(runs, rounds=args.rounds, concurrency=c, duration=args.duration,
+                                tool=args.tool)
+    s = {name: common.summary(rounds) for name, rounds in measured.items()}
+    for name, summ in s.items():
+        report.note(f"{name}: " + ", ".join(f"{k}={v:.1f}" for k, v in summ.items()))
+    report.note(f"after: {common.machine_load()}")
+    cfg = f"c={c}, {measured['bare'][0].result.tool}, median of {args.rounds}"
+    api, v1, b = s["api"], s["v1"], s["bare"]
+    report.add("/v1 cache hit requests/s", v1["rps"], "rps", reference="/api/chat cache hit",
+               ref_value=api["rps"], target=">= 0.90", met=v1["rps"] >= 0.9 * api["rps"], note=cfg)
+    report.add("/v1 server CPU per cache hit", v1["cpu_server"], "µs/req", reference="/api/chat CPU per hit",
+               ref_value=api["cpu_server"], target="<= 1.10", met=v1["cpu_server"] <= 1.1 * api["cpu_server"])
+    report.add("/v1 cache hit requests/s vs bare", v1["rps"], "rps", reference="bare Tornado JSON handler",
+               ref_value=b["rps"], note=cfg)
+    report.add("/v1 cache hit p99", v1["p99"], "ms", reference="/api/chat p99", ref_value=api["p99"])
+    errors = sum(v["errors"] for v in s.values())
+    if errors:
+        report.note(f"{errors} error answers during the runs")
+    for proc in (bare, server):
+        proc.stop()
+    upstream.stop()
+    return finish(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

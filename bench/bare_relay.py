@@ -1,0 +1,72 @@
+"""The reference of the streaming benchmark: a bare Tornado relay of an SSE stream.
+
+    python bench/bare_relay.py --port N --upstream http://127.0.0.1:M/v1
+
+POST /api/chat asks the upstream for a streamed completion and relays each delta the
+least a gateway that understands the stream can: `json.loads` of each upstream
+`data:` line, `json.dumps` of the delta, one write and flush per delta. No auth,
+limits, cache, logging or metrics. GET /health answers {"status": "ok"}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+import tornado.web
+from tornado.httpclient import AsyncHTTPClient
+
+
+class RelayHandler(tornado.web.RequestHandler):
+    def initialize(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.buffer = b""
+
+    def on_chunk(self, chunk: bytes) -> None:
+        lines = (self.buffer + chunk).split(b"\n")
+        self.buffer = lines.pop()
+        for line in lines:
+            if line.startswith(b"data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                if delta:
+                    self.write("data: " + json.dumps({"delta": delta}, ensure_ascii=False) + "\n\n")
+                    self.flush()
+
+    async def post(self) -> None:
+        question = json.loads(self.request.body)["message"]
+        body = json.dumps({"model": "fake-model", "stream": True,
+                           "messages": [{"role": "user", "content": question}]})
+        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+        await AsyncHTTPClient().fetch(self.upstream + "/chat/completions", method="POST", body=body,
+                                      headers={"Content-Type": "application/json"},
+                                      streaming_callback=self.on_chunk, request_timeout=600)
+        self.finish("event: done\ndata: {}\n\n")
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"status": "ok"})
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    args = parser.parse_args()
+    AsyncHTTPClient.configure(None, max_clients=2000)
+    app = tornado.web.Application([(r"/api/chat", RelayHandler, {"upstream": args.upstream}),
+                                   (r"/health", HealthHandler)])
+    server = app.listen(args.port, address="127.0.0.1")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
