@@ -46,8 +46,12 @@ _NUMBER_MARKER = re.compile(
     r"^\s*(?:[（(]?\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[）)]|\d{1,2}\s*[.．、]|"
     r"[一二三四五六七八九十]{1,3}\s*[、.．]|[①②③④⑤⑥⑦⑧⑨⑩]|第[一二三四五六七八九十]+[，,、]|"
     r"[一二三四五六七八九十]是)")
+# Markers inside a line: 一是/二是, ①, （1）, 1. (not a decimal: 2.5), 首先/其次/再次/最后,
+# 第一，/第二、 — numbering on one line is 分条作答 as much as numbering by lines.
 _INLINE_MARKER = re.compile(
-    r"(?:[一二三四五六七八九十]是|[①②③④⑤⑥⑦⑧⑨⑩]|[（(](?:\d{1,2}|[一二三四五六七八九十])[）)])")
+    r"(?:[一二三四五六七八九十]是|[①②③④⑤⑥⑦⑧⑨⑩]|[（(](?:\d{1,2}|[一二三四五六七八九十])[）)]|"
+    r"(?<![\d.．])\d{1,2}[.．、](?!\d)|(?:首先|其次|再次|最后)[，,、]?|第[一二三四五六七八九十][，,、])")
+_SEQUENCE_WORDS = ("首先", "其次", "再次", "最后")
 _ALLOW_POS = ("n", "nz", "vn", "v", "a", "an", "ad", "l", "i", "j", "nt", "ns", "nl", "ng")
 
 def ensure_jieba() -> None:
@@ -232,10 +236,31 @@ def strip_marker(item: str) -> str:
 
 
 def numbered_markers(text: str) -> int:
-    """How many list markers an answer uses (line starts and inline 一是/①/（1）)."""
+    """How many list markers an answer uses: at line starts, or inline (1.…2.…,
+    一是/二是, ①, （1）, 首先/其次…), whichever is more."""
     line_marks = sum(1 for line in paragraphs(text) if _NUMBER_MARKER.match(line))
-    inline = len(_INLINE_MARKER.findall(text))
+    # 其次/最后 are markers only in a sequence that 首先 opens (最后 is also plain prose).
+    sequence = "首先" in text
+    inline = sum(1 for m in _INLINE_MARKER.finditer(text)
+                 if sequence or not m.group().startswith(_SEQUENCE_WORDS))
     return max(line_marks, inline)
+
+
+def item_spans(text: str) -> list[Span]:
+    """The list items of an answer as spans of it: each line, cut before each inline
+    marker when a line holds two or more (1.…2.…, 一是…二是…)."""
+    spans: list[Span] = []
+    offset = 0
+    for raw in text.splitlines(keepends=True):
+        line_start, line_end = offset, offset + len(raw.rstrip("\r\n"))
+        offset += len(raw)
+        cuts = [m.start() for m in _INLINE_MARKER.finditer(text, line_start, line_end)]
+        if len(cuts) < 2:
+            cuts = []
+        bounds = [line_start] + [c for c in cuts if c > line_start] + [line_end]
+        for a, b in zip(bounds, bounds[1:]):
+            _add_span(spans, text, a, b)
+    return spans
 
 
 def head_of(item: str, max_chars: int = 20) -> str:

@@ -18,8 +18,8 @@ from tests.handlers.test_chat import parse_sse, stream_chat
 
 ITEM = "sum-waste-sorting"
 # Hits p1 (设施), p2 (宣传) and p4 (混装混运) by the rules; p3, p5, p6 are missed.
-ANSWER = ("Q市垃圾分类存在以下问题：\n1.垃圾桶不够，离楼栋远，清运不及时。\n"
-          "2.宣传方式单一，居民分不清类别。\n3.分好的垃圾被混装混运。")
+ANSWER = ("Q市垃圾分类存在以下问题：\n1.垃圾桶不够，离楼栋远，清运不及时，老人提着垃圾来回很不方便。\n"
+          "2.宣传方式单一，只靠张贴海报、发放手册，居民分不清类别。\n3.分好的垃圾到了中转站又被混装混运，居民觉得分了也白分。")
 IMPROVED = "1.投放设施不足。\n2.宣传效果不佳。\n3.居民参与度低。\n4.收运环节脱节。\n5.监管执法不力。\n6.末端处理能力不足。"
 
 
@@ -460,7 +460,10 @@ async def test_fetch_answer_and_grade_a_practice_item_offline(http_server_client
     item = json.loads((await http_server_client.fetch(f"/api/practice/{listing['items'][0]['id']}")).body)
     response, g = await grade(http_server_client, {"practice_id": item["id"], "answer": item["reference_answer"]})
     assert response.code == 200
-    assert g["question_type"] == "essay" and g["score"] == g["full_score"] == 40
+    assert g["question_type"] == "essay" and g["full_score"] == 40
+    # Marked by 四类卷: the reference essay is 一类卷 (33–40), and the dimensions add up to it.
+    assert g["essay_class"] == "一类卷" and 33 <= g["score"] <= 40
+    assert g["score"] == sum(d["score"] for d in g["dimensions"])
     assert [d["key"] for d in g["dimensions"]] == ["theme", "points", "structure", "language"]
     assert [d["name"] for d in g["dimensions"]] == ["立意", "内容", "逻辑结构", "语言表达"]
 
