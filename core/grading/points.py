@@ -120,7 +120,9 @@ def sentence_status(point: ScoringPoint, text: str, topic: str = "") -> tuple[st
     return best
 
 
-def _is_heading(text: str) -> bool:
+def is_heading(text: str) -> bool:
+    """Whether a piece of an answer is only a heading (≤ BARE_HEADING_CHARS characters
+    of content once its number and punctuation are gone)."""
     return len(re.sub(r"[\W_]", "", strip_marker(text))) <= BARE_HEADING_CHARS
 
 
@@ -137,7 +139,7 @@ def judge(point: ScoringPoint, text: str, topic: str = "", *, needs_how: bool = 
             continue
         item = next((i for i in items if i.start <= span.start < i.end), span)
         evidence = span
-        if _is_heading(span.text):
+        if is_heading(span.text):
             # A heading is quoted with the sentence that says how (in the same item).
             rest = [s for s in sentences(text[item.start:item.end]) if s.start + item.start > span.start]
             if rest:
@@ -165,7 +167,9 @@ def quote_overlap(point: ScoringPoint, quote: str, topic: str = "") -> float:
 
 def points_from_reference(reference: str, question_type: str = "summarize") -> list[ScoringPoint]:
     """One point per item of a reference answer (numbered lines, 一是/二是, paragraphs);
-    for an essay, one per paragraph after the title."""
+    for an essay, one per paragraph after the title. The label is the item's lead
+    (before its colon, else its first clause) cut to LABEL_CHARS at a word boundary;
+    the item itself is kept as the point's source quote."""
     if question_type == "essay":
         lines = paragraphs(reference)
         if len(lines) > 1 and len(compact(lines[0])) <= 30 and not lines[0].endswith("。"):
@@ -179,13 +183,15 @@ def points_from_reference(reference: str, question_type: str = "summarize") -> l
         words = tuple(w for w, _ in keywords(item, POINT_KEYWORDS))
         if len(words) < 2:
             continue  # a lead-in such as "F市的做法表明：" carries no point
-        label = head_of(item)
-        if label in labels:  # essays repeat a lead ("办好民生小事，要…"): add the next clause
-            label = head_of(item[item.find(label) + len(label):].lstrip("，,：: "))
-        labels.add(label)
-        phrasings = (label,) if not label.endswith("…") and len(compact(label)) <= 16 else ()
+        lead = head_of(item, max_chars=40)
+        if lead in labels:  # essays repeat a lead ("办好民生小事，要…"): take the next clause
+            lead = head_of(item[item.find(lead) + len(lead):].lstrip("，,：: "), max_chars=40)
+        labels.add(lead)
+        label = _head(lead.rstrip("…"))
+        phrasings = (label,) if len(compact(lead)) <= 16 else ()
         points.append(ScoringPoint(id=f"r{len(points) + 1}", label=label, phrasings=phrasings,
-                                   keywords=words, source="reference"))
+                                   keywords=words, source="reference",
+                                   material_quote=item if item in reference else ""))
         if len(points) == MAX_REFERENCE_POINTS:
             break
     return points

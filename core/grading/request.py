@@ -88,10 +88,10 @@ def read_scoring_points(data: Any) -> tuple[ScoringPoint, ...]:
         name = f"scoring_points[{n}]"
         if not isinstance(entry, dict):
             raise InvalidRequest(f"字段 {name} 必须是对象（label、score、phrasings）")
-        label = read_str(entry, "label", max_len=MAX_POINT_LABEL, required=True).strip() \
-            if isinstance(entry.get("label"), str) else None
-        if label is None:
-            raise InvalidRequest(f"字段 {name}.label 必须是非空字符串")
+        label = entry.get("label")
+        if not isinstance(label, str) or not label.strip() or "\x00" in label or len(label) > MAX_POINT_LABEL:
+            raise InvalidRequest(f"字段 {name}.label 必须是 1～{MAX_POINT_LABEL} 个字符的非空字符串")
+        label = label.strip()
         score = entry.get("score")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 < score <= 100:
             raise InvalidRequest(f"字段 {name}.score 必须是大于 0、不超过 100 的数字")
@@ -114,12 +114,11 @@ def _phrases(entry: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidRequest(f"字段 {name}.{key} 必须是字符串数组")
-    items = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
-    if len(items) > MAX_PHRASINGS:
+    if len(value) > MAX_PHRASINGS:
         raise InvalidRequest(f"字段 {name}.{key} 最多 {MAX_PHRASINGS} 项")
-    if any(len(v) < 2 or len(v) > MAX_PHRASING_CHARS or "\x00" in v for v in items):
+    if any(len(v.strip()) < 2 or len(v) > MAX_PHRASING_CHARS or "\x00" in v for v in value):
         raise InvalidRequest(f"字段 {name}.{key} 的每一项须为 2～{MAX_PHRASING_CHARS} 个字符")
-    return items
+    return tuple(dict.fromkeys(v.strip() for v in value))
 
 
 def is_grade_request(payload: Any) -> bool:

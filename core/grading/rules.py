@@ -159,10 +159,15 @@ def copy_ratio(answer: str, material: str, run: int = COPY_RUN) -> float:
     return sum(covered) / len(text)
 
 
+def needs_how_for(question: str, question_type: str) -> bool:
+    """Where a 小题 asks what to do (对策, 做法, 经验), a heading must say how
+    (主体、措施、目的), or it earns at most a partial."""
+    return question_type in ("summarize", "countermeasure") and cue_kind(question) == "measure"
+
+
 def _judge_all(inp: GradeInput, points: tuple[ScoringPoint, ...], counted: str) -> list[Judgement]:
     topic = question_focus(inp.question)
-    # Where the question asks what to do, a heading must say how (主体、措施、目的).
-    needs_how = inp.question_type in ("summarize", "countermeasure") and cue_kind(inp.question) == "measure"
+    needs_how = needs_how_for(inp.question, inp.question_type)
     lines = paragraphs(counted)
     opening = "\n".join(lines[:2])
     result: list[Judgement] = []

@@ -30,13 +30,13 @@ from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.grading.llm_grader import (GRADE_PROMPT_VERSION, LLMVerdict, build_messages,
                                      first_json_object, retry_messages, validate)
 from core.grading.exam import apply_caps, read_full_score, read_length
-from core.grading.points import Judgement, quote_overlap
+from core.grading.points import Judgement, is_heading, quote_overlap
 from core.grading.practice import PracticeBank
 from core.grading.request import GradeRequest
 from core.grading.rubric import (DEFAULT_FULL_SCORES, DIMENSIONS, LLM_HIT_MIN_OVERLAP,
                                  QUESTION_TYPES, RUBRIC_VERSION, json_number, round_score)
 from core.grading.rules import (MAX_SUGGESTIONS, DimensionScore, GradeInput, RuleGrade, credit_ratio,
-                                fit_dimensions, grade_by_rules, relevance_factor)
+                                fit_dimensions, grade_by_rules, needs_how_for, relevance_factor)
 from core.grading.structure import detect_genre, detect_question_type
 from core.grading.text import ensure_jieba, locate_quote, question_focus
 from core.llm import LLMMeter, LLMProvider, Usage
@@ -185,6 +185,7 @@ class GradingService:
             return rules.judgements
         merged: list[Judgement] = []
         topic = question_focus(rules.inp.question)
+        needs_how = needs_how_for(rules.inp.question, rules.inp.question_type)
         for rule_j in rules.judgements:
             status, quote = verdict.points.get(rule_j.point.id, ("missed", ""))
             found = locate_quote(rules.counted, quote) if quote and status != "missed" else None
@@ -197,6 +198,15 @@ class GradingService:
             if status == "hit" and quote_overlap(rule_j.point, found, topic) < LLM_HIT_MIN_OVERLAP:
                 status = "partial"
                 j.note = _join(j.note, "引文与要点字面关联弱，按部分命中计")
+            if needs_how and is_heading(found):
+                # A bare heading is never evidence; what it names earns at most a partial.
+                if status == "hit":
+                    status = "partial"
+                j.note = _join(j.note, f"大模型引用的「{found}」只是标题，没有写怎么做，至多按部分命中计")
+                if _STATUS_RANK[status] > _STATUS_RANK[j.status]:
+                    j.status, j.judged_by = status, "llm"
+                merged.append(j)
+                continue
             if _STATUS_RANK[status] > _STATUS_RANK[j.status]:
                 j.status, j.judged_by = status, "llm"
                 j.note = j.note.replace("该要点写在了超出字数限制的部分，不计分", "").strip("；")
@@ -357,7 +367,9 @@ def _overall(rules: RuleGrade, score: float) -> str:
 
 def render_text(grade: dict[str, Any]) -> str:
     """A grade as readable text (the `answer` of the `/api/chat` grade alias)."""
-    lines = [f"【{grade['question_type_label']}·模拟评分】{grade['score']:g} / {grade['full_score']:g} 分"]
+    lines = [f"【{grade['question_type_label']}·模拟评分】{grade['score']:g} / {grade['full_score']:g} 分"
+             + (f"（{grade['essay_class']}）" if grade.get("essay_class") else "")]
+    lines += [f"※ {c['reason']}" for c in grade.get("caps", []) if c["rule"] != "类卷"]
     lines += [f"- {d['name']}：{d['score']:g}/{d['max']:g}，{d['comment']}" for d in grade["dimensions"]]
     if grade["points_hit"]:
         lines.append("命中要点：" + "；".join(
