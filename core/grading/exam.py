@@ -64,14 +64,16 @@ ASKED_NAMES = {"problem": "问题", "cause": "原因", "measure": "做法/对策
                "explain": "含义理解"}
 # In the order they are tried: a question about problems *and* measures asks for measures.
 _ASK_CUES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("measure", ("对策", "建议", "措施", "做法", "经验", "举措", "怎么办", "如何解决", "启示", "思路", "打算")),
+    ("measure", ("对策", "建议", "措施", "做法", "经验", "举措", "怎么办", "如何解决", "怎样解决", "启示",
+                 "思路", "打算")),
     ("cause", ("原因", "成因", "为什么")),
     ("effect", ("意义", "作用", "影响", "成效", "变化", "好处", "效果")),
     ("problem", ("问题", "困难", "困境", "不足", "挑战", "短板")),
     ("explain", ("理解", "含义", "看法", "评价", "评析", "认识", "观点")),
 )
-# Cue words an answer's items give themselves away by. Problem cues are removed before
-# measure cues are counted, so 不完善 is a problem and never the measure 完善.
+# Cue words an answer's items (and the material's clauses) give themselves away by.
+# Problem cues are removed before measure cues are counted, so 不完善 is a problem and
+# never the measure 完善.
 PROBLEM_CUES = ("不足", "缺乏", "缺少", "不够", "不高", "滞后", "薄弱", "单一", "不畅", "不全", "不完善",
                 "脱节", "流失", "短缺", "老化", "闲置", "困难", "难以", "没有", "无人", "不明确", "不清",
                 "不到位", "不力", "依赖", "复杂", "推诿", "不便", "不及时", "未建成", "较差", "效果差",
@@ -81,19 +83,33 @@ MEASURE_CUES = ("建立", "推行", "开展", "设立", "引入", "实施", "推
                 "配齐", "加大", "加快", "制定", "出台", "优化", "拓宽", "丰富", "壮大", "推进", "简化",
                 "保留", "召开", "引导", "挖掘", "规范", "明确", "成立", "支持", "鼓励", "统筹", "公示",
                 "选聘", "问需", "化解", "筹措", "增加", "提供", "建设", "杜绝", "严格", "实行", "畅通")
+CAUSE_CUES = ("由于", "因为", "导致", "造成", "缘于", "原因", "以致")
+EFFECT_CUES = ("促进", "带动", "提升", "有利于", "使得", "改善", "变化", "成效", "增加", "提高", "减少",
+               "意义", "作用")
+CUES = {"problem": PROBLEM_CUES, "measure": MEASURE_CUES, "cause": CAUSE_CUES, "effect": EFFECT_CUES,
+        "explain": ()}
 EXPLAIN_CUES = ("是指", "指的是", "意思是", "意味着", "强调", "说明", "表明", "比喻", "体现", "这句话", "含义")
 
 
-def asked_kind(question: str, question_type: str) -> str | None:
-    """What a 小题 asks for (problem, cause, measure, effect, explain), None for essays,
-    documents and questions that do not say."""
-    if question_type in ("essay", "document"):
-        return None
+def question_asks(question: str) -> str | None:
+    """What a question's wording asks for (problem, cause, measure, effect, explain),
+    read before its 要求; None when it does not say."""
     text = re.split(r"要求[:：]", question, maxsplit=1)[0]
     for kind, cues in _ASK_CUES:
         if any(c in text for c in cues):
             return kind
     return None
+
+
+def asked_kind(question: str, question_type: str) -> str | None:
+    """What a 小题 asks for; None for essays and documents (their 立意 and 文种 are
+    judged instead) and for questions that do not say."""
+    return None if question_type in ("essay", "document") else question_asks(question)
+
+
+def has_cue(text: str, kind: str | None) -> bool:
+    """Whether a text carries a cue of the kind asked for."""
+    return kind is not None and any(c in text for c in CUES[kind])
 
 
 def item_kind(item: str) -> str | None:

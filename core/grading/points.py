@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import jieba
 import jieba.posseg
 
-from core.grading.exam import MEASURE_CUES, PROBLEM_CUES, item_kind
+from core.grading.exam import MEASURE_CUES, PROBLEM_CUES, has_cue, item_kind, question_asks
 from core.grading.lexicon import head_match, head_words, present
 from core.grading.rubric import (CREDIT, EXTRACTED_HIT_COVERAGE, EXTRACTED_PARTIAL_COVERAGE,
                                  EXTRACTED_POINTS, HIT_COVERAGE, PARTIAL_COVERAGE)
-from core.grading.text import (Span, compact, cue_bonus, cue_kind, ensure_jieba, head_of, item_spans, keywords,
+from core.grading.text import (Span, compact, ensure_jieba, head_of, item_spans, keywords,
                                paragraphs, question_focus, sentences, split_items, strip_marker,
                                without_topic)
 
@@ -201,6 +201,8 @@ _REPORTING = ("介绍", "表示", "指出", "认为", "坦言", "说", "记者",
 _QUOTE_MARKS = "“”\"'「」『』"
 # The longest label an examiner writes for a point: a short 动宾 (or 主谓) phrase.
 LABEL_CHARS = 12
+# How much more a clause weighs when it carries a cue of what the question asks for.
+CUE_BONUS = {"measure": 2.0, "problem": 2.0, "cause": 1.0, "effect": 1.0}
 # TF-IDF keywords of the material a derived point may be judged by.
 MATERIAL_KEYWORDS = 40
 
@@ -224,7 +226,7 @@ def points_from_material(material: str, question: str, question_type: str) -> li
     found_in = {w: sum(1 for s in sents if w in s.text) for w in tags}
     tags = {w: weight for w, weight in tags.items() if w not in topic
             and (found_in[w] < 3 or found_in[w] / len(sents) <= 0.3)}
-    kind = cue_kind(question)
+    kind = question_asks(question)
     candidates: list[tuple[float, int, str, Span, list[str]]] = []
     for n, span in enumerate(sents):
         for clause in _clauses(span.text):
@@ -232,11 +234,10 @@ def points_from_material(material: str, question: str, question_type: str) -> li
             if len(words) < 2 and len(head_words(examiner_label(clause, kind, question_type))) < 2:
                 continue  # one keyword and a one-word label: nothing an answer could be judged by
             clause_kind = item_kind(clause)
-            cue = {"measure": MEASURE_CUES, "problem": PROBLEM_CUES}.get(kind or "")
-            if cue is not None and clause_kind not in (kind, None) \
-                    and not (kind == "measure" and question_type == "countermeasure"):
-                continue  # a result offered as a 做法, a problem offered as a 对策
-            bonus = 2.0 if cue is not None and any(c in clause for c in cue) else cue_bonus(clause, kind)
+            if question_type == "summarize" and kind in ("measure", "problem") \
+                    and clause_kind not in (kind, None):
+                continue  # a result offered as a 做法, a problem offered as a 问题
+            bonus = CUE_BONUS.get(kind or "", 0.0) if has_cue(clause, kind) else 0.0
             candidates.append((sum(tags[w] for w in words) * (1.0 + bonus), n, clause, span, words))
     candidates.sort(key=lambda c: (-c[0], c[1]))
     wanted = EXTRACTED_POINTS[question_type]
@@ -276,7 +277,7 @@ def examiner_label(clause: str, kind: str | None, question_type: str) -> str:
     at most LABEL_CHARS characters and cut at a word boundary."""
     ensure_jieba()
     clause = strip_marker(clause).lstrip("把将对")
-    if kind == "problem" or (kind == "measure" and question_type == "countermeasure"
+    if kind == "problem" or (kind == "measure" and question_type in ("countermeasure", "document")
                              and item_kind(clause) == "problem"):
         end = max((clause.find(c) + len(c) for c in PROBLEM_CUES if c in clause), default=len(clause))
         if len(clause) - end <= 3:

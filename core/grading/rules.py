@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 
 from core.grading.exam import (GENRE_CAP_SHARE, TASK_CAP_SHARE, Cap, EssayClass, TaskCheck,
                                answer_genre, apply_caps, check_task, copy_cap, essay_class, ordered,
-                               over_limit_cap, round_score_down, same_genre, short_answer_cap)
+                               over_limit_cap, question_asks, round_score_down, same_genre,
+                               short_answer_cap)
 from core.grading.points import (Judgement, ScoringPoint, judge, points_from_material,
                                  points_from_reference, theme_point)
 from core.grading.rubric import (DIMENSIONS, QUESTION_TYPES, RELEVANCE_GATE, TYPICAL_WORD_LIMITS,
                                  dimension_maxima, json_number, round_score)
 from core.grading.structure import Check, structure_checks
-from core.grading.text import compact, cue_kind, paragraphs, question_focus, sentences
+from core.grading.text import compact, paragraphs, question_focus, sentences
 from core.prompts import char_count
 from core.wordlimit import counted_prefix, trim_to_limit
 
@@ -162,7 +163,7 @@ def copy_ratio(answer: str, material: str, run: int = COPY_RUN) -> float:
 def needs_how_for(question: str, question_type: str) -> bool:
     """Where a 小题 asks what to do (对策, 做法, 经验), a heading must say how
     (主体、措施、目的), or it earns at most a partial."""
-    return question_type in ("summarize", "countermeasure") and cue_kind(question) == "measure"
+    return question_type in ("summarize", "countermeasure") and question_asks(question) == "measure"
 
 
 def _judge_all(inp: GradeInput, points: tuple[ScoringPoint, ...], counted: str) -> list[Judgement]:

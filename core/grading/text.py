@@ -26,16 +26,6 @@ STOPWORDS = frozenset(
     # generic words that name no point (they survive TF-IDF in long materials)
     "资料 需要 没有 具体 剩下 提供 推出 突出 现象 发现 觉得 知道 成为 出现 情况 时候 地方 东西 "
     "工作 已经 开始 一起 常常 经常 主要 基本 正在 这些 那些 大多 越来越 不少 记者 表示".split())
-# Cues of the question's object, used to pick material sentences.
-_CUES = {
-    "problem": "难 不足 缺乏 缺少 不够 低 少 滞后 薄弱 不高 不到位 困难 矛盾 隐患 不强 单一 不畅 "
-               "不全 不完善 脱节 流失 短缺 老化 闲置 乱 投诉 抱怨".split(),
-    "measure": "通过 建立 推行 开展 设立 引入 实施 推出 完善 加强 搭建 探索 组建 推动 创新 "
-               "整合 打造 培育 健全 落实 强化".split(),
-    "cause": "由于 因为 导致 造成 缘于 原因 以致".split(),
-    "effect": "促进 带动 提升 有利于 使得 改善 变化 成效 增加 提高 减少 意义 作用".split(),
-}
-
 _BOILERPLATE = ("给定资料", "根据", "参考", "结合", "请你", "请", "自选角度", "自拟题目", "自拟标题",
                 "写一篇文章", "写一篇", "谈谈你", "你对", "的理解", "资料中提到", "资料")
 _NEGATIONS = frozenset("不 没 未 无 非".split())
@@ -166,26 +156,6 @@ def keywords(text: str, top_k: int) -> list[tuple[str, float]]:
     picked = [(w, float(s)) for w, s in tags
               if len(w) >= 2 and w not in STOPWORDS and known.get(w, 0) > 0]
     return picked[:top_k]
-
-
-def cue_kind(question: str) -> str | None:
-    """What the question asks for: problem, measure, cause or effect (None if unclear)."""
-    if any(k in question for k in ("对策", "建议", "措施", "做法", "经验", "举措", "如何", "怎样")):
-        return "measure"
-    if any(k in question for k in ("原因", "为什么", "成因")):
-        return "cause"
-    if any(k in question for k in ("问题", "困难", "困境", "挑战", "不足")):
-        return "problem"
-    if any(k in question for k in ("意义", "作用", "影响", "成效", "变化", "启示")):
-        return "effect"
-    return None
-
-
-def cue_bonus(sentence: str, kind: str | None) -> float:
-    """1 when a sentence carries a cue of the asked object, else 0."""
-    if kind is None:
-        return 0.0
-    return 1.0 if any(c in sentence for c in _CUES[kind]) else 0.0
 
 
 def split_items(text: str) -> list[str]:
