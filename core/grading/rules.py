@@ -360,8 +360,7 @@ def suggestions(grade: RuleGrade) -> list[str]:
         if j.status == "missed":
             advice.append(f"补充要点：{j.point.label}" + (f"（{j.note}）" if j.note else ""))
         elif j.status == "partial":
-            advice.append(f"完善要点：{j.point.label}（表述不完整或关键词不准确）"
-                          + (f"，{j.note}" if j.note else ""))
+            advice.append(f"完善要点：{j.point.label}（{j.note or '核心意思没有写全'}）")
     advice += [f"{c.name}：{c.detail}" for c in grade.checks if not c.passed]
     if grade.copy_ratio > 0.3:
         advice.append("少照抄资料原句，用关键词提炼概括，做到“源于资料、高于资料”")

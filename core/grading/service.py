@@ -49,8 +49,8 @@ GRADE_TEMPERATURE = 0.2
 _STATUS_RANK = {"missed": 0, "partial": 1, "hit": 2}
 NOTICE = ("模拟评分：由申论助手依据{rubric}自动给出，仅供练习参考，"
           "不代表任何考试的真实阅卷结果。")
-OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规则层给出（要点关键词匹配、字数与格式检查），"
-                  "无法判断语义与文采；示范答案为{kind}。")
+OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规则层给出（要点核心词与近义词匹配、审题、文种、"
+                  "字数与格式检查），无法判断论证深度与文采；示范答案为{kind}。")
 
 
 class GradingService:

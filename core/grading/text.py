@@ -82,15 +82,6 @@ def _add_span(spans: list[Span], text: str, start: int, end: int) -> None:
         spans.append(Span(text[start:end], start, end))
 
 
-def windows(text: str) -> list[Span]:
-    """Each sentence, and each pair of adjacent sentences, as matching windows."""
-    sents = sentences(text)
-    result = list(sents)
-    for a, b in zip(sents, sents[1:]):
-        result.append(Span(text[a.start:b.end], a.start, b.end))
-    return result
-
-
 def paragraphs(text: str) -> list[str]:
     """Non-empty lines (a paragraph per line, as answers are typed)."""
     return [line.strip() for line in text.splitlines() if line.strip()]
