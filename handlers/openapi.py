@@ -205,7 +205,7 @@ POINT_SOURCES = ["request", "practice", "reference", "material", "none"]
 GRADING_SCHEMAS = {
     "GradeRequest": {
         "type": "object", "required": ["answer"],
-        "description": "answer 必填；不带 practice_id 时 question 与 material（或 reference）也必填。"
+        "description": "answer 必填；不带 practice_id 时 question 与 material（或 reference、scoring_points）也必填。"
                        "可选字段为 null 时按未提供处理。",
         "anyOf": [
             {"required": ["practice_id"], "properties": {"practice_id": {"enum": PRACTICE_IDS}}},
@@ -216,7 +216,8 @@ GRADING_SCHEMAS = {
              "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True),
                             "reference": _text(MAX_REFERENCE_CHARS, required=True)}},
             {"required": ["question", "scoring_points"],
-             "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True)}},
+             "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True),
+                            "scoring_points": {"type": "array"}}},
         ],
         "properties": {
             "answer": _text(MAX_ANSWER_CHARS, required=True),
@@ -233,7 +234,7 @@ GRADING_SCHEMAS = {
                 "description": "教师自己的评分细则，代替程序提取的得分点（points_source 为 request）；"
                                "score 为各点的相对分值，至少一个 dimension 为 points 的得分点。",
                 "contains": {"anyOf": [{"not": {"required": ["dimension"]}},
-                                       {"properties": {"dimension": {"const": "points"}}}]}}),
+                                       {"properties": {"dimension": {"enum": ["points", None]}}}]}}),
         },
     },
     "ScoringPointIn": {
@@ -241,11 +242,11 @@ GRADING_SCHEMAS = {
         "properties": {
             "label": _text(MAX_POINT_LABEL, required=True),
             "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
-            "phrasings": {"type": "array", "maxItems": MAX_PHRASINGS, "items": _phrase(MAX_PHRASING_CHARS),
-                          "description": "同义表述：任一表述原样出现或其核心词都写到即命中"},
-            "keywords": {"type": "array", "maxItems": MAX_PHRASINGS, "items": _phrase(MAX_PHRASING_CHARS),
-                         "description": "关键词组：按覆盖比例判定（两个以上关键词才算部分命中）"},
-            "dimension": {"enum": ["points", "theme"]},
+            "phrasings": _nullable({"type": "array", "maxItems": MAX_PHRASINGS, "items": _phrase(MAX_PHRASING_CHARS),
+                                    "description": "同义表述：任一表述原样出现或其核心词都写到即命中"}),
+            "keywords": _nullable({"type": "array", "maxItems": MAX_PHRASINGS, "items": _phrase(MAX_PHRASING_CHARS),
+                                   "description": "关键词组：按覆盖比例判定（两个以上关键词才算部分命中）"}),
+            "dimension": _nullable({"enum": ["points", "theme"]}),
         },
     },
     "GradeCap": {

@@ -97,7 +97,8 @@ def read_scoring_points(data: Any) -> tuple[ScoringPoint, ...]:
             raise InvalidRequest(f"字段 {name}.score 必须是大于 0、不超过 100 的数字")
         phrasings = _phrases(entry, "phrasings", name)
         words = _phrases(entry, "keywords", name)
-        dimension = entry.get("dimension", "points")
+        dimension = entry.get("dimension")
+        dimension = "points" if dimension is None else dimension
         if dimension not in ("points", "theme"):
             raise InvalidRequest(f"字段 {name}.dimension 必须是 points 或 theme")
         points.append(ScoringPoint(id=f"u{n + 1}", label=label, weight=float(score),
