@@ -97,16 +97,22 @@ def _join_lexicon_words(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return result
 
 
-def present(word: str, text: str) -> str | None:
-    """The form of `word` (itself or a near-synonym) found in `text`, or None."""
-    flat = compact(text)
-    for form in sorted(variants(word), key=len, reverse=True):
+def present(word: str, flat: str) -> str | None:
+    """The form of `word` (itself or a near-synonym) found in `flat` (a text without
+    whitespace, see `compact`), or None."""
+    for form in _forms(word):
         if form in flat:
             return form
     return None
 
 
+@lru_cache(maxsize=8192)
+def _forms(word: str) -> tuple[str, ...]:
+    return tuple(sorted(variants(word), key=len, reverse=True))
+
+
 def head_match(words: tuple[str, ...], text: str) -> tuple[int, list[str]]:
     """How many head words `text` states (directly or by a synonym), and the forms found."""
-    found = [f for f in (present(w, text) for w in words) if f]
+    flat = compact(text)
+    found = [f for f in (present(w, flat) for w in words) if f]
     return len(found), found

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import jieba
 import jieba.posseg
@@ -45,12 +46,17 @@ class ScoringPoint:
     source: str = "rubric"            # rubric | reference | material | question
     material_quote: str = ""          # the material sentence a derived point came from
 
-    def heads(self, topic: str = "") -> list[tuple[str, ...]]:
+    def heads(self, topic: str = "") -> tuple[tuple[str, ...], ...]:
         """The head concept of each phrasing, without the question's topic words."""
-        return [h for h in (without_topic(head_words(p), topic) for p in self.phrasings) if h]
+        return _heads(self.phrasings, topic)
 
     def keyword_set(self, topic: str = "") -> tuple[str, ...]:
         return without_topic(tuple(k for k in self.keywords if len(k) >= 2), topic)
+
+
+@lru_cache(maxsize=4096)
+def _heads(phrasings: tuple[str, ...], topic: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(h for h in (without_topic(head_words(p), topic) for p in phrasings) if h)
 
 
 @dataclass
@@ -93,7 +99,8 @@ def keyword_status(words: tuple[str, ...], text: str, source: str) -> tuple[str,
     (synonyms count); a partial needs two distinct words, never one."""
     if not words:
         return "missed", 0.0
-    forms = [present(w, text) for w in words]
+    flat = compact(text)
+    forms = [present(w, flat) for w in words]
     total = sum(len(w) for w in words)
     share = sum(len(w) for w, f in zip(words, forms) if f) / total
     found = sum(1 for f in forms if f)
