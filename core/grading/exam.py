@@ -324,4 +324,6 @@ def essay_class(*, full: float, count: int, lower: int, theme: float, content: f
         # 基准分 at the middle of the class, floating up or down with the answer's quality.
         base, half = (lo + hi) / 2, (hi - lo) / 2
         score = round_score(scale * (base + (2 * place - 1) * half * ESSAY_SWING))
-    return EssayClass(name, score, round_score(scale * hi), tuple(reasons))
+    # The class caps what a model may give; a 四类卷 that is barely written caps lower still.
+    upper = hi * (min(1.0, count / MIN_ESSAY_CHARS) if cls == 3 else 1.0)
+    return EssayClass(name, score, max(score, round_score_down(scale * upper)), tuple(reasons))

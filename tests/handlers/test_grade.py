@@ -571,3 +571,20 @@ async def test_a_model_quoting_a_bare_heading_earns_at_most_a_partial(http_serve
     assert by_id["p2"]["evidence"] == []
     assert by_id["p6"]["status"] == "missed" and "舍弃" in by_id["p6"]["note"]  # invented evidence
     assert g["score"] <= g["full_score"] / 2
+
+
+async def test_a_model_cannot_lift_a_thirty_six_character_essay_out_of_the_fourth_class(http_server_client, fake_llm):
+    essay = "办好民生小事\n民生小事很重要。\n要倾听民意。\n要健全机制。\n干部要有为民情怀。"
+    judgement = {"dimensions": {"theme": {"score": 12, "comment": "-"}, "points": {"comment": "-"},
+                                "structure": {"score": 8, "comment": "-"}, "language": {"score": 8, "comment": "-"}},
+                 "points": [{"id": "t1", "status": "hit", "quote": "办好民生小事"},
+                            {"id": "p1", "status": "hit", "quote": "要倾听民意。"},
+                            {"id": "p3", "status": "hit", "quote": "要健全机制。"},
+                            {"id": "p4", "status": "hit", "quote": "干部要有为民情怀。"}],
+                 "overall_comment": "-", "suggestions": ["-"], "improved_answer": "办好民生小事……"}
+    fake_llm.reply = lambda body: json.dumps(judgement, ensure_ascii=False)
+    response, g = await grade(http_server_client, {"practice_id": "essay-small-livelihood-matters", "answer": essay})
+    assert response.code == 200 and g["grader"] == "llm+rules"
+    assert "四类卷" in fake_llm.requests[0]["messages"][0]["content"]  # the prompt states the real scale
+    assert g["essay_class"] == "四类卷" and g["score"] <= 10
+    assert g["overall_comment"].startswith("四类卷")
