@@ -88,7 +88,9 @@ EFFECT_CUES = ("促进", "带动", "提升", "有利于", "使得", "改善", "�
                "意义", "作用")
 CUES = {"problem": PROBLEM_CUES, "measure": MEASURE_CUES, "cause": CAUSE_CUES, "effect": EFFECT_CUES,
         "explain": ()}
-EXPLAIN_CUES = ("是指", "指的是", "意思是", "意味着", "强调", "说明", "表明", "比喻", "体现", "这句话", "含义")
+EXPLAIN_CUES = ("是指", "指的是", "意思是", "意味着", "强调", "说明", "表明", "比喻", "体现", "这句话", "含义",
+                "观点", "片面", "认为", "之所以", "可见", "因此")
+EXPLAIN_LIST_CHARS = 30   # items longer than this on average argue; shorter ones are a list
 
 
 def question_asks(question: str) -> str | None:
@@ -155,7 +157,9 @@ def check_task(question: str, question_type: str, answer: str) -> TaskCheck:
              "effect": ("problem",), "explain": ("measure",)}[asked]
     if given not in wrong:
         return TaskCheck(asked, given, False, "")
-    if asked == "explain" and any(c in answer for c in EXPLAIN_CUES):
+    if asked == "explain" and (any(c in answer for c in EXPLAIN_CUES)
+                               or sum(len(i) for i in items) / len(items) > EXPLAIN_LIST_CHARS):
+        # An analysis argues with measures too; only a bare list of 对策 misses the question.
         return TaskCheck(asked, given, False, "")
     detail = (f"审题错误：题目要求写{ASKED_NAMES[asked]}，答案主要写的是{ASKED_NAMES[given]}"
               f"（{kinds.count(given)}/{len(kinds)} 条）")

@@ -12,7 +12,7 @@ from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest
 from core.grading import GradeRequest, GradingService, PracticeBank
 from core.grading.calibration import load_cases
-from core.grading.exam import item_kind, read_full_score, read_length
+from core.grading.exam import check_task, item_kind, read_full_score, read_length
 from core.grading.lexicon import head_words
 from core.grading.points import ScoringPoint, is_heading, judge, points_from_material
 from core.grading.rules import needs_how_for
@@ -80,6 +80,16 @@ def test_answers_that_give_what_is_asked_are_not_task_errors(grade):
     for item in BANK.list():
         g = grade({"practice_id": item.id, "answer": item.reference_answer})
         assert not any(c["rule"] == "审题" for c in g["caps"]), item.id
+
+
+def test_an_evaluation_that_argues_with_measures_is_not_a_task_error():
+    question = "有人认为，征求群众意见“走走形式就行”。请对这一观点进行评析。（20分）要求：不超过300字。"
+    answer = ("首先，群众最了解身边的急难愁盼，增加托育服务、完善乡村公交等建议被吸纳，规划更接地气。\n"
+              "其次，开门问策能凝聚共识，让群众从旁观者变成参与者，规划实施时更有群众基础。\n"
+              "再次，征求意见要拓宽线上线下渠道，分类梳理、及时反馈采纳情况，避免问了不用。")
+    assert not check_task(question, "analyze", answer).mismatch
+    listed = "1.加强热线宣传。\n2.增加话务员数量。\n3.加强话务员培训。\n4.完善热线设施。"
+    assert check_task(question, "analyze", listed).mismatch
 
 
 def test_wrong_genre_loses_the_format_marks_is_capped_and_named_first(grade):
