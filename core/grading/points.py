@@ -238,6 +238,8 @@ def points_from_material(material: str, question: str, question_type: str) -> li
     for n, span in enumerate(sents):
         for clause in _clauses(span.text):
             words = sorted((w for w in tags if w in clause), key=lambda w: -tags[w])
+            if _names_a_person(clause):
+                continue  # an anecdote (赵先生的路灯…) illustrates a point, it is not one
             if len(words) < 2 and len(head_words(examiner_label(clause, kind, question_type))) < 2:
                 continue  # one keyword and a one-word label: nothing an answer could be judged by
             clause_kind = item_kind(clause)
@@ -268,6 +270,11 @@ def points_from_material(material: str, question: str, question_type: str) -> li
     return points
 
 
+def _names_a_person(clause: str) -> bool:
+    ensure_jieba()
+    return any(t.flag == "nr" for t in jieba.posseg.lcut(clause))
+
+
 def _clauses(sentence: str) -> list[str]:
     """The clauses of a sentence, without reporting lead-ins and quotation marks."""
     result = []
@@ -283,7 +290,7 @@ def examiner_label(clause: str, kind: str | None, question_type: str) -> str:
     做法 or 对策 (引入社会资本), ending at its problem word for a 问题 (收运车辆配备不足),
     at most LABEL_CHARS characters and cut at a word boundary."""
     ensure_jieba()
-    clause = strip_marker(clause).lstrip("把将对")
+    clause = re.sub(f"[{_QUOTE_MARKS}]", "", strip_marker(clause)).lstrip("把将对")
     if kind == "problem" or (kind == "measure" and question_type in ("countermeasure", "document")
                              and item_kind(clause) == "problem"):
         end = max((clause.find(c) + len(c) for c in PROBLEM_CUES if c in clause), default=len(clause))
@@ -297,7 +304,8 @@ def examiner_label(clause: str, kind: str | None, question_type: str) -> str:
         verbs = [clause.find(t.word) for t in jieba.posseg.lcut(clause) if t.flag.startswith("v")
                  and len(t.word) >= 2 and t.word not in _REPORTING + ("要求", "需要", "可以")]
         start = min(cues) if cues else (verbs[0] if verbs else 0)
-        return _head(clause[start:])
+        label = _head(clause[start:])
+        return label if len(label) >= 4 else _head(clause)
     return _head(clause)
 
 
