@@ -7,6 +7,7 @@ from typing import Any
 from core.errors import InvalidRequest
 from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
+from core.prompts import resolve_mode
 from core.validation import read_int, read_str, require_object
 
 MAX_ANSWER_CHARS = 10_000
@@ -66,4 +67,5 @@ class GradeRequest:
 def is_grade_request(payload: Any) -> bool:
     """Whether a `/api/chat` body asks for grading an answer (`mode: "grade"` with an
     `answer`); without an answer, grade mode stays a chat about grading."""
-    return isinstance(payload, dict) and payload.get("mode") == "grade" and payload.get("answer") is not None
+    return (isinstance(payload, dict) and resolve_mode(payload.get("mode")) == "grade"
+            and payload.get("answer") is not None)
