@@ -608,7 +608,7 @@ def essay_answer(prompt: Prompt, spec: TaskSpec) -> str:
     lines = ["（作答提纲：离线模式只给出结构和资料事例，正文需考生展开到1000～1200字）",
              f"标题：以务实之举{theme}", f"总论点：{theme}，关键在于把资料中的好做法落到实处。"]
     for n, p in enumerate(practices):
-        lines.append(f"分论点{'一二三'[n]}：{p.head}。资料事例：{p.detail or p.head}。")
+        lines.append(f"分论点{'一二三'[n]}：{p.head}。" + (f"资料事例：{p.detail}。" if p.detail else ""))
     if problems:
         lines.append(f"反面论证：{problems[0].head}。")
     lines.append(f"结尾：回扣总论点，{theme}，久久为功、善作善成。")

@@ -458,3 +458,13 @@ async def test_offline_document_follows_the_genre_and_role(http_server_client):
     assert lines[-2:] == ["Y市文明办", "×年×月×日"] and "为此，我们倡议：" in body["answer"]
     assert body["checks"]["format_parts"] == {"标题": True, "称谓": True, "正文": True, "号召": True, "落款": True}
     assert 240 <= body["char_count"] <= 400
+
+
+@pytest.mark.settings(offline=True)
+async def test_chinese_type_names_work_in_grading_too(http_server_client):
+    grade = {"answer": "1. 设施不足：桶少。\n2. 宣传单一。", "question": "概括Q市垃圾分类存在的问题。",
+             "material": EXAM["material"]}
+    graded = json.loads((await post_json(http_server_client, "/api/grade", {**grade, "question_type": "概括"})).body)
+    assert graded["question_type"] == "summarize" and graded["question_type_source"] == "given"
+    via_chat = json.loads((await post_json(http_server_client, "/api/chat", {**grade, "mode": "批改"})).body)
+    assert via_chat["mode"] == "grade" and via_chat["score"] == graded["score"]
