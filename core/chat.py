@@ -27,7 +27,7 @@ from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.llm import Completion, LLMMeter, LLMProvider, Usage
 from core.offline import OFFLINE_NOTICE, retrieval_query
-from core.prompts import (MODE_ALIASES, MODES, PROMPT_VERSION, Prompt, PromptBook, Source,
+from core.prompts import (MODES, PROMPT_VERSION, Prompt, PromptBook, Source,
                           build_prompt, char_count, default_book, resolve_mode)
 from core.store import StoreUnavailable
 from core.validation import read_bool, read_float, read_int, read_str, require_object
