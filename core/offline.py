@@ -73,7 +73,7 @@ _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|
                         r"老艺人|师傅|阿姨|大爷|先生|女士|小\w|一位|有的|有人)[^，。]{0,12}(?:说|表示|介绍|坦言|"
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
-                   r"于是|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
+                   r"于是|后来才知道|才知道|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
                    r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是)[，,]?")
 _HEADING = re.compile(r"^\s*(?:给定)?资料\s*[\d一二三四五六七八九十]+\s*[：:]?\s*$")
 _STOP_CHARS = set("的了是在和也都就不我有这一他她们你着说要会到为把被让给对从与及或而但等个中上下里年月日")
@@ -496,7 +496,11 @@ def _audience(task: str, material: str, signer: str) -> str:
     for word, salutation in _AUDIENCE:
         if word in material[:KEYWORD_SPAN]:
             return salutation
-    return "各位朋友：" if "村" not in signer else "各位村民朋友："
+    for word, salutation in (("街道", "各位居民朋友："), ("社区", "各位居民朋友："), ("居委会", "各位居民朋友："),
+                             ("村", "各位村民朋友："), ("学校", "同学们：")):
+        if word in signer:
+            return salutation
+    return "各位朋友："
 
 
 _GENRE_WORDS = re.compile(r"(?:倡议书|讲话稿|公开信|建议书|调研报告|简报|新闻稿|情况说明|工作方案|宣传稿|编者按|"
@@ -527,6 +531,13 @@ _ORDINALS = ("一、", "二、", "三、", "四、", "五、", "六、", "七、
 _SPOKEN = ("第一，", "第二，", "第三，", "第四，", "第五，", "第六，", "第七，", "第八，")
 
 
+def _title(genre: str, task: str, topic: str) -> str:
+    meeting = _MEETING.search(task)
+    if genre in _SPEECHES:
+        return f"在{meeting.group(1)}上的讲话" if meeting else f"关于{topic}的讲话"
+    return f"{topic}{genre}" if genre in _LETTERS and len(topic) <= 14 else f"关于{topic}的{genre}"
+
+
 def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
     task = prompt.task or prompt.question
     genre = spec.genre.name if spec.genre else "倡议书"
@@ -540,14 +551,7 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
                 if not _PRONOUN.search(p.head)]
     speech = genre in _SPEECHES
     meeting = _MEETING.search(task)
-    head: list[str] = []
-    if "标题" in parts:
-        if speech:
-            head.append(f"在{meeting.group(1)}上的讲话" if meeting else f"关于{topic}的讲话")
-        elif genre in _LETTERS and len(topic) <= 14:
-            head.append(f"{topic}{genre}")
-        else:
-            head.append(f"关于{topic}的{genre}")
+    head: list[str] = [_title(genre, task, topic)] if "标题" in parts else []
     if "称谓" in parts:
         head.append("各位代表，同志们：" if speech else _audience(task, prompt.material, signer))
     tail: list[str] = []
@@ -638,12 +642,31 @@ def _excerpt(text: str, limit: int) -> str:
     return cut if cut.endswith(tuple("。！？；")) else cut.rstrip("，,、：:") + "……"
 
 
+def skeleton(spec: TaskSpec, task: str) -> list[str]:
+    """The format of the 文种 a question names, filled with its role and topic."""
+    genre = spec.genre
+    if genre is None:
+        return []
+    topic = _topic(task, "")
+    lines = [f"【{genre.name}格式骨架】"]
+    for part in spec.required_parts:
+        if part == "标题":
+            lines.append("标题：" + _title(genre.name, task, topic))
+        elif part == "称谓":
+            lines.append("称谓：" + ("各位代表，同志们：" if genre.name in _SPEECHES else _audience(task, "", spec.signer)))
+        elif part == "落款":
+            lines.append(f"落款：{spec.signer or '发文单位'}　×年×月×日")
+    lines.append(f"正文写法：{genre.notes}。")
+    return lines + [""]
+
+
 def method_answer(prompt: Prompt, book: PromptBook) -> str:
-    """No material: the mode's method and the knowledge passages, plain."""
+    """No material: the mode's method and the knowledge passages, plain; a 文种's
+    skeleton first when the question names one."""
     mode = prompt.mode
     if mode == "chat" and _GREETING.match(prompt.question):
         return greeting_answer(book)
-    lines: list[str] = []
+    lines: list[str] = skeleton(prompt.spec, prompt.question) if mode == "document" and prompt.spec else []
     if prompt.sources:
         lines.append("根据知识库的资料：")
         for n, src in enumerate(prompt.sources, 1):

@@ -435,6 +435,8 @@ async def test_offline_long_task_retrieves_on_its_focus(http_server_client):
     assert "method-doc-proposal" in [s["id"] for s in body["sources"]]
     assert "没有找到" not in body["answer"]
     assert "##" not in body["answer"] and "**" not in body["answer"]
+    skeleton = body["answer"].splitlines()[:4]       # the 文种's skeleton in the role the question names
+    assert skeleton == ["【倡议书格式骨架】", "标题：垃圾分类倡议书", "称谓：各位居民朋友：", "落款：街道办　×年×月×日"]
 
 
 @pytest.mark.settings(offline=True)
