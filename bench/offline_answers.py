@@ -9,7 +9,7 @@ rubric phrasings that occur verbatim in the material), the grade, and whether th
 item meets the bar of the 概括/对策/应用文 types: 60–100 % of the limit, no Markdown,
 no [n], at least half of the key terms, and ≥ 50 % of the full score.
 
-    python bench/offline_answers.py [--show ITEM_ID]
+    python bench/offline_answers.py [--show ITEM_ID|all] [--practice DIR]
 
 Prints the table and exits 1 when a 概括/对策/应用文 item misses the bar.
 """
@@ -41,13 +41,13 @@ def key_terms(item) -> list[str]:
     return sorted({p for point in item.points for p in point.phrasings if p in item.material})
 
 
-async def run(show: str | None) -> int:
+async def run(show: str | None, practice: Path | None) -> int:
     executor = ThreadPoolExecutor(2)
     llm = OfflineProvider(executor)
     slots = ConcurrencySlots(4)
     meter = LLMMeter()
     chat = ChatService(llm=llm, slots=slots, meter=meter, server_id="bench")
-    bank = PracticeBank.load()
+    bank = PracticeBank.load(practice) if practice else PracticeBank.load()
     grader = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
                             practice=bank, server_id="bench")
     rows, failed = [], 0
@@ -88,8 +88,9 @@ async def run(show: str | None) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--show", help="print the answer of this item id (or 'all')")
+    parser.add_argument("--practice", type=Path, help="another folder of practice items (default: data/practice)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.show)))
+    sys.exit(asyncio.run(run(args.show, args.practice)))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ PROBLEM_CUES = ("不足", "不够", "不高", "不强", "不明确", "不清", "
                 "无人", "无法", "停留在", "流于形式", "留不住", "招不来", "上不去", "卖不出去", "没人买", "差不多",
                 "看不出", "嫌", "担心", "发愁", "无奈", "抱怨", "不满", "意见很大", "说了算", "折腾", "只提供",
                 "各管一摊", "缓慢", "不归", "拖着", "推着", "分不清", "多此一举", "白分", "满溢", "味道", "老旧", "噱头",
-                "助长", "讲排场", "过量", "倒掉", "扔掉", "剩下", "没动", "常事", "不高",
+                "助长", "讲排场", "过量", "倒掉", "扔掉", "剩下", "没动", "常事", "一哄而上", "空着", "碰壁",
+                "紧张", "被拒", "重复", "没兑现", "少有人知", "拼价格", "抢原料", "外流", "答非所问", "等很久",
+                "不高",
                 "低", "少", "难", "缺", "只", "无", "不", "乱", "弱", "偏", "过度", "严重")
 CAUSE_CUES = ("因为", "由于", "原因", "导致", "造成", "致使", "所以", "缺乏", "没有", "意识", "观念", "机制",
               "投入", "不足", "不够", "不明确")
@@ -62,7 +64,10 @@ PRACTICE_CUES = ("建立", "建起", "推行", "实行", "实施", "开展", "�
                  "优化", "简化", "培训", "补贴", "补助", "激励", "公开", "公示", "监督", "考核", "回访", "挂钩",
                  "牵头", "会商", "一是", "二是", "三是", "通过", "采取", "鼓励", "支持", "聘请", "邀请", "带头",
                  "上门", "入户", "走访", "投票", "签约", "对接", "联合", "推出", "抱团", "统一", "一次办好", "一次施工", "引导",
-                 "要求", "形成", "转向", "列成", "决定", "调整", "带着", "优先", "提醒", "打包", "兑换")
+                 "要求", "形成", "转向", "列成", "决定", "调整", "带着", "优先", "提醒", "打包", "兑换",
+                 "上线", "列出", "提示", "转成", "提炼", "推荐", "生成", "规定", "保留", "脱敏", "审核",
+                 "合并", "压缩", "精简", "清理", "取消", "重申", "开通", "核查", "通报", "查摆", "整改", "督促",
+                 "协调", "对照", "调研", "配备", "增设", "安装", "试点", "推广", "设置", "聘", "派驻", "跟踪")
 EFFECT_CUES = ("明显", "显著", "提升", "提高", "增加", "减少", "下降", "增长", "改善", "受欢迎", "满意", "变化",
                "如今", "成效", "效果", "带动", "实现", "亮了", "解决", "好转", "倍", "%", "成为", "办到", "订单")
 ADVICE_CUES = ("建议", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
@@ -235,9 +240,10 @@ def asked_kinds(task: str, spec: TaskSpec) -> list[str]:
     return kinds[:2] if spec.labels else kinds[:1]
 
 
-def extract_points(sentences: list[str], kind: str, *, exclude: set[int] = frozenset()) -> list[Point]:
-    """One point per sentence that carries `kind`: its strongest clause is the head,
-    the other carrying clauses the detail; repeats merged."""
+def extract_points(sentences: list[str], kind: str, *, exclude: set[int] = frozenset(),
+                   least: float = 0.6) -> list[Point]:
+    """One point per sentence that carries `kind` (cue score ≥ `least`): its strongest
+    clause is the head, the other carrying clauses the detail; repeats merged."""
     cues = _cues_for(kind)
     points: list[Point] = []
     for n, sent in enumerate(sentences):
@@ -246,11 +252,12 @@ def extract_points(sentences: list[str], kind: str, *, exclude: set[int] = froze
         parts = [compress(c) for c in clauses(sent)]
         parts = [c for c in parts if len(c) >= 2]
         scored = [(cue_score(c, cues), i, c) for i, c in enumerate(parts)]
-        carrying = [(s, i, c) for s, i, c in scored if s >= 0.6]
+        carrying = [(s, i, c) for s, i, c in scored if s >= least]
         if not carrying:
             continue
         total = sum(s for s, _, _ in carrying)
-        head_i = max(carrying, key=lambda t: (t[0], -len(t[2])))[1]
+        # The head is the strongest clause that says something (Z县县委要求 does not).
+        head_i = max(carrying, key=lambda t: (len(t[2]) >= 6, t[0], -len(t[2])))[1]
         head = parts[head_i]
         # A short predicate clause (形式单一) reads better with its subject clause.
         if len(head) <= 6 and head_i > 0 and char_count(parts[head_i - 1]) <= 16:
@@ -350,6 +357,8 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
     per_part = target // len(kinds)
     for kind in kinds:
         points = extract_points(sents, kind, exclude=used)
+        if sum(char_count(p.text()) for p in points) < per_part:  # thin: weaker cues too
+            points = extract_points(sents, kind, exclude=used, least=0.3)
         used |= {p.order for p in points}
         label = f"{_LABELS[kind]}：" if len(kinds) > 1 else ""
         budget = per_part - char_count(label) - 4
@@ -513,7 +522,10 @@ def _topic(task: str, material: str) -> str:
     purpose = _PURPOSE.search(task)
     if purpose:
         topic = re.sub(r"^(?:全体|广大)?(?:市民|居民|村民|群众|学生|大家)", "", purpose.group(1)).strip()
-        if topic:
+        # 就X的开展情况发布一篇新闻稿 → X
+        topic = re.sub(r"(?:的)?(?:开展情况|有关情况|情况)?(?:撰写|写|发布|编发|拟写|起草|编写|拟|制定|形成)[^，。]*$",
+                       "", topic).strip()
+        if len(topic) >= 2:
             return topic
     meeting = _MEETING.search(task)
     if meeting:
@@ -569,7 +581,7 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
     elif genre in _LETTERS:
         opening, lead, ordinals = "", "为此，我们提出以下几点：", _ORDINALS
     else:
-        opening, lead, ordinals = "", "主要做法和下一步打算如下：", _ORDINALS
+        return _sectioned(prompt, spec, genre, head, tail, topic, signer)
     situation = problems[:4]
     while True:
         current = ("当前，" + "；".join(p.text()[:36].rstrip("，、；：") for p in situation) + "。") if situation else ""
@@ -578,9 +590,61 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
             break
         situation = situation[:-1]
     budget = (low + high) // 2 - char_count(frame)
-    chosen = fit_points(all_measures(prompt, spec, budget), budget, per_point_cost=4, most=len(ordinals))
+    points = all_measures(prompt, spec, budget)
+    if sum(char_count(p.text()) for p in points) < budget:  # thin: the material's practices too
+        points += [p for p in extract_points(sents, "practice", least=0.3)
+                   if not any(overlap(p.text(), q.text()) >= 0.5 for q in points)]
+    chosen = fit_points(points, budget, per_point_cost=4, most=len(ordinals))
     body = [f"{ordinals[i]}{p.text(full).rstrip('。；;，,')}。" for i, (p, full) in enumerate(chosen)]
     text = "\n".join([*head, opening + current + lead, *body, *tail])
+    return text if char_count(text) <= limit else trim_to_limit(text, limit)
+
+
+# Report-like genres: sections of the material's points (kind "measure": the
+# measures of the material; the other kinds: points of extract_points).
+_SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "调研报告": (("一、基本情况", "practice"), ("二、存在的问题", "problem"), ("三、对策建议", "measure")),
+    "情况说明": (("一、基本情况", "practice"), ("二、原因分析", "problem"), ("三、下一步措施", "measure")),
+    "工作方案": (("一、工作目标", "effect"), ("二、主要任务", "measure"), ("三、保障措施", "practice")),
+    "简报": (("", "practice"), ("", "effect")),
+    "新闻稿": (("", "practice"), ("", "effect")),
+}
+_OPENINGS = {"调研报告": "为了解{topic}情况，{signer}开展了专题调研，现将有关情况报告如下。",
+             "情况说明": "现将{topic}有关情况说明如下。", "工作方案": "为做好{topic}工作，结合实际，制定本方案。"}
+
+
+def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail: list[str],
+               topic: str, signer: str) -> str:
+    """A report-like document: an opening, then labelled sections of the material's
+    points, each with its share of the budget."""
+    limit = spec.limit or 600
+    low, high = band(limit, spec.low)
+    sents = material_sentences(prompt.material)
+    sections = _SECTIONS.get(genre, (("一、主要做法", "practice"), ("二、存在问题", "problem"),
+                                     ("三、下一步打算", "measure")))
+    if genre in _OPENINGS:
+        opening = _OPENINGS[genre].format(topic=topic, signer=signer if signer != "××" else "我们")
+    else:  # 简报, 新闻稿: the lead is the material's first sentence
+        opening = trim_to_limit(" ".join(clauses(sents[0])[:3]) if sents else topic, 60).replace(" ", "，") + "。"
+    frame = "\n".join([*head, opening, *(label for label, _ in sections if label), *tail])
+    room = (low + high) // 2 - char_count(frame)
+    used: set[int] = set()
+    body: list[str] = []
+    for n, (label, kind) in enumerate(sections):
+        share = room // (len(sections) - n)   # what a thin section leaves goes to the next
+        if kind == "measure":
+            points = all_measures(prompt, spec, share)
+        else:
+            points = extract_points(sents, kind, exclude=used, least=0.3)
+            used |= {p.order for p in points}
+        chosen = fit_points(points, share, per_point_cost=4, most=6 if label else 8)
+        room -= sum(char_count(p.text(full)) + 4 for p, full in chosen)
+        if label:
+            body.append(label)
+            body += numbered([p.text(full) for p, full in chosen])
+        elif chosen:  # a news paragraph: sentences, not points
+            body.append("；".join(p.text(full).replace("：", "，").rstrip("。；;，,") for p, full in chosen) + "。")
+    text = "\n".join([*head, opening, *body, *tail])
     return text if char_count(text) <= limit else trim_to_limit(text, limit)
 
 
