@@ -545,6 +545,9 @@ _SPOKEN = ("第一，", "第二，", "第三，", "第四，", "第五，", "第
 
 def _title(genre: str, task: str, topic: str) -> str:
     meeting = _MEETING.search(task)
+    fact = re.split(r"[。！？]", task, maxsplit=1)[0]
+    if genre in ("新闻稿", "简报") and "请" not in fact and 6 <= char_count(fact) <= 32:
+        return re.sub(r"[“”\"]", "", fact).replace("了", "", 1)  # the news itself is the title
     if genre in _SPEECHES:
         return f"在{meeting.group(1)}上的讲话" if meeting else f"关于{topic}的讲话"
     return f"{topic}{genre}" if genre in _LETTERS and len(topic) <= 14 else f"关于{topic}的{genre}"
@@ -606,8 +609,8 @@ _SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "调研报告": (("一、基本情况", "practice"), ("二、存在的问题", "problem"), ("三、对策建议", "measure")),
     "情况说明": (("一、基本情况", "practice"), ("二、原因分析", "problem"), ("三、下一步措施", "measure")),
     "工作方案": (("一、工作目标", "effect"), ("二、主要任务", "measure"), ("三、保障措施", "practice")),
-    "简报": (("", "practice"), ("", "effect")),
-    "新闻稿": (("", "practice"), ("", "effect")),
+    "简报": (("", "story"),),
+    "新闻稿": (("", "story"),),
 }
 _OPENINGS = {"调研报告": "为了解{topic}情况，{signer}开展了专题调研，现将有关情况报告如下。",
              "情况说明": "现将{topic}有关情况说明如下。", "工作方案": "为做好{topic}工作，结合实际，制定本方案。"}
@@ -622,18 +625,24 @@ def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail
     sents = material_sentences(prompt.material)
     sections = _SECTIONS.get(genre, (("一、主要做法", "practice"), ("二、存在问题", "problem"),
                                      ("三、下一步打算", "measure")))
+    used: set[int] = set()
     if genre in _OPENINGS:
         opening = _OPENINGS[genre].format(topic=topic, signer=signer if signer != "××" else "我们")
-    else:  # 简报, 新闻稿: the lead is the material's first sentence
-        opening = trim_to_limit(" ".join(clauses(sents[0])[:3]) if sents else topic, 60).replace(" ", "，") + "。"
+    else:  # 简报, 新闻稿: the lead is the material's first sentence, the story the rest
+        opening = trim_to_limit(sents[0], 90) if sents else topic
+        used.add(0)
     frame = "\n".join([*head, opening, *(label for label, _ in sections if label), *tail])
     room = (low + high) // 2 - char_count(frame)
-    used: set[int] = set()
     body: list[str] = []
     for n, (label, kind) in enumerate(sections):
         share = room // (len(sections) - n)   # what a thin section leaves goes to the next
         if kind == "measure":
             points = all_measures(prompt, spec, share)
+        elif kind == "story":  # the material retold: whole sentences, in their order
+            points = [Point(head="，".join(clauses(sent)), detail="", order=n,
+                            weight=cue_score(sent, PRACTICE_CUES) + cue_score(sent, EFFECT_CUES))
+                      for n, sent in enumerate(sents) if n not in used and not re.search(r"[我你]", sent)
+                      and clauses(sent)]
         else:
             points = extract_points(sents, kind, exclude=used, least=0.3)
             used |= {p.order for p in points}
