@@ -88,7 +88,7 @@ def build_context(settings: Settings) -> AppContext:
     knowledge = KnowledgeBase.open(data, executor)
     meter = LLMMeter()  # per process, like the metrics it feeds
     chat = ChatService(llm=llm, slots=slots, meter=meter, server_id=settings.server_id,
-                       retriever=knowledge, prompts=PromptBook.load(),
+                       retriever=knowledge, prompts=PromptBook.load(), executor=executor,
                        cache=cache if settings.enable_response_cache else None)
     grading = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
                              practice=PracticeBank.load(),
