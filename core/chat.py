@@ -148,7 +148,8 @@ class _Outcome:
     model: str
     usage: Usage = field(default_factory=Usage)
     citations: list[dict[str, Any]] = field(default_factory=list)
-    revised: str | None = None      # the one revision made: condense | expand | revise
+    revised: str | None = None      # the one revision asked for: condense | expand | revise
+    revision_kept: bool | None = None  # whether its answer was the better one
 
 
 class ChatService:
@@ -337,7 +338,7 @@ class ChatService:
         second = self._plain(prompt, _Outcome(again.text, again.model, usage))
         better = self._check(prompt, second.text).rank() <= check.rank()
         kept = second if better else replace(first, usage=usage)
-        return replace(kept, revised=check.revision)
+        return replace(kept, revised=check.revision, revision_kept=better)
 
     def _sources(self, prompt: Prompt) -> list[dict[str, Any]]:
         return [{"id": s.id, "title": s.title, "score": round(s.score, 3), "snippet": s.snippet}
@@ -367,7 +368,7 @@ class ChatService:
         }
         check = self._check(prompt, outcome.text)
         if check is not None:
-            check.revised = outcome.revised
+            check.revised, check.revision_kept = outcome.revised, outcome.revision_kept
             body["citations"] = [{"sentence": c["sentence"], "sources": [n for n in c["sources"] if n in known]}
                                  for c in outcome.citations if any(n in known for n in c["sources"])]
             body["checks"] = check.as_dict()
@@ -385,12 +386,14 @@ def _offline_kind(prompt: Prompt) -> str:
 
 def _outcome_dict(outcome: _Outcome) -> dict[str, Any]:
     return {"text": outcome.text, "model": outcome.model, "usage": outcome.usage.as_dict(),
-            "citations": outcome.citations, "revised": outcome.revised}
+            "citations": outcome.citations, "revised": outcome.revised,
+            "revision_kept": outcome.revision_kept}
 
 
 def _outcome_from_dict(data: dict[str, Any]) -> _Outcome:
     return _Outcome(data["text"], data["model"], Usage(**data["usage"]),
-                    citations=list(data.get("citations") or []), revised=data.get("revised"))
+                    citations=list(data.get("citations") or []), revised=data.get("revised"),
+                    revision_kept=data.get("revision_kept"))
 
 
 class StreamCleaner:

@@ -192,7 +192,8 @@ class SelfCheck:
     genre: str | None = None
     markdown: bool = False
     markers: int = 0
-    revised: str | None = None       # set by the caller once a revision was made
+    revised: str | None = None       # set by the caller: the revision asked for, if any
+    revision_kept: bool | None = None  # and whether its answer replaced the first one
 
     @property
     def within_band(self) -> bool | None:
@@ -240,7 +241,7 @@ class SelfCheck:
             "points": self.points, "points_expected": list(self.points_expected) if self.points_expected else None,
             "points_ok": self.points_ok, "genre": self.genre, "format_parts": self.parts,
             "missing_parts": self.missing_parts, "markdown": self.markdown, "citation_markers": self.markers,
-            "revised": self.revised,
+            "revised": self.revised, "revision_kept": self.revision_kept,
         }
 
 

@@ -361,7 +361,8 @@ async def test_a_too_short_exam_answer_gets_exactly_one_expand_call(http_server_
     expand = fake_llm.requests[1]["messages"]
     assert expand[-2] == {"role": "assistant", "content": "1. 设施不足。"}
     assert "85～100字" in expand[-1]["content"]
-    assert body["checks"]["revised"] == "expand" and body["checks"]["within_band"] is True
+    assert body["checks"]["revised"] == "expand" and body["checks"]["revision_kept"] is True
+    assert body["checks"]["within_band"] is True
     assert body["checks"]["points"] == 5 and body["answer"] == longer
 
 
