@@ -78,7 +78,7 @@ _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|
                         r"老艺人|师傅|阿姨|大爷|先生|女士|小\w|一位|有的|有人)[^，。]{0,12}(?:说|表示|介绍|坦言|"
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
-                   r"于是|后来才知道|才知道|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
+                   r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
                    r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是)[，,]?")
 _HEADING = re.compile(r"^\s*(?:给定)?资料\s*[\d一二三四五六七八九十]+\s*[：:]?\s*$")
 _STOP_CHARS = set("的了是在和也都就不我有这一他她们你着说要会到为把被让给对从与及或而但等个中上下里年月日")
@@ -663,8 +663,10 @@ def analyze_answer(prompt: Prompt, spec: TaskSpec) -> str:
     limit = spec.limit or 350
     quoted = re.search(r"[“\"]([^”\"]{2,40})[”\"]", task)
     subject = quoted.group(1) if quoted else task_focus(task)
-    problems = sorted(extract_points(sents, "problem"), key=lambda p: (-p.weight, p.order))[:2]
-    practices = sorted(extract_points(sents, "practice"), key=lambda p: (-p.weight, p.order))[:3]
+    problems = [p for p in sorted(extract_points(sents, "problem"), key=lambda p: (-p.weight, p.order))
+                if not _PRONOUN.search(p.head)][:2]
+    practices = [p for p in sorted(extract_points(sents, "practice"), key=lambda p: (-p.weight, p.order))
+                 if not any(overlap(p.head, q.head) >= 0.6 for q in problems)][:3]
     kind = spec.subtype or "解释"
     lines = [f"（作答提纲·{kind}型）", f"观点：{('“' + subject + '”') if quoted else subject}，结合资料理解如下。"]
     if problems:
@@ -682,8 +684,9 @@ def essay_answer(prompt: Prompt, spec: TaskSpec) -> str:
     theme = quoted.group(1) if quoted else _topic(task, prompt.material)
     practices = sorted(extract_points(sents, "practice"), key=lambda p: (-p.weight, p.order))[:3]
     problems = sorted(extract_points(sents, "problem"), key=lambda p: (-p.weight, p.order))[:1]
+    title = f"以务实之举{theme}" if theme[:1] in "办做抓推建让守促走答写用当干" else f"论{theme}"
     lines = ["（作答提纲：离线模式只给出结构和资料事例，正文需考生展开到1000～1200字）",
-             f"标题：以务实之举{theme}", f"总论点：{theme}，关键在于把资料中的好做法落到实处。"]
+             f"标题：{title}", f"总论点：{theme}，关键在于把资料中的好做法落到实处。"]
     for n, p in enumerate(practices):
         lines.append(f"分论点{'一二三'[n]}：{p.head}。" + (f"资料事例：{p.detail}。" if p.detail else ""))
     if problems:
