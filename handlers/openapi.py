@@ -19,7 +19,7 @@ from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb
 from core.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
-from core.prompts import MODES
+from core.prompts import MODE_ALIASES, MODES
 from handlers.base import BaseHandler
 
 _ERROR_STATUSES = {
@@ -106,7 +106,8 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object", "required": ["role", "content"],
                 "properties": {"role": {"enum": ["user", "assistant"]},
                                "content": _text(MAX_MESSAGE_CHARS, required=True)}}}),
-            "mode": _nullable({"enum": list(MODES)}),
+            "mode": _nullable({"enum": list(MODE_ALIASES),
+                               "description": "题型模式：英文键或中文名（概括、分析、对策、应用文、文章、批改……）"}),
             "material": _nullable(_text(MAX_MATERIAL_CHARS)),
             "question": _nullable(_text(MAX_QUESTION_CHARS)),
             "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
@@ -126,6 +127,11 @@ SCHEMAS: dict[str, Any] = {
             "sources": {"type": "array", "items": _ref("Source")}, "cached": _BOOL,
             "char_count": _INT, "word_limit": {"type": ["integer", "null"]}, "over_limit": _BOOL,
             "unknown_citations": {"type": "array", "items": _INT},
+            "citations": {"type": "array", "description": "答题模式：第 sentence 行（从 1 起）依据的 sources 编号",
+                          "items": {"type": "object", "properties": {"sentence": _INT,
+                                                                     "sources": {"type": "array", "items": _INT}}}},
+            "checks": {"type": "object", "description": "答题模式的自检：字数区间、要点数、文种格式、是否改写过"},
+            "offline": _BOOL, "notice": _STR,
             "usage": {"type": "object", "properties": {"prompt_tokens": _INT, "completion_tokens": _INT}},
             "server_id": _STR, "elapsed_ms": _NUM,
         },

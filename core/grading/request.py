@@ -8,6 +8,7 @@ from core.errors import InvalidRequest
 from core.grading.points import ScoringPoint
 from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
+from core.prompts import resolve_mode
 from core.validation import read_int, read_str, require_object
 
 MAX_ANSWER_CHARS = 10_000
@@ -125,4 +126,5 @@ def _phrases(entry: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
 def is_grade_request(payload: Any) -> bool:
     """Whether a `/api/chat` body asks for grading an answer (`mode: "grade"` with an
     `answer`); without an answer, grade mode stays a chat about grading."""
-    return isinstance(payload, dict) and payload.get("mode") == "grade" and payload.get("answer") is not None
+    return (isinstance(payload, dict) and resolve_mode(payload.get("mode")) == "grade"
+            and payload.get("answer") is not None)

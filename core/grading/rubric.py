@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.prompts import MODES
+from core.prompts import MODE_ALIASES, MODES
 
 RUBRIC_VERSION = "shenlun-rubric-2026-12.2"
 
@@ -21,15 +21,9 @@ RUBRIC_VERSION = "shenlun-rubric-2026-12.2"
 QUESTION_TYPES: dict[str, str] = {
     mode: MODES[mode] for mode in ("summarize", "analyze", "countermeasure", "document", "essay")}
 
-# Names a client may send for a type (the short names used by candidates included).
-TYPE_ALIASES: dict[str, str] = {
-    **{key: key for key in QUESTION_TYPES},
-    "概括": "summarize", "归纳概括": "summarize", "归纳": "summarize",
-    "分析": "analyze", "综合分析": "analyze",
-    "对策": "countermeasure", "提出对策": "countermeasure", "解决问题": "countermeasure",
-    "应用文": "document", "贯彻执行": "document", "公文": "document",
-    "文章": "essay", "文章写作": "essay", "大作文": "essay", "议论文": "essay",
-}
+# Names a client may send for a type: the one alias table of the modes
+# (core.prompts.MODE_ALIASES), restricted to the answer-writing types.
+TYPE_ALIASES: dict[str, str] = {name: mode for name, mode in MODE_ALIASES.items() if mode in QUESTION_TYPES}
 
 DEFAULT_FULL_SCORES: dict[str, int] = {
     "summarize": 15,
