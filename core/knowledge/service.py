@@ -16,7 +16,7 @@ import random
 import re
 import time
 from collections import OrderedDict
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -43,6 +43,11 @@ RESERVED_IDS = frozenset({"search", "add"})  # would collide with /api/knowledge
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
 RETRIEVAL_MEMO_SIZE = 512  # questions whose retrieved passages a process remembers
+# Searches and retrievals are pure CPU under the GIL: every extra thread running one is
+# one more contender the event loop waits behind for the GIL (bench/b7_event_loop.py:
+# /health p99 79 ms with four CPU threads searching). One thread runs them in turn; on
+# two cores more threads bring no more searches per second, only a slower loop.
+SEARCH_THREADS = 1
 
 T = TypeVar("T")
 
@@ -151,6 +156,8 @@ class KnowledgeBase:
         self.store = store
         self.index = index
         self.executor = executor
+        # Per process: this knowledge base's own search thread(s), see SEARCH_THREADS.
+        self._search_executor = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="shenlun-search")
         self.write_timeout = write_timeout
         # (question, limit) → (index version, passages). Every chat request retrieves
         # before it looks in the response cache (the cache key covers the passages), so
@@ -177,10 +184,13 @@ class KnowledgeBase:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def _run_search(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._search_executor, fn, *args)
+
     async def search(self, req: SearchRequest) -> dict[str, Any]:
         """The contract's search answer: query, total, took_ms, results."""
         started = time.perf_counter()
-        page = await self._run(self._search, req)
+        page = await self._run_search(self._search, req)
         return {"query": req.q, "total": page.total,
                 "took_ms": round((time.perf_counter() - started) * 1000, 1),
                 "results": page.results}
@@ -222,7 +232,7 @@ class KnowledgeBase:
         if known is not None and known[0] == version:
             self._retrieved.move_to_end(key)
             return list(known[1])
-        sources = await self._run(lambda: searching.retrieve(self.index.searcher(), query, limit))
+        sources = await self._run_search(lambda: searching.retrieve(self.index.searcher(), query, limit))
         # Stored under the version read before the search: if the index changed
         # meanwhile, the next call sees a newer version and searches again.
         self._retrieved[key] = (version, sources)
@@ -255,5 +265,6 @@ class KnowledgeBase:
 
     def close(self) -> None:
         """Close searchers and database connections."""
+        self._search_executor.shutdown(wait=True, cancel_futures=True)
         self.index.close()
         self.store.close()
