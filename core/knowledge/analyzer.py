@@ -36,6 +36,7 @@ import jieba
 from whoosh.analysis import CompositeAnalyzer, Token, Tokenizer
 
 from core.config import PROJECT_ROOT
+from core.knowledge import prefix_dict
 
 DICT_DIR = PROJECT_ROOT / "data" / "dict"
 USER_DICT = DICT_DIR / "shenlun_terms.txt"
@@ -45,7 +46,8 @@ MAX_TOKEN_CHARS = 40  # longer "words" are URLs, hashes or base64: not worth ind
 
 # jieba's process-wide tokenizer, shared with grading's keyword extraction
 # (jieba.analyse only uses this one): a second Tokenizer would hold a second copy of
-# the dictionary, ~90 MB per process.
+# the dictionary. Its dictionary is the compact one of prefix_dict.py (~35 MB less
+# than jieba's, and loaded in ~0.1 s instead of ~0.8 s).
 _jieba = jieba.dt
 _init_lock = threading.Lock()
 _ready = False
@@ -65,7 +67,7 @@ def initialize() -> None:
         if _ready:
             return
         jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG to stderr
-        _jieba.initialize()
+        prefix_dict.install(_jieba)  # jieba's dictionary, compact and from a cache
         _jieba.load_userdict(str(USER_DICT))
         _stopwords = load_stopwords(STOPWORDS_FILE)
         _expand.cache_clear()

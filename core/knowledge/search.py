@@ -338,6 +338,7 @@ class IndexView:
             doc_of.extend(data.doc_ids)
         self.doc_of = doc_of
         self.avg_length = {name: searcher.avg_field_length(name) or 1 for name in SCORED_FIELDS}
+        self._norm_cache: dict[tuple[str, int], tuple[float, ...]] = {}
 
     @classmethod
     def of(cls, searcher: Searcher) -> "IndexView":
@@ -370,22 +371,34 @@ class IndexView:
             out.update([offset + n for n in ids] if offset else ids)
         return out
 
+    def _norms(self, field_name: str, data: _SegmentData) -> tuple[float, ...]:
+        # The length part of Whoosh's bm25(), K1 * ((1 - B) + B * fl / avgfl), per
+        # passage: it depends on the index's average length, so once per searcher.
+        key = (field_name, id(data))
+        norms = self._norm_cache.get(key)
+        if norms is None:
+            weighting = self.searcher.weighting
+            avgfl, K1 = self.avg_length[field_name], weighting.K1
+            B = weighting._field_B.get(field_name, weighting.B)
+            norms = tuple(0.0 if fl is None else K1 * ((1 - B) + B * fl / avgfl)
+                          for fl in data.lengths[field_name])
+            self._norm_cache[key] = norms
+        return norms
+
     def scores(self, field_name: str, token: str, boost: float, into: dict[int, float]) -> set[int]:
         """Add the term's BM25F score (times `boost`) to each passage that has it, the
         way Whoosh's BM25FScorer and a boosted Term compute it; returns the passages."""
         idf = self.searcher.idf(field_name, token)
-        weighting = self.searcher.weighting
-        avgfl, K1 = self.avg_length[field_name], weighting.K1
-        B = weighting._field_B.get(field_name, weighting.B)
+        k1_plus_1 = self.searcher.weighting.K1 + 1
         found: set[int] = set()
         get = into.get
         for offset, ids, weights, data in self.postings(field_name, token):
-            lengths = data.lengths[field_name]
+            norms = self._norms(field_name, data)
             for n, tf in zip(ids, weights):
-                fl = lengths[n]
+                # whoosh.scoring.bm25(), operation for operation, then the Term's boost
+                norm = norms[n]
                 n += offset
-                # whoosh.scoring.bm25(), then the Term's boost (a WrappingMatcher)
-                into[n] = get(n, 0.0) + idf * ((tf * (K1 + 1)) / (tf + K1 * ((1 - B) + B * fl / avgfl))) * boost
+                into[n] = get(n, 0.0) + idf * ((tf * k1_plus_1) / (tf + norm)) * boost
                 found.add(n)
         return found
 
@@ -485,10 +498,10 @@ def _best_passages(view: IndexView, scores: Mapping[int, float]) -> dict[str, tu
     """doc id → (score, passage) of each document's best passage (the first on ties)."""
     doc_of = view.doc_of
     best: dict[str, tuple[float, int]] = {}
-    for docnum in sorted(scores):
-        score, doc_id = scores[docnum], doc_of[docnum]
+    for docnum, score in scores.items():
+        doc_id = doc_of[docnum]
         known = best.get(doc_id)
-        if known is None or score > known[0]:
+        if known is None or score > known[0] or (score == known[0] and docnum < known[1]):
             best[doc_id] = (score, docnum)
     return best
 
@@ -502,9 +515,12 @@ def _rank(view: IndexView, best: Mapping[str, tuple[float, int]], matched: Conta
     once `need` documents score more than the next one's best passage, no later one
     can overtake them: coverage is computed for a few documents, not all.
     """
-    order = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
+    order = [(-score, doc_id, docnum) for doc_id, (score, docnum) in best.items()]
+    heapq.heapify(order)  # popped best first; sorting them all cost more than the rest
     top: list[tuple[float, str, int]] = []
-    for doc_id, (score, docnum) in order:
+    while order:
+        negative, doc_id, docnum = heapq.heappop(order)
+        score = -negative
         if len(top) >= need and score < top[need - 1][0]:
             break
         if weights:
