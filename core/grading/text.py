@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import jieba
-import jieba.analyse
 
 from core.knowledge import analyzer
 
@@ -140,6 +139,10 @@ def coverage(words: tuple[str, ...], text: str) -> float:
 def keywords(text: str, top_k: int) -> list[tuple[str, float]]:
     """TF-IDF keywords of `text` (jieba.analyse), nouns, verbs and adjectives only."""
     ensure_jieba()
+    # Imported on first use, not at start-up: jieba.analyse loads its idf table and
+    # jieba.posseg's word-tag table (~95 MB, ~0.8 s) when imported; a process that
+    # never grades never pays for them (bench/b8_memory_startup.py).
+    import jieba.analyse
     tags = jieba.analyse.extract_tags(text, topK=top_k * 3, withWeight=True, allowPOS=_ALLOW_POS)
     # Words jieba guessed by its HMM (not in any dictionary) are mostly cuts across
     # word boundaries (市是, 上卖): left out.
