@@ -4,7 +4,9 @@
 Start-up is measured from spawning `python server.py` to the first 200 of /health
 (polled every 10 ms): imports, settings, jieba's dictionaries, opening the index, the
 shared stores. Under load: cache hits, misses and searches at once for a few seconds,
-RSS sampled every 100 ms, the peak reported.
+RSS sampled every 100 ms, the peak reported. Where the memory goes: a separate process
+imports the server and builds its context under tracemalloc, and the live Python
+allocations are printed by package (tracemalloc sees Python's allocations, not RSS).
 
     python bench/b8_memory_startup.py [--starts 3] [--duration 5]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -25,6 +28,38 @@ common.ensure_venv()
 import loadgen  # noqa: E402
 
 MB = 1024 * 1024
+
+
+_BREAKDOWN = """
+import collections, sys, tracemalloc
+tracemalloc.start()
+from core.config import Settings
+from core.context import build_context
+ctx = build_context(Settings.from_env())
+by_package = collections.Counter()
+for stat in tracemalloc.take_snapshot().statistics("filename"):
+    path = stat.traceback[0].filename
+    parts = path.split("site-packages/")[-1].split("/") if "site-packages" in path else path.split("/")[-3:]
+    if "site-packages" in path:
+        key = parts[0]
+    elif "/core/" in path or "/handlers/" in path:
+        key = "project " + parts[-2]
+    elif "importlib" in path:
+        key = "module code (imports)"
+    else:
+        key = "stdlib " + parts[-1]
+    by_package[key] += stat.size
+total = sum(by_package.values())
+print(f"traced {total / 2**20:.1f} MiB:", ", ".join(f"{k} {v / 2**20:.1f}" for k, v in by_package.most_common(8)))
+"""
+
+
+def breakdown(data_dir: Path, upstream: str) -> str:
+    """Python allocations by package after building the server's context."""
+    env = common.server_env(data_dir, common.free_port(), "breakdown", upstream)
+    out = subprocess.run([sys.executable, "-c", _BREAKDOWN], cwd=common.SERVICE_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    return out.stdout.strip() or out.stderr[-500:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                ref_value=common.median(bare_starts), note=f"median of {args.starts}, bundled knowledge")
     report.add("RSS idle", idle / MB, "MiB", reference="bare Tornado RSS", ref_value=bare_idle / MB)
 
+    report.note("memory by package (tracemalloc, live Python allocations after start-up): "
+                + breakdown(common.fresh_data_dir(work, "breakdown", template), upstream.base_url))
     peak = [idle]
     stop = threading.Event()
 

@@ -1,8 +1,15 @@
 """The chat use case: validate a request, ground it, answer it whole or streamed.
 
-`ChatService` ties the parts together: retrieval (knowledge base), the response
-cache, the concurrency slots and the LLM provider. It knows nothing of HTTP; the
-handler turns its results and `ServiceError`s into responses.
+`ChatService` ties the parts together: retrieval (knowledge base), the prompts, the
+response cache, the concurrency slots and the LLM provider. It knows nothing of HTTP;
+the handler turns its results and `ServiceError`s into responses.
+
+Exam modes (概括, 分析, 对策, 应用文, 文章) answer for the 答题纸: the answer is made
+plain (no Markdown, no `[n]`; grounding moves to `citations`), then self-checked
+(`core.wordlimit.self_check`). A whole answer that fails gets exactly one revision
+call (condense, expand or revise) and the better of the two is kept; a streamed
+answer is already on the client's screen, so it gets no second call: its checks
+travel in the `done` event.
 """
 from __future__ import annotations
 
@@ -13,17 +20,19 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
 from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.llm import Completion, LLMMeter, LLMProvider, Usage
-from core.prompts import MODES, PROMPT_VERSION, Prompt, Source, build_prompt, char_count
+from core.offline import OFFLINE_NOTICE, retrieval_query
+from core.prompts import (MODES, PROMPT_VERSION, Prompt, PromptBook, Source,
+                          build_prompt, char_count, default_book, resolve_mode)
 from core.store import StoreUnavailable
-from core.validation import (read_bool, read_choice, read_float, read_int, read_str,
-                             require_object)
-from core.wordlimit import ANSWER_MODES, condense_messages, is_over
+from core.validation import read_bool, read_float, read_int, read_str, require_object
+from core.wordlimit import GROUNDS, SelfCheck, plain_answer, revision_messages, self_check
 
 log = logging.getLogger("shenlun.chat")
 
@@ -34,6 +43,7 @@ MAX_HISTORY_TURNS = 20
 MAX_HISTORY_CHARS = 50_000
 RETRIEVE_TOP_K = 4
 STREAM_REPLAY_CHARS = 32  # delta size when a cached answer is streamed
+INLINE_QUERY_CHARS = 500  # material up to this long has its keywords counted on the loop (< 1 ms)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -68,7 +78,7 @@ class ChatRequest:
         return cls(
             question=question,
             history=tuple(history),
-            mode=read_choice(data, "mode", MODES, default="chat"),
+            mode=_read_mode(data),
             material=read_str(data, "material", max_len=MAX_MATERIAL_CHARS),
             task=read_str(data, "question", max_len=MAX_QUESTION_CHARS),
             word_limit=read_int(data, "word_limit", lo=10, hi=10_000),
@@ -78,6 +88,17 @@ class ChatRequest:
             temperature=read_float(data, "temperature", lo=0.0, hi=2.0, default=0.7),
             max_tokens=read_int(data, "max_tokens", lo=1, hi=8192, default=1024),
         )
+
+
+def _read_mode(data: Mapping[str, Any]) -> str:
+    raw = data.get("mode")
+    if raw is None:
+        return "chat"
+    mode = resolve_mode(raw)
+    if mode is None:
+        names = "、".join(f"{key}（{label}）" for key, label in MODES.items())
+        raise InvalidRequest(f"字段 mode 必须是以下之一：{names}；也可用中文名，如 概括、分析、对策、应用文、文章、批改")
+    return mode
 
 
 def _read_history(data: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -126,14 +147,20 @@ class _Outcome:
     text: str
     model: str
     usage: Usage = field(default_factory=Usage)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    revised: str | None = None      # the one revision asked for: condense | expand | revise
+    revision_kept: bool | None = None  # whether its answer was the better one
 
 
 class ChatService:
     """Answers chat requests; one per process, built by `server.py`."""
 
     def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, meter: LLMMeter, server_id: str,
-                 retriever: Retriever | None = None, cache: AnswerCache | None = None) -> None:
+                 retriever: Retriever | None = None, cache: AnswerCache | None = None,
+                 prompts: PromptBook | None = None, executor: Executor | None = None) -> None:
         self.llm = llm
+        self.executor = executor
+        self.prompts = prompts or default_book()
         self.meter = meter
         self.slots = slots
         self.server_id = server_id
@@ -183,12 +210,20 @@ class ChatService:
                 yield "sources", {"sources": self._sources(prompt)}
             parts: list[str] = []
             usage = Usage()
+            # Exam answers go out as the sheet will hold them: markers and a grounds
+            # line are held back by the cleaner (a few characters at most) and the
+            # whole text is made plain once more at the end for `done` and the cache.
+            cleaner = StreamCleaner() if prompt.exam else None
             with self.meter.timed():
                 async for delta in self.llm.stream(prompt, temperature=req.temperature,
                                                    max_tokens=req.max_tokens, usage=usage):
                     parts.append(delta)
-                    yield "delta", {"delta": delta}
-        outcome = _Outcome("".join(parts), self.llm.model, usage)
+                    shown = cleaner.feed(delta) if cleaner else delta
+                    if shown:
+                        yield "delta", {"delta": shown}
+            if cleaner and (tail := cleaner.close()):
+                yield "delta", {"delta": tail}
+        outcome = self._plain(prompt, _Outcome("".join(parts), self.llm.model, usage))
         # Only a stream that ran to its end reaches this line, so cut-off answers
         # are never cached.
         if key is not None:
@@ -216,19 +251,26 @@ class ChatService:
     async def _retrieve(self, req: ChatRequest) -> list[Source]:
         if not (req.use_knowledge and self.retriever):
             return []
-        query = " ".join(part for part in (req.task, req.question) if part)
+        # A long 题目 is queried on its focus, with the material's keywords: the
+        # relevance gate measures how much of the query a passage covers, and the
+        # boilerplate of a 题目 (根据给定资料…要求…) is covered by nothing.
+        if len(req.material) > INLINE_QUERY_CHARS:  # counting its terms takes ~15 ms at 50 000
+            query = await asyncio.get_running_loop().run_in_executor(
+                self.executor, retrieval_query, req.question, req.task, req.material)
+        else:
+            query = retrieval_query(req.question, req.task, req.material)
         return await self.retriever.retrieve(query, RETRIEVE_TOP_K)
 
     def _prompt(self, req: ChatRequest, sources: Sequence[Source]) -> Prompt:
         return build_prompt(mode=req.mode, question=req.question, history=req.history,
                             material=req.material, task=req.task, word_limit=req.word_limit,
-                            sources=sources)
+                            sources=sources, book=self.prompts)
 
     def _cache_key(self, req: ChatRequest, sources: Sequence[Source]) -> str:
         # Everything that changes the answer, the retrieved passages' text included,
         # so a knowledge change that alters retrieval changes the key.
         material = {
-            "v": PROMPT_VERSION, "provider": self.llm.name, "model": self.llm.model,
+            "v": PROMPT_VERSION, "prompts": self.prompts.digest, "provider": self.llm.name, "model": self.llm.model,
             "mode": req.mode, "question": req.question, "history": req.history,
             "material": req.material, "task": req.task, "word_limit": req.word_limit,
             "temperature": req.temperature, "max_tokens": req.max_tokens,
@@ -262,28 +304,41 @@ class ChatService:
             with self.meter.timed():
                 completion: Completion = await self.llm.complete(
                     prompt, temperature=req.temperature, max_tokens=req.max_tokens)
-            completion = await self._within_limit(req, prompt, completion)
-        return _Outcome(completion.text, completion.model, completion.usage)
+            outcome = self._plain(prompt, _Outcome(completion.text, completion.model, completion.usage))
+            if prompt.exam and self.llm.name != "offline":
+                outcome = await self._revise_once(req, prompt, outcome)
+        return outcome
 
-    async def _within_limit(self, req: ChatRequest, prompt: Prompt, completion: Completion) -> Completion:
-        """An answer-writing mode's answer over `word_limit` is condensed once; the
-        shorter of the two is kept and `over_limit` reports the truth about it."""
-        if (req.mode not in ANSWER_MODES or self.llm.name == "offline"
-                or not is_over(completion.text, req.word_limit)):
-            return completion
+    def _plain(self, prompt: Prompt, outcome: _Outcome) -> _Outcome:
+        """An exam answer without Markdown and [n]; its grounding as citations."""
+        if not prompt.exam:
+            return outcome
+        text, citations = plain_answer(outcome.text)
+        return replace(outcome, text=text or outcome.text, citations=citations)
+
+    def _check(self, prompt: Prompt, text: str) -> SelfCheck | None:
+        return self_check(text, prompt.spec) if prompt.exam and prompt.spec else None
+
+    async def _revise_once(self, req: ChatRequest, prompt: Prompt, first: _Outcome) -> _Outcome:
+        """One condense / expand / revise call when the self-check names one; the
+        better-ranked of the two answers is kept, and never a second call."""
+        check = self._check(prompt, first.text)
+        if check is None or check.revision is None:
+            return first
         try:
             with self.meter.timed():
-                condensed = await self.llm.complete(
-                    replace(prompt, messages=condense_messages(prompt.messages, completion.text,
-                                                               req.word_limit)),
+                again = await self.llm.complete(
+                    replace(prompt, messages=revision_messages(prompt.messages, first.text, check, self.prompts)),
                     temperature=req.temperature, max_tokens=req.max_tokens)
         except (UpstreamError, UpstreamTimeout):
-            log.warning("condensing an over-limit answer failed; the long answer is kept")
-            return completion
-        usage = Usage(completion.usage.prompt_tokens + condensed.usage.prompt_tokens,
-                      completion.usage.completion_tokens + condensed.usage.completion_tokens)
-        best = condensed if char_count(condensed.text) < char_count(completion.text) else completion
-        return Completion(text=best.text, model=best.model, usage=usage)
+            log.warning("the %s call failed; the first answer is kept", check.revision)
+            return replace(first, revised=None)
+        usage = Usage(first.usage.prompt_tokens + again.usage.prompt_tokens,
+                      first.usage.completion_tokens + again.usage.completion_tokens)
+        second = self._plain(prompt, _Outcome(again.text, again.model, usage))
+        better = self._check(prompt, second.text).rank() <= check.rank()
+        kept = second if better else replace(first, usage=usage)
+        return replace(kept, revised=check.revision, revision_kept=better)
 
     def _sources(self, prompt: Prompt) -> list[dict[str, Any]]:
         return [{"id": s.id, "title": s.title, "score": round(s.score, 3), "snippet": s.snippet}
@@ -293,6 +348,9 @@ class ChatService:
               cached: bool) -> dict[str, Any]:
         count = char_count(outcome.text)
         cited = {int(n) for n in _CITATION.findall(outcome.text)}
+        cited |= {n for c in outcome.citations for n in c["sources"]}
+        known = range(1, len(prompt.sources) + 1)
+        limit = prompt.word_limit
         body: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "answer": outcome.text,
@@ -301,19 +359,68 @@ class ChatService:
             "sources": self._sources(prompt),
             "cached": cached,
             "char_count": count,
-            "word_limit": req.word_limit,
-            "over_limit": bool(req.word_limit and count > req.word_limit),
-            "unknown_citations": sorted(n for n in cited if not 1 <= n <= len(prompt.sources)),
+            "word_limit": limit,
+            "over_limit": bool(limit and count > limit),
+            "unknown_citations": sorted(n for n in cited if n not in known),
             "usage": outcome.usage.as_dict(),
             "server_id": self.server_id,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
         }
+        check = self._check(prompt, outcome.text)
+        if check is not None:
+            check.revised, check.revision_kept = outcome.revised, outcome.revision_kept
+            body["citations"] = [{"sentence": c["sentence"], "sources": [n for n in c["sources"] if n in known]}
+                                 for c in outcome.citations if any(n in known for n in c["sources"])]
+            body["checks"] = check.as_dict()
+        if outcome.model == "offline":
+            body["offline"] = True
+            body["notice"] = OFFLINE_NOTICE[_offline_kind(prompt)]
         return body
 
 
+def _offline_kind(prompt: Prompt) -> str:
+    if prompt.exam and prompt.material.strip():
+        return "outline" if prompt.mode in ("analyze", "essay") else "extractive"
+    return "method"
+
+
 def _outcome_dict(outcome: _Outcome) -> dict[str, Any]:
-    return {"text": outcome.text, "model": outcome.model, "usage": outcome.usage.as_dict()}
+    return {"text": outcome.text, "model": outcome.model, "usage": outcome.usage.as_dict(),
+            "citations": outcome.citations, "revised": outcome.revised,
+            "revision_kept": outcome.revision_kept}
 
 
 def _outcome_from_dict(data: dict[str, Any]) -> _Outcome:
-    return _Outcome(data["text"], data["model"], Usage(**data["usage"]))
+    return _Outcome(data["text"], data["model"], Usage(**data["usage"]),
+                    citations=list(data.get("citations") or []), revised=data.get("revised"),
+                    revision_kept=data.get("revision_kept"))
+
+
+class StreamCleaner:
+    """Takes `[n]` markers and a final `依据：[...]` line out of a streamed exam answer
+    as it passes, holding back only what could still turn into one of them (an open
+    `[`, or a line that so far reads as the start of 依据：)."""
+
+    _HOLD = ("依", "依据", "依据：", "依据:")
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, delta: str) -> str:
+        """The part of `delta` (with what was held) that can be shown now."""
+        text = _CITATION.sub("", self._pending + delta)
+        cut = len(text)
+        bracket = text.rfind("[")
+        if bracket >= 0 and "]" not in text[bracket:] and len(text) - bracket <= 4:
+            cut = bracket
+        line_start = text.rfind("\n", 0, cut) + 1
+        line = text[line_start:cut].lstrip()
+        if line and (line.startswith("依据") or any(h.startswith(line) for h in self._HOLD)):
+            cut = line_start
+        self._pending = text[cut:]
+        return text[:cut]
+
+    def close(self) -> str:
+        """What is left at the end, unless it is the grounds line."""
+        rest, self._pending = self._pending, ""
+        return "" if GROUNDS.match(rest.strip()) else _CITATION.sub("", rest)

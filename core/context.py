@@ -19,6 +19,7 @@ from core.history import MetricsHistory
 from core.knowledge import KnowledgeBase
 from core.llm import LLMMeter, LLMProvider, make_provider
 from core.metrics import FleetBoard, Metrics
+from core.prompts import PromptBook
 from core.ratelimit import RateLimiter
 from core.store import Stores, open_stores
 
@@ -78,7 +79,7 @@ def build_context(settings: Settings) -> AppContext:
     llm = make_provider(provider=settings.llm_provider, api_key=settings.openai_api_key,
                         base_url=settings.openai_base_url, model=settings.llm_model,
                         timeout=settings.request_timeout,
-                        concurrency=settings.max_concurrent_requests)
+                        concurrency=settings.max_concurrent_requests, executor=executor)
     slots = ConcurrencySlots(settings.max_concurrent_requests, settings.queue_timeout)
     data = settings.data_dir
     disk = DataDisk(data)
@@ -94,7 +95,7 @@ def build_context(settings: Settings) -> AppContext:
     knowledge = KnowledgeBase.open(data, executor, disk=disk)
     meter = LLMMeter()  # per process, like the metrics it feeds
     chat = ChatService(llm=llm, slots=slots, meter=meter, server_id=settings.server_id,
-                       retriever=knowledge,
+                       retriever=knowledge, prompts=PromptBook.load(), executor=executor,
                        cache=cache if settings.enable_response_cache else None)
     grading = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
                              practice=PracticeBank.load(),

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import time
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
@@ -22,7 +23,8 @@ from openai import AsyncOpenAI
 
 from core.errors import UpstreamError, UpstreamTimeout
 from core.health import UpstreamState
-from core.prompts import MODE_GUIDES, MODES, Prompt
+from core.offline import offline_answer
+from core.prompts import Prompt
 
 
 @dataclass
@@ -221,34 +223,31 @@ class OpenAIProvider:
 
 
 class OfflineProvider:
-    """Answers with no network: the mode's method (答题思路) and the retrieved
-    knowledge passages, so a first run without a key still gives useful answers."""
+    """Answers with no network, from the candidate's own material (`core.offline`):
+    extractive answers in the exam modes, the method and knowledge passages without
+    material, so a first run without a key still gives answers fit to use.
+
+    The answer is string work on up to 50 000 characters of material: with an
+    executor it runs there, off the event loop."""
 
     name = "offline"
     model = "offline"
-    _EXCERPT_CHARS = 160
     _CHUNK_CHARS = 24
+
+    def __init__(self, executor: Executor | None = None) -> None:
+        self.executor = executor
 
     def answer_text(self, prompt: Prompt) -> str:
         """The offline answer for a prompt (deterministic)."""
-        mode = prompt.mode
-        lines = [f"【{MODES[mode]}·答题思路】"]
-        lines += [f"{n}. {step}" for n, step in enumerate(MODE_GUIDES[mode], 1)]
-        if prompt.sources:
-            lines += ["", "【知识库参考】"]
-            for n, src in enumerate(prompt.sources, 1):
-                excerpt = " ".join(src.text.split())
-                if len(excerpt) > self._EXCERPT_CHARS:
-                    excerpt = excerpt[: self._EXCERPT_CHARS] + "…"
-                lines.append(f"[{n}] 《{src.title}》：{excerpt}")
-        else:
-            lines += ["", "知识库中没有找到与该问题直接相关的资料。"]
-        lines += ["", "（离线模式：未配置大模型，以上为方法提示和知识库摘录；"
-                      "设置 OPENAI_API_KEY / OPENAI_BASE_URL 后可获得针对本题的完整作答。）"]
-        return "\n".join(lines)
+        return offline_answer(prompt)
+
+    async def _answer(self, prompt: Prompt) -> str:
+        if self.executor is None:
+            return self.answer_text(prompt)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.answer_text, prompt)
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
-        return Completion(text=self.answer_text(prompt), model=self.model)
+        return Completion(text=await self._answer(prompt), model=self.model)
 
     async def complete_json(self, messages: Sequence[dict[str, str]], *, temperature: float,
                             max_tokens: int) -> Completion:
@@ -258,7 +257,7 @@ class OfflineProvider:
 
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
                      usage: Usage) -> AsyncIterator[str]:
-        text = self.answer_text(prompt)
+        text = await self._answer(prompt)
         for start in range(0, len(text), self._CHUNK_CHARS):
             yield text[start:start + self._CHUNK_CHARS]
             await asyncio.sleep(0)
@@ -313,9 +312,10 @@ def _error_text(exc: "openai.APIStatusError") -> str:
 
 
 def make_provider(*, provider: str, api_key: str, base_url: str, model: str,
-                  timeout: float, concurrency: int = 10) -> LLMProvider:
-    """The provider the settings ask for (`concurrency`: calls expected in flight)."""
+                  timeout: float, concurrency: int = 10, executor: Executor | None = None) -> LLMProvider:
+    """The provider the settings ask for (`concurrency`: calls expected in flight;
+    `executor`: where the offline provider does its string work)."""
     if provider == "openai":
         return OpenAIProvider(api_key=api_key, base_url=base_url, model=model, timeout=timeout,
                               concurrency=concurrency)
-    return OfflineProvider()
+    return OfflineProvider(executor)

@@ -211,8 +211,8 @@ def _usage(usage: Mapping[str, int] | None) -> dict[str, int]:
 
 def _extra(meta: Mapping[str, Any]) -> dict[str, Any]:
     """Our answer's metadata, for the `shenlun` field."""
-    keep = ("mode", "sources", "char_count", "word_limit", "over_limit", "cached",
-            "unknown_citations", "server_id", "elapsed_ms")
+    keep = ("mode", "sources", "citations", "checks", "char_count", "word_limit", "over_limit", "cached",
+            "unknown_citations", "offline", "notice", "server_id", "elapsed_ms")
     return {k: meta[k] for k in keep if k in meta}
 
 

@@ -1,15 +1,29 @@
-"""The 申论 task modes: a system prompt per question type, and the prompt builder.
+"""The 申论 task modes, their prompts (data in `data/prompts/`), and the prompt builder.
 
-`build_prompt()` turns a validated chat request and the retrieved knowledge passages
-into a `Prompt`: the OpenAI-shaped message list plus the structured parts the
-offline provider answers from.
+The prompt texts are data a teacher can read and edit: one Markdown file per question
+type plus `_common.md`, cut into `## ` sections (see `data/prompts/README.md`). They
+are read once, when the service starts (`PromptBook.load()` in `build_context`), never
+at import time. `read_task()` reads what a 题目 asks (word budget, score, role, 文种,
+compound parts, 综合分析 subtype); `build_prompt()` turns a validated chat request, that
+reading and the retrieved passages into a `Prompt`: the OpenAI-shaped messages plus the
+structured parts the offline provider and the self-check work from.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
 
-PROMPT_VERSION = "2026-11-28.1"
+from core.config import PROJECT_ROOT
+
+# Bump when the prompts or their assembly change; the cache key also carries a digest
+# of the prompt files, so an edit without a bump still never serves stale answers.
+PROMPT_VERSION = "2026-12-01.1"
+PROMPTS_DIR = PROJECT_ROOT / "data" / "prompts"
 
 MODES: dict[str, str] = {
     "chat": "答疑",
@@ -21,87 +35,29 @@ MODES: dict[str, str] = {
     "grade": "批改",
 }
 
-_BASE = (
-    "你是“申论助手”，一名熟悉国家公务员考试和各省联考申论阅卷规则的辅导老师。"
-    "回答使用简体中文，观点紧扣给定资料，语言规范、简洁、条理清楚，不编造政策文件和数据。"
-)
-
-SYSTEM_PROMPTS: dict[str, str] = {
-    "chat": _BASE + "回答考生关于申论备考、题型方法和政策理论的问题，给出可操作的建议。",
-    "summarize": _BASE + (
-        "当前题型是归纳概括题。要求：全面、准确地从给定资料中提炼要点，忠于资料原意，"
-        "不展开分析、不提对策；按“总括句＋分条要点”作答，要点用序号标出，每条以关键词开头，"
-        "同类合并、避免重复。"
-    ),
-    "analyze": _BASE + (
-        "当前题型是综合分析题。要求：先表明观点或解释含义（亮明态度），再结合资料分析原因、"
-        "影响或意义（分层论证），最后落脚到结论或启示（总结提升）；观点明确，分析有据。"
-    ),
-    "countermeasure": _BASE + (
-        "当前题型是提出对策题。要求：对策针对资料中的问题或借鉴资料中的经验，"
-        "做到“问题—对策”一一对应，写明主体＋措施＋目的，具体可行，分条作答。"
-    ),
-    "document": _BASE + (
-        "当前题型是贯彻执行题（应用文写作）。要求：先判断文种（如倡议书、讲话稿、调研报告、"
-        "宣传稿、情况说明、工作方案），严格遵循其格式（标题、称谓、正文、落款等），"
-        "明确身份与对象，内容来源于资料，语言符合文种与场合。"
-    ),
-    "essay": _BASE + (
-        "当前题型是文章写作（大作文）。要求：立意准确、紧扣题旨与资料主旨；拟一个鲜明的标题；"
-        "结构完整（开头引题亮旨、主体分论点论证、结尾总结升华），论证结合资料事例与理论，"
-        "语言有文采且规范。"
-    ),
-    "grade": _BASE + (
-        "当前任务是批改考生答案。请像阅卷老师一样，对照题目要求和给定资料，"
-        "指出得分要点、遗漏要点、逻辑与语言问题，给出模拟分数（说明这是模拟评分）和修改建议。"
-    ),
+# The one table of names a client may send for a mode / question type (chat `mode`,
+# grading `question_type`, the practice filter): canonical keys, the full Chinese
+# names and the short ones candidates use.
+MODE_ALIASES: dict[str, str] = {
+    **{key: key for key in MODES},
+    "答疑": "chat", "问答": "chat",
+    "概括": "summarize", "归纳概括": "summarize", "归纳": "summarize",
+    "分析": "analyze", "综合分析": "analyze",
+    "对策": "countermeasure", "提出对策": "countermeasure", "解决问题": "countermeasure",
+    "应用文": "document", "贯彻执行": "document", "公文": "document", "贯彻执行（应用文）": "document",
+    "文章": "essay", "文章写作": "essay", "大作文": "essay", "议论文": "essay",
+    "批改": "grade",
 }
 
-# The answering method (答题思路) of each mode, used by the offline provider and as
-# the skeleton of its answers.
-MODE_GUIDES: dict[str, list[str]] = {
-    "chat": [
-        "明确题型：先判断是归纳概括、综合分析、提出对策、贯彻执行还是文章写作。",
-        "回到资料：申论的答案要点几乎都来自给定资料，先找准作答范围。",
-        "规范作答：要点分条、关键词前置、字数不超限。",
-    ],
-    "summarize": [
-        "审题：明确作答对象（问题、原因、做法、变化、特点等）、作答范围和字数要求。",
-        "找点：逐段阅读资料，勾画与作答对象相关的词句，注意总结句、转折句和数据。",
-        "加工：同类合并、提炼关键词，避免照抄长句，也不要加入资料没有的内容。",
-        "成文：总括句开头，要点用序号分条，每条关键词前置，控制在字数限制内。",
-    ],
-    "analyze": [
-        "审题：判断是解释型、评价型、启示型还是比较型分析。",
-        "亮观点：开头用一句话解释含义或表明态度。",
-        "分层分析：从原因、表现、影响、意义等角度结合资料论证，每层有据。",
-        "总结提升：回扣题目，给出结论、启示或落实方向。",
-    ],
-    "countermeasure": [
-        "找问题：从资料中提炼问题及其原因，对策要与问题一一对应。",
-        "找经验：资料中的好做法、专家建议可直接转化为对策。",
-        "写对策：主体＋措施＋目的，具体可操作，避免空话套话。",
-        "排顺序：按重要性或逻辑（思想—制度—资金—人才—监督）分条作答。",
-    ],
-    "document": [
-        "定文种：根据题目判断文种及其格式要求（标题、称谓、正文、落款等）。",
-        "明身份：弄清写作者身份、读者对象和使用场合，确定语气。",
-        "选内容：从资料中选取与文种目的相符的内容，结构符合文种惯例。",
-        "查格式：标题、称谓、落款、日期等要素齐全，字数符合要求。",
-    ],
-    "essay": [
-        "立意：从资料主旨和题目要求中提炼总论点，紧扣题意，不偏题。",
-        "拟题：标题鲜明、简洁，体现总论点。",
-        "结构：开头引题亮旨；主体2～3个分论点，每段“分论点＋论证＋小结”；结尾总结升华。",
-        "论证：结合资料事例、理论论述与现实意义，语言规范有文采。",
-    ],
-    "grade": [
-        "对照要点：把考生答案与资料要点逐条比对，标出命中和遗漏。",
-        "看逻辑：要点是否分条清楚、层次合理，有无重复或矛盾。",
-        "看语言：表述是否准确精炼，是否照抄资料长句。",
-        "看格式与字数：应用文格式是否完整，是否超出字数限制。",
-    ],
-}
+# The modes whose answer goes onto the 答题纸 (plain text, word budget, self-check).
+EXAM_MODES = frozenset({"summarize", "analyze", "countermeasure", "document", "essay"})
+
+BAND_LOW = 0.85   # examiners expect an answer to fill 85–100 % of its limit
+
+
+def resolve_mode(name: object) -> str | None:
+    """The canonical mode for a name of the alias table, else None."""
+    return MODE_ALIASES.get(name.strip()) if isinstance(name, str) else None
 
 
 def char_count(text: str) -> int:
@@ -109,6 +65,204 @@ def char_count(text: str) -> int:
     included, except whitespace (spaces, tabs, line breaks)."""
     return sum(1 for ch in text if not ch.isspace())
 
+
+# --- the prompt files ---
+
+_PLACEHOLDER = re.compile(r"\{(limit|low|high|points|score|role|genre|parts|exempt|labels|first|count|missing)\}")
+
+
+def fill(template: str, **values: object) -> str:
+    """`template` with its known `{name}` placeholders filled (other braces, such as a
+    JSON example, are left alone)."""
+    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
+@dataclass(frozen=True)
+class GenreFormat:
+    """One row of the 文种 table: the parts an answer of that genre must have."""
+
+    name: str
+    parts: tuple[str, ...]
+    notes: str
+
+
+@dataclass(frozen=True)
+class PromptBook:
+    """The prompt files of one directory, cut into sections; immutable once loaded."""
+
+    sections: Mapping[str, Mapping[str, str]]
+    digest: str
+    genres: Mapping[str, GenreFormat]
+
+    @classmethod
+    def load(cls, directory: Path = PROMPTS_DIR) -> "PromptBook":
+        """Read every prompt file of `directory` (README.md aside)."""
+        sections: dict[str, dict[str, str]] = {}
+        digest = hashlib.sha256()
+        for path in sorted(Path(directory).glob("*.md")):
+            if path.name == "README.md":
+                continue
+            text = path.read_text(encoding="utf-8")
+            digest.update(path.name.encode() + b"\0" + text.encode())
+            sections[path.stem] = _sections(text)
+        missing = [m for m in MODES if "提示词" not in sections.get(m, {})]
+        if missing or "_common" not in sections:
+            raise ValueError(f"prompt files incomplete in {directory}: {missing or ['_common']}")
+        return cls(sections=sections, digest=digest.hexdigest()[:12],
+                   genres=_genre_table(sections["document"].get("文种格式", "")))
+
+    def section(self, name: str, part: str) -> str:
+        return self.sections.get(name, {}).get(part, "")
+
+    def common(self, part: str) -> str:
+        return self.section("_common", part)
+
+    def system(self, mode: str) -> str:
+        """The identity plus the mode's own prompt (no task-specific parts)."""
+        return self.common("身份") + "\n" + self.section(mode, "提示词")
+
+    def guide(self, mode: str) -> list[str]:
+        """The mode's answering method (答题思路), one step a line."""
+        return [line.strip() for line in self.section(mode, "答题思路").splitlines() if line.strip()]
+
+    def genre(self, question: str) -> GenreFormat | None:
+        """The 文种 a question names (longest name first: 调研报告 before 报告)."""
+        for name in sorted(self.genres, key=len, reverse=True):
+            if name in question:
+                return self.genres[name]
+        return None
+
+
+def _sections(text: str) -> dict[str, str]:
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = found.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip() for name, lines in found.items()}
+
+
+def _genre_table(text: str) -> dict[str, GenreFormat]:
+    genres: dict[str, GenreFormat] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or cells[0] in ("文种", "") or set(cells[0]) <= set("-: "):
+            continue
+        genres[cells[0]] = GenreFormat(cells[0], tuple(p for p in re.split(r"[、，,]", cells[1]) if p),
+                                       cells[2])
+    return genres
+
+
+@functools.cache
+def default_book() -> PromptBook:
+    """The bundled prompt files, read on first use (the service reads them at start)."""
+    return PromptBook.load()
+
+
+class _SystemPrompts(Mapping[str, str]):
+    """`SYSTEM_PROMPTS[mode]`: the mode's system prompt from the bundled files, read
+    when first asked for (kept for callers that need only the generic prompt)."""
+
+    def __getitem__(self, mode: str) -> str:
+        if mode not in MODES:
+            raise KeyError(mode)
+        return default_book().system(mode)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(MODES)
+
+    def __len__(self) -> int:
+        return len(MODES)
+
+
+SYSTEM_PROMPTS: Mapping[str, str] = _SystemPrompts()
+
+
+# --- reading a 题目 ---
+
+_LIMIT = re.compile(r"(?:不超过|不多于|不得超过|限|字数)\s*(\d{2,5})\s*字")
+_RANGE = re.compile(r"(\d{2,5})\s*[～~至到\-—－]+\s*(\d{2,5})\s*字")
+_SCORE = re.compile(r"[（(]\s*(\d{1,3})\s*分\s*[)）]")
+_ROLE = re.compile(r"(?:假如你是|假设你是|如果你是|你是|作为)([^，,。；;：:]{2,30}?)(?=[，,。；;]|将|要|请|$)")
+_STAFF = re.compile(r"的?(?:一名|一位)?(?:工作人员|干部|职员)$")
+_NAMED = re.compile(r"以([^，,。；;]{2,20}?)(?:的)?名义")
+_ASKS = ("问题", "原因", "做法", "经验", "成效", "影响", "危害", "意义", "变化", "特点", "启示",
+         "对策", "建议", "措施", "困难", "不足", "表现")
+_COMPOUND = re.compile("(" + "|".join(_ASKS) + r")(?:及其|及|和|与|以及|、|并)(" + "|".join(_ASKS) + ")")
+_EXEMPT = re.compile(r"(?:无需|无须|不需要|不需|不必|不用|不要求|可不)(?:写|拟)?(标题|称谓|落款|日期|结束语)")
+_SUBTYPES = (("比较", ("比较", "异同", "区别", "不同")), ("启示", ("启示", "借鉴", "启发")),
+             ("评价", ("评价", "看法", "观点", "评析", "是否赞同", "怎么看")),
+             ("解释", ("理解", "含义", "解释", "内涵", "意思", "谈谈")))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a 题目 asks, as far as its wording tells."""
+
+    mode: str
+    limit: int | None = None       # the word limit (the upper end of a range)
+    low: int | None = None         # the lower end of the word budget
+    score: int | None = None
+    points: tuple[int, int] | None = None   # how many points an answer should have
+    role: str = ""                 # 作答身份 (…的工作人员, 镇党委书记)
+    signer: str = ""               # whose name a document is issued in
+    genre: GenreFormat | None = None
+    exempt: tuple[str, ...] = ()   # parts the question waives (无需标题)
+    labels: tuple[str, ...] = ()   # the parts of a compound question (问题, 原因)
+    subtype: str = ""              # 综合分析: 解释/评价/启示/比较
+
+    @property
+    def required_parts(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.genre.parts if self.genre else ()) if p not in self.exempt)
+
+
+def read_task(mode: str, task: str, word_limit: int | None = None, book: PromptBook | None = None) -> TaskSpec:
+    """Read the budget, score, role, 文种 and parts of a 题目 (`task`); a `word_limit`
+    given with the request wins over the one written in the 题目."""
+    book = book or default_book()
+    text = task or ""
+    limit, low = word_limit, None
+    ranged = _RANGE.search(text)
+    if ranged and not word_limit:
+        low, limit = sorted((int(ranged.group(1)), int(ranged.group(2))))
+    elif not limit and (found := _LIMIT.search(text)):
+        limit = int(found.group(1))
+    if limit and not low:
+        low = math.ceil(limit * BAND_LOW)
+    score_match = _SCORE.search(text)
+    score = int(score_match.group(1)) if score_match else None
+    points = None
+    if mode in ("summarize", "countermeasure"):
+        if score:
+            least = max(3, score // 3)
+            points = (least, least + 2)
+        elif limit:
+            least = min(8, max(3, limit // 60))
+            points = (least, least + 3)
+    role_match = _ROLE.search(text)
+    named = _NAMED.search(text)
+    role = role_match.group(1).strip() if role_match else ""
+    signer = named.group(1).strip() if named else _STAFF.sub("", role)
+    compound = _COMPOUND.search(_ask_clause(text))
+    labels = tuple(dict.fromkeys(compound.groups())) if compound and mode in ("summarize", "analyze") else ()
+    subtype = ""
+    if mode == "analyze":
+        asked = _ask_clause(text)
+        subtype = next((name for name, cues in _SUBTYPES if any(c in asked for c in cues)), "")
+    genre = book.genre(text) if mode == "document" else None
+    return TaskSpec(mode=mode, limit=limit, low=low, score=score, points=points, role=role,
+                    signer=signer, genre=genre, exempt=tuple(dict.fromkeys(_EXEMPT.findall(text))),
+                    labels=labels, subtype=subtype)
+
+
+def _ask_clause(task: str) -> str:
+    """The 题目 without its 要求 tail (要求：全面准确 would read as parts)."""
+    return re.split(r"要求[：:]", task, maxsplit=1)[0]
+
+
+# --- the prompt ---
 
 @dataclass(frozen=True)
 class Source:
@@ -133,11 +287,38 @@ class Prompt:
     material: str = ""
     word_limit: int | None = None
     sources: tuple[Source, ...] = field(default_factory=tuple)
+    task: str = ""
+    spec: TaskSpec | None = None
+    exam: bool = False      # the answer goes onto the answer sheet (plain, no [n], checked)
 
 
-def _sources_block(sources: Sequence[Source]) -> str:
-    lines = ["以下是从知识库检索到的参考资料，回答时如引用请用 [编号] 标注出处；"
-             "如果参考资料与问题无关或不足以回答，请直接说明，不要编造出处。"]
+def exam_system_prompt(book: PromptBook, spec: TaskSpec) -> str:
+    """The system prompt of an exam mode for one 题目."""
+    mode = spec.mode
+    parts = [book.common("身份"), book.common("答题纸规则"), book.section(mode, "提示词")]
+    if mode == "analyze":
+        names = [spec.subtype] if spec.subtype else ["解释", "评价", "启示", "比较"]
+        parts += [book.section("analyze", name) for name in names]
+    if mode == "document":
+        parts.append("各文种的格式：\n" + book.section("document", "文种格式"))
+        if spec.genre:
+            exempt = ("题目要求" + "、".join(f"无需{p}" for p in spec.exempt) + "，这些部分不写。") if spec.exempt else ""
+            parts.append(fill(book.section("document", "本题文种"), genre=spec.genre.name,
+                              parts="、".join(spec.required_parts), exempt=exempt))
+    if spec.limit:
+        parts.append(fill(book.common("字数"), limit=spec.limit, low=spec.low, high=spec.limit))
+    if spec.points:
+        parts.append(fill(book.common("要点数"), score=spec.score or "—",
+                          points=f"{spec.points[0]}～{spec.points[1]}"))
+    if spec.labels:
+        parts.append(fill(book.common("复合题"), labels="、".join(spec.labels), first=spec.labels[0]))
+    if spec.role:
+        parts.append(fill(book.common("作答身份"), role=spec.role))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _sources_block(book: PromptBook, sources: Sequence[Source], exam: bool) -> str:
+    lines = [book.common("依据（答题模式）" if exam else "依据（答疑模式）")]
     for n, src in enumerate(sources, 1):
         lines.append(f"[{n}] 《{src.title}》\n{src.text}")
     return "\n\n".join(lines)
@@ -145,18 +326,28 @@ def _sources_block(sources: Sequence[Source]) -> str:
 
 def build_prompt(*, mode: str, question: str, history: Sequence[dict[str, str]] = (),
                  material: str = "", task: str = "", word_limit: int | None = None,
-                 sources: Sequence[Source] = ()) -> Prompt:
+                 sources: Sequence[Source] = (), book: PromptBook | None = None) -> Prompt:
     """Build the prompt for one chat turn.
 
     `question` is the user's latest message; `history` the earlier turns (OpenAI shape);
-    `material` the 给定资料 and `task` the 题目, both optional.
+    `material` the 给定资料 and `task` the 题目, both optional. In the exam modes the
+    system prompt is the answer-sheet one, fitted to what the 题目 asks, as soon as
+    there is a 题目 or material.
     """
-    system = SYSTEM_PROMPTS[mode]
-    if word_limit:
-        system += f"作答字数不超过{word_limit}字（标点计入字数）。"
+    book = book or default_book()
+    # An exam mode answers for the answer sheet once there is a 题目 or material to
+    # answer; "如何答好概括题？" in summarize mode stays a question about the method.
+    exam = mode in EXAM_MODES and bool(material.strip() or task.strip())
+    spec = read_task(mode, task or question, word_limit, book)
+    if exam:
+        system = exam_system_prompt(book, spec)
+    else:
+        system = book.system(mode)
+        if word_limit:
+            system += f"\n作答字数不超过{word_limit}字（标点计入字数）。"
     messages: list[dict[str, str]] = [{"role": "system", "content": system}]
     if sources:
-        messages.append({"role": "system", "content": _sources_block(sources)})
+        messages.append({"role": "system", "content": _sources_block(book, sources, exam)})
     messages.extend({"role": m["role"], "content": m["content"]} for m in history)
     parts = []
     if material:
@@ -166,4 +357,5 @@ def build_prompt(*, mode: str, question: str, history: Sequence[dict[str, str]] 
     parts.append(f"【考生的问题】\n{question}" if parts else question)
     messages.append({"role": "user", "content": "\n\n".join(parts)})
     return Prompt(mode=mode, question=question, messages=messages, material=material,
-                  word_limit=word_limit, sources=tuple(sources))
+                  word_limit=spec.limit if exam else word_limit, sources=tuple(sources), task=task,
+                  spec=spec, exam=exam)

@@ -12,13 +12,14 @@ from core.auth import CLIENT
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
 from core.grading.practice import MAX_THEME_CHARS
-from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS,
+from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS, MAX_PHRASING_CHARS,
+                                  MAX_PHRASINGS, MAX_POINT_LABEL, MAX_POINTS,
                                   MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
 from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb
 from core.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
-from core.prompts import MODES
+from core.prompts import MODE_ALIASES, MODES
 from handlers.base import BaseHandler
 
 _ERROR_STATUSES = {
@@ -94,6 +95,11 @@ CONSOLE_PATHS = {  # the web console's pages (docs/console.md)
 }
 
 
+def _phrase(max_len: int) -> dict[str, Any]:
+    """A phrasing as core.grading.request reads it: 2 to max_len characters once stripped."""
+    return {"type": "string", "maxLength": max_len, "pattern": "^\\s*[^\\s\\u0000][^\\u0000]*[^\\s\\u0000]\\s*$"}
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
@@ -115,7 +121,8 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object", "required": ["role", "content"],
                 "properties": {"role": {"enum": ["user", "assistant"]},
                                "content": _text(MAX_MESSAGE_CHARS, required=True)}}}),
-            "mode": _nullable({"enum": list(MODES)}),
+            "mode": _nullable({"enum": list(MODE_ALIASES),
+                               "description": "题型模式：英文键或中文名（概括、分析、对策、应用文、文章、批改……）"}),
             "material": _nullable(_text(MAX_MATERIAL_CHARS)),
             "question": _nullable(_text(MAX_QUESTION_CHARS)),
             "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
@@ -135,6 +142,11 @@ SCHEMAS: dict[str, Any] = {
             "sources": {"type": "array", "items": _ref("Source")}, "cached": _BOOL,
             "char_count": _INT, "word_limit": {"type": ["integer", "null"]}, "over_limit": _BOOL,
             "unknown_citations": {"type": "array", "items": _INT},
+            "citations": {"type": "array", "description": "答题模式：第 sentence 行（从 1 起）依据的 sources 编号",
+                          "items": {"type": "object", "properties": {"sentence": _INT,
+                                                                     "sources": {"type": "array", "items": _INT}}}},
+            "checks": {"type": "object", "description": "答题模式的自检：字数区间、要点数、文种格式、是否改写过"},
+            "offline": _BOOL, "notice": _STR,
             "usage": {"type": "object", "properties": {"prompt_tokens": _INT, "completion_tokens": _INT}},
             "server_id": _STR, "elapsed_ms": _NUM,
         },
@@ -233,10 +245,11 @@ SCHEMAS: dict[str, Any] = {
 _BANK = PracticeBank.load()
 PRACTICE_IDS = [item.id for item in _BANK.list()]
 PAPER_IDS = [paper.id for paper in _BANK.papers()]
+POINT_SOURCES = ["request", "practice", "reference", "material", "none"]
 GRADING_SCHEMAS = {
     "GradeRequest": {
         "type": "object", "required": ["answer"],
-        "description": "answer 必填；不带 practice_id 时 question 与 material（或 reference）也必填。"
+        "description": "answer 必填；不带 practice_id 时 question 与 material（或 reference、scoring_points）也必填。"
                        "可选字段为 null 时按未提供处理。",
         "anyOf": [
             {"required": ["practice_id"], "properties": {"practice_id": {"enum": PRACTICE_IDS}}},
@@ -246,6 +259,9 @@ GRADING_SCHEMAS = {
             {"required": ["question", "reference"],
              "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True),
                             "reference": _text(MAX_REFERENCE_CHARS, required=True)}},
+            {"required": ["question", "scoring_points"],
+             "properties": {"question": _text(GRADE_QUESTION_CHARS, required=True),
+                            "scoring_points": {"type": "array"}}},
         ],
         "properties": {
             "answer": _text(MAX_ANSWER_CHARS, required=True),
@@ -257,7 +273,30 @@ GRADING_SCHEMAS = {
             "genre": _nullable({"enum": list(GENRE_PARTS)}),
             "full_score": _nullable({"type": "integer", "minimum": 1, "maximum": 100}),
             "word_limit": _nullable({"type": "integer", "minimum": 10, "maximum": 10000}),
+            "scoring_points": _nullable({
+                "type": "array", "minItems": 1, "maxItems": MAX_POINTS, "items": _ref("ScoringPointIn"),
+                "description": "教师自己的评分细则，代替程序提取的得分点（points_source 为 request）；"
+                               "score 为各点的相对分值，至少一个 dimension 为 points 的得分点。",
+                "contains": {"anyOf": [{"not": {"required": ["dimension"]}},
+                                       {"properties": {"dimension": {"enum": ["points", None]}}}]}}),
         },
+    },
+    "ScoringPointIn": {
+        "type": "object", "required": ["label", "score"],
+        "properties": {
+            "label": _text(MAX_POINT_LABEL, required=True),
+            "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+            "phrasings": _nullable({"type": "array", "maxItems": MAX_PHRASINGS, "items": _phrase(MAX_PHRASING_CHARS),
+                                    "description": "同义表述：任一表述原样出现或其核心词都写到即命中"}),
+            "keywords": _nullable({"type": "array", "maxItems": MAX_PHRASINGS, "items": _phrase(MAX_PHRASING_CHARS),
+                                   "description": "关键词组：按覆盖比例判定（两个以上关键词才算部分命中）"}),
+            "dimension": _nullable({"enum": ["points", "theme"]}),
+        },
+    },
+    "GradeCap": {
+        "type": "object", "required": ["rule", "limit", "deduct", "reason"],
+        "properties": {"rule": {"enum": ["审题", "文种", "字数", "照抄", "类卷"]},
+                       "limit": {"type": ["number", "null"]}, "deduct": _NUM, "reason": _STR},
     },
     "GradeDimension": {
         "type": "object", "required": ["key", "name", "score", "max", "comment", "source"],
@@ -269,7 +308,9 @@ GRADING_SCHEMAS = {
         "type": "object", "required": ["id", "label", "dimension", "status", "score", "max", "evidence"],
         "properties": {"id": _STR, "label": _STR, "dimension": {"enum": ["points", "theme"]},
                        "status": {"enum": ["hit", "partial", "missed"]}, "score": _NUM, "max": _NUM,
-                       "evidence": _STRS, "judged_by": _STR, "note": _STR},
+                       "evidence": _STRS, "judged_by": _STR, "note": _STR,
+                       "material_quote": {"type": "string",
+                                          "description": "程序提取的得分点所依据的资料（或参考答案）原句"}},
     },
     "Grade": {
         "type": "object",
@@ -281,8 +322,17 @@ GRADING_SCHEMAS = {
             "id": _STR, "simulated": {"const": True}, "notice": _STR,
             "grader": {"enum": ["llm+rules", "rules"]}, "model": _STR,
             "rubric": {"type": "object", "required": ["id", "source", "version", "point_count"],
-                       "properties": {"id": _STR, "source": {"enum": ["practice", "reference", "material", "none"]},
+                       "properties": {"id": _STR, "source": {"enum": POINT_SOURCES},
                                       "version": _STR, "point_count": _INT}},
+            "points_source": {"enum": POINT_SOURCES},
+            "full_score_source": {"enum": ["request", "practice", "question", "default"]},
+            "word_limit_source": {"enum": ["request", "practice", "question", None]},
+            "word_floor": {"type": ["integer", "null"]},
+            "caps": {"type": "array", "items": _ref("GradeCap")},
+            "essay_class": {"enum": ["一类卷", "二类卷", "三类卷", "四类卷", None]},
+            "task": {"type": ["object", "null"], "properties": {
+                "asked": {"type": ["string", "null"]}, "given": {"type": ["string", "null"]}, "mismatch": _BOOL}},
+            "answer_genre": {"type": ["string", "null"]},
             "prompt_version": {"type": ["string", "null"]},
             "practice_id": {"type": ["string", "null"]},
             "question_type": {"enum": ["summarize", "analyze", "countermeasure", "document", "essay"]},

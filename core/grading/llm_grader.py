@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.grading.exam import ESSAY_CLASSES
 from core.grading.rubric import DIMENSIONS, QUESTION_TYPES
 from core.grading.rules import RuleGrade
 
-GRADE_PROMPT_VERSION = "grade-prompt-2026-12.1"
+GRADE_PROMPT_VERSION = "grade-prompt-2026-12.2"
 
 _STATUS_ALIASES = {
     "hit": "hit", "partial": "partial", "missed": "missed", "miss": "missed",
@@ -51,17 +52,32 @@ def schema_text(grade: RuleGrade) -> str:
     )
 
 
+def scale_text(grade: RuleGrade) -> str:
+    """The marking scale of the question, as examiners use it."""
+    inp = grade.inp
+    if inp.question_type == "essay":
+        classes = "、".join(f"{name} {lo * inp.full_score / 40:g}–{hi * inp.full_score / 40:g} 分"
+                           for name, lo, hi in ESSAY_CLASSES)
+        return ("文章按四类卷评分：先定类（立意、结构、字数决定类别，不足400字只能是四类卷），"
+                f"再在类内以基准分上下浮动。{classes}。")
+    return ("小题按踩点给分：每个得分点按评分要点的分值给分，写出要点的核心意思即得分，只有标题、"
+            "没有具体做法的至多给一半；另有条理、语言分。审题错误（问做法答成问题等）、"
+            "文种错误、字数过少、照抄资料都要封顶，超出字数限制的部分不得分。")
+
+
 def build_messages(grade: RuleGrade) -> list[dict[str, str]]:
-    """The grading conversation for one answer."""
+    """The grading conversation for one answer: the real scale of the question, the
+    caps the rules already found (the code applies them whatever the model says)."""
     inp = grade.inp
     dims = "；".join(f"{d.name}（{d.key}）满分{grade.maxima[d.key]:g}：{d.meaning}"
                     for d in DIMENSIONS[inp.question_type])
     system = (
         "你是一名熟悉国家公务员考试和各省联考申论阅卷规则的阅卷老师，现在进行模拟评分。"
         "严格依据给定资料、题目和评分要点批改考生答案，不编造资料中没有的内容。"
+        + scale_text(grade) +
         "判断每个得分点时，status 只能是 hit（完整命中）、partial（部分命中）、missed（遗漏）；"
-        "quote 必须是从考生答案中一字不差复制的连续原文（不超过80字），不得改写、不得拼接，"
-        "找不到原文证据就判 missed 并留空。"
+        "quote 必须是从考生答案中一字不差复制的连续原文（不超过80字），必须是写出该要点核心意思的那一句，"
+        "不得改写、不得拼接，找不到原文证据就判 missed 并留空。"
         f"各维度：{dims}。"
         "只输出一个 JSON 对象，不要输出任何其他文字。JSON 结构如下：\n" + schema_text(grade)
     )
@@ -79,8 +95,11 @@ def build_messages(grade: RuleGrade) -> list[dict[str, str]]:
         parts.append(f"【给定资料】\n{inp.material}")
     if inp.reference.strip():
         parts.append(f"【参考答案】\n{inp.reference}")
-    parts += [f"【满分】{inp.full_score:g}分", f"【评分要点】\n{points}", f"【字数】{limit_note}",
-              f"【考生答案】\n{inp.answer}", "请按要求输出 JSON。"]
+    parts += [f"【满分】{inp.full_score:g}分", f"【评分要点】\n{points}", f"【字数】{limit_note}"]
+    if grade.caps:
+        parts.append("【规则层已认定】\n" + "\n".join(f"- {c.reason}" for c in grade.caps)
+                     + "\n（程序将按以上规则封顶或扣分，请在总评中首先指出。）")
+    parts += [f"【考生答案】\n{inp.answer}", "请按要求输出 JSON。"]
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
 

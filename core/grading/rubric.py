@@ -13,23 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.prompts import MODES
+from core.prompts import MODE_ALIASES, MODES
 
-RUBRIC_VERSION = "shenlun-rubric-2026-12.1"
+RUBRIC_VERSION = "shenlun-rubric-2026-12.2"
 
 # Canonical question-type keys are the chat modes of the answer-writing questions.
 QUESTION_TYPES: dict[str, str] = {
     mode: MODES[mode] for mode in ("summarize", "analyze", "countermeasure", "document", "essay")}
 
-# Names a client may send for a type (the short names used by candidates included).
-TYPE_ALIASES: dict[str, str] = {
-    **{key: key for key in QUESTION_TYPES},
-    "概括": "summarize", "归纳概括": "summarize", "归纳": "summarize",
-    "分析": "analyze", "综合分析": "analyze",
-    "对策": "countermeasure", "提出对策": "countermeasure", "解决问题": "countermeasure",
-    "应用文": "document", "贯彻执行": "document", "公文": "document",
-    "文章": "essay", "文章写作": "essay", "大作文": "essay", "议论文": "essay",
-}
+# Names a client may send for a type: the one alias table of the modes
+# (core.prompts.MODE_ALIASES), restricted to the answer-writing types.
+TYPE_ALIASES: dict[str, str] = {name: mode for name, mode in MODE_ALIASES.items() if mode in QUESTION_TYPES}
 
 DEFAULT_FULL_SCORES: dict[str, int] = {
     "summarize": 15,
@@ -90,15 +84,13 @@ DIMENSIONS: dict[str, tuple[Dimension, ...]] = {
 # Point judgements: the credit each status earns.
 CREDIT: dict[str, float] = {"hit": 1.0, "partial": 0.5, "missed": 0.0}
 
-# A point is hit when one answer sentence (or two adjacent ones) contains at least
-# HIT_COVERAGE of the point's content words (weighted by length), partial from
-# PARTIAL_COVERAGE. A phrasing that appears literally is always a hit.
+# Keyword sets (a request's `keywords`, the points the service derives itself) are
+# judged by the share of their characters one answer sentence states, synonyms
+# counted: a rubric's set is hit from HIT_COVERAGE and partial from PARTIAL_COVERAGE;
+# a derived set, noisier, from the EXTRACTED_ figures. A partial always needs two
+# distinct words. Phrasings are judged by their head concept (core.grading.lexicon).
 HIT_COVERAGE = 0.75
 PARTIAL_COVERAGE = 0.5
-# Points the service extracted itself (from a reference or the material) are keyword
-# sets rather than an examiner's phrasings, so they are matched more loosely: on the
-# bundled items this lifts reference answers from 51% to 67% of the marks when only
-# the material is given, while off-topic answers stay at 0.
 EXTRACTED_HIT_COVERAGE = 0.6
 EXTRACTED_PARTIAL_COVERAGE = 0.3
 # An LLM judgement upgrades a point only with a verbatim quote; a "hit" whose quote

@@ -29,13 +29,14 @@ from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.grading.llm_grader import (GRADE_PROMPT_VERSION, LLMVerdict, build_messages,
                                      first_json_object, retry_messages, validate)
-from core.grading.points import Judgement, quote_overlap
+from core.grading.exam import apply_caps, read_full_score, read_length
+from core.grading.points import Judgement, is_heading, quote_overlap
 from core.grading.practice import PracticeBank
 from core.grading.request import GradeRequest
 from core.grading.rubric import (DEFAULT_FULL_SCORES, DIMENSIONS, LLM_HIT_MIN_OVERLAP,
                                  QUESTION_TYPES, RUBRIC_VERSION, json_number, round_score)
-from core.grading.rules import (DimensionScore, GradeInput, RuleGrade, credit_ratio,
-                                grade_by_rules, relevance_factor)
+from core.grading.rules import (MAX_SUGGESTIONS, DimensionScore, GradeInput, RuleGrade, credit_ratio,
+                                fit_dimensions, grade_by_rules, needs_how_for, relevance_factor)
 from core.grading.structure import detect_genre, detect_question_type
 from core.grading.text import ensure_jieba, locate_quote, question_focus
 from core.llm import LLMMeter, LLMProvider, Usage
@@ -48,8 +49,8 @@ GRADE_TEMPERATURE = 0.2
 _STATUS_RANK = {"missed": 0, "partial": 1, "hit": 2}
 NOTICE = ("模拟评分：由申论助手依据{rubric}自动给出，仅供练习参考，"
           "不代表任何考试的真实阅卷结果。")
-OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规则层给出（要点关键词匹配、字数与格式检查），"
-                  "无法判断语义与文采；示范答案为{kind}。")
+OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规则层给出（要点核心词与近义词匹配、审题、文种、"
+                  "字数与格式检查），无法判断论证深度与文采；示范答案为{kind}。")
 
 
 class GradingService:
@@ -73,7 +74,8 @@ class GradingService:
     # --- the use case ---
 
     def resolve(self, req: GradeRequest) -> GradeInput:
-        """The request with its practice item, type, full score and limit settled."""
+        """The request with its practice item, type, full score, limit and points
+        settled; each says where it came from (request, practice item or question)."""
         item = None
         if req.practice_id is not None:
             item = self.practice.get(req.practice_id)
@@ -94,14 +96,22 @@ class GradingService:
         genre = None
         if qtype == "document":
             genre = req.genre or (item.genre if item else None) or detect_genre(question)
-        full = req.full_score or (item.full_score if item else DEFAULT_FULL_SCORES[qtype])
-        limit = req.word_limit or (item.word_limit if item else None)
+        asked = read_length(question)
+        full, score_source = _first((req.full_score, "request"), (item.full_score if item else None, "practice"),
+                                    (read_full_score(question), "question"),
+                                    (DEFAULT_FULL_SCORES[qtype], "default"))
+        limit, limit_source = _first((req.word_limit, "request"), (item.word_limit if item else None, "practice"),
+                                     (asked.upper, "question"), (None, None))
+        if req.scoring_points:
+            points, points_source = req.scoring_points, "request"
+        else:
+            points, points_source = (item.points if item else ()), "practice"
         return GradeInput(answer=req.answer, question=question, question_type=qtype,
                           full_score=float(full), material=material, reference=reference,
-                          word_limit=limit, genre=genre, type_source=source,
-                          points=item.points if item else (),
-                          rubric_id=item.rubric_id if item else "",
-                          practice_id=item.id if item else None)
+                          word_limit=limit, genre=genre, type_source=source, points=points,
+                          rubric_id=(item.rubric_id if item and points_source == "practice" else ""),
+                          practice_id=item.id if item else None, points_source=points_source,
+                          word_floor=asked.lower, limit_source=limit_source, score_source=score_source)
 
     async def grade(self, req: GradeRequest) -> dict[str, Any]:
         """The grade of one answer (raises InvalidRequest, UpstreamError, …)."""
@@ -175,6 +185,7 @@ class GradingService:
             return rules.judgements
         merged: list[Judgement] = []
         topic = question_focus(rules.inp.question)
+        needs_how = needs_how_for(rules.inp.question, rules.inp.question_type)
         for rule_j in rules.judgements:
             status, quote = verdict.points.get(rule_j.point.id, ("missed", ""))
             found = locate_quote(rules.counted, quote) if quote and status != "missed" else None
@@ -187,6 +198,15 @@ class GradingService:
             if status == "hit" and quote_overlap(rule_j.point, found, topic) < LLM_HIT_MIN_OVERLAP:
                 status = "partial"
                 j.note = _join(j.note, "引文与要点字面关联弱，按部分命中计")
+            if needs_how and is_heading(found):
+                # A bare heading is never evidence; what it names earns at most a partial.
+                if status == "hit":
+                    status = "partial"
+                j.note = _join(j.note, f"大模型引用的「{found}」只是标题，没有写怎么做，至多按部分命中计")
+                if _STATUS_RANK[status] > _STATUS_RANK[j.status]:
+                    j.status, j.judged_by = status, "llm"
+                merged.append(j)
+                continue
             if _STATUS_RANK[status] > _STATUS_RANK[j.status]:
                 j.status, j.judged_by = status, "llm"
                 j.note = j.note.replace("该要点写在了超出字数限制的部分，不计分", "").strip("；")
@@ -225,12 +245,17 @@ class GradingService:
         inp = rules.inp
         judgements = self._merge_points(rules, verdict)
         dims = self._dimensions(rules, verdict, judgements)
+        if verdict is not None:
+            # The model's scores never lift a grade over the rules' caps (审题, 文种, 字数, 类卷).
+            fit_dimensions(dims, apply_caps(min(inp.full_score, round_score(sum(d.score for d in dims))),
+                                            rules.caps))
         score = min(inp.full_score, round_score(sum(d.score for d in dims)))
         maxima = {d.key: d.max for d in dims}
         weights: dict[str, float] = {}
         for j in judgements:
             weights[j.point.dimension] = weights.get(j.point.dimension, 0.0) + j.point.weight
-        rubric_name = {"practice": f"练习题《{inp.practice_id}》的评分要点", "reference": "参考答案提取的要点",
+        rubric_name = {"practice": f"练习题《{inp.practice_id}》的评分要点", "request": "请求给出的评分细则",
+                       "reference": "参考答案提取的要点",
                        "material": "从给定资料自动提取的要点", "none": "通用评分规则"}[rules.rubric_source]
         notice = NOTICE.format(rubric=rubric_name + f"（评分规则 {RUBRIC_VERSION}"
                                + (f"，提示词 {GRADE_PROMPT_VERSION}）" if verdict else "）"))
@@ -245,10 +270,13 @@ class GradingService:
         def point(j: Judgement) -> dict[str, Any]:
             dim_max = maxima.get(j.point.dimension, 0.0)
             share = j.point.weight / weights[j.point.dimension] if weights.get(j.point.dimension) else 0.0
-            return {"id": j.point.id, "label": j.point.label, "dimension": j.point.dimension,
+            body = {"id": j.point.id, "label": j.point.label, "dimension": j.point.dimension,
                     "status": j.status, "score": json_number(round(dim_max * share * j.credit, 2)),
                     "max": json_number(round(dim_max * share, 2)), "evidence": j.evidence,
                     "judged_by": j.judged_by if j.status != "missed" else grader, "note": j.note}
+            if j.point.material_quote:
+                body["material_quote"] = j.point.material_quote
+            return body
 
         return {
             "id": uuid.uuid4().hex,
@@ -258,6 +286,7 @@ class GradingService:
             "model": model,
             "rubric": {"id": inp.rubric_id or rules.rubric_source, "source": rules.rubric_source,
                        "version": RUBRIC_VERSION, "point_count": len(rules.points)},
+            "points_source": rules.rubric_source,
             "prompt_version": GRADE_PROMPT_VERSION if verdict else None,
             "practice_id": inp.practice_id,
             "question_type": inp.question_type,
@@ -266,15 +295,23 @@ class GradingService:
             "genre": inp.genre,
             "score": json_number(score),
             "full_score": json_number(inp.full_score),
+            "full_score_source": inp.score_source,
+            "caps": [c.as_dict() for c in rules.caps],
+            "essay_class": rules.essay.name if rules.essay else None,
+            "task": ({"asked": rules.task.asked, "given": rules.task.given, "mismatch": rules.task.mismatch}
+                     if rules.task else None),
+            "answer_genre": rules.answer_genre,
             "dimensions": [d.as_dict() for d in dims],
             "points_hit": [point(j) for j in judgements if j.status != "missed"],
             "points_missed": [point(j) for j in judgements if j.status == "missed"],
             "char_count": rules.char_count,
             "word_limit": inp.word_limit,
+            "word_limit_source": inp.limit_source,
+            "word_floor": inp.word_floor,
             "over_limit": rules.over_limit,
             "structure_checks": [c.as_dict() for c in rules.checks],
-            "overall_comment": verdict.overall_comment if verdict else _overall(rules, score),
-            "suggestions": verdict.suggestions if verdict else rules.suggestions,
+            "overall_comment": _lead(rules, verdict.overall_comment if verdict else _overall(rules, score)),
+            "suggestions": _caps_first(rules, verdict.suggestions) if verdict else rules.suggestions,
             "improved_answer": improved,
             "improved_answer_char_count": char_count(improved),
             "improved_answer_limit": inp.improved_limit,
@@ -295,15 +332,31 @@ class GradingService:
         }
 
 
+def _first(*options: tuple[Any, Any]) -> tuple[Any, Any]:
+    """The first option whose value is set, with its source."""
+    return next((o for o in options if o[0] is not None), options[-1])
+
+
 def _join(*parts: str) -> str:
     return "；".join(p for p in parts if p)
+
+
+def _lead(rules: RuleGrade, comment: str) -> str:
+    """A comment that names the caps first (审题, then 文种, 字数, 类卷)."""
+    lead = "；".join(c.reason for c in rules.caps)
+    return f"{lead}。{comment}" if lead else comment
+
+
+def _caps_first(rules: RuleGrade, advice: list[str]) -> list[str]:
+    named = [c.reason for c in rules.caps if c.rule != "类卷"]
+    return (named + [a for a in advice if a not in named])[:MAX_SUGGESTIONS]
 
 
 def _overall(rules: RuleGrade, score: float) -> str:
     hit = sum(1 for j in rules.judgements if j.status == "hit")
     partial = sum(1 for j in rules.judgements if j.status == "partial")
-    text = (f"规则层评分 {score:g}/{rules.inp.full_score:g}：{len(rules.judgements)} 个得分点中命中 {hit} 个、"
-            f"部分命中 {partial} 个")
+    text = (f"规则层评分 {score:g}/{rules.inp.full_score:g}" + (f"（{rules.essay.name}）" if rules.essay else "")
+            + f"：{len(rules.judgements)} 个得分点中命中 {hit} 个、部分命中 {partial} 个")
     failed = [c.name for c in rules.checks if not c.passed]
     if failed:
         text += "；未通过的结构检查：" + "、".join(failed)
@@ -314,7 +367,9 @@ def _overall(rules: RuleGrade, score: float) -> str:
 
 def render_text(grade: dict[str, Any]) -> str:
     """A grade as readable text (the `answer` of the `/api/chat` grade alias)."""
-    lines = [f"【{grade['question_type_label']}·模拟评分】{grade['score']:g} / {grade['full_score']:g} 分"]
+    lines = [f"【{grade['question_type_label']}·模拟评分】{grade['score']:g} / {grade['full_score']:g} 分"
+             + (f"（{grade['essay_class']}）" if grade.get("essay_class") else "")]
+    lines += [f"※ {c['reason']}" for c in grade.get("caps", []) if c["rule"] != "类卷"]
     lines += [f"- {d['name']}：{d['score']:g}/{d['max']:g}，{d['comment']}" for d in grade["dimensions"]]
     if grade["points_hit"]:
         lines.append("命中要点：" + "；".join(

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import jieba
-import jieba.analyse
 
 from core.knowledge import analyzer
 
@@ -26,16 +25,6 @@ STOPWORDS = frozenset(
     # generic words that name no point (they survive TF-IDF in long materials)
     "资料 需要 没有 具体 剩下 提供 推出 突出 现象 发现 觉得 知道 成为 出现 情况 时候 地方 东西 "
     "工作 已经 开始 一起 常常 经常 主要 基本 正在 这些 那些 大多 越来越 不少 记者 表示".split())
-# Cues of the question's object, used to pick material sentences.
-_CUES = {
-    "problem": "难 不足 缺乏 缺少 不够 低 少 滞后 薄弱 不高 不到位 困难 矛盾 隐患 不强 单一 不畅 "
-               "不全 不完善 脱节 流失 短缺 老化 闲置 乱 投诉 抱怨".split(),
-    "measure": "通过 建立 推行 开展 设立 引入 实施 推出 完善 加强 搭建 探索 组建 推动 创新 "
-               "整合 打造 培育 健全 落实 强化".split(),
-    "cause": "由于 因为 导致 造成 缘于 原因 以致".split(),
-    "effect": "促进 带动 提升 有利于 使得 改善 变化 成效 增加 提高 减少 意义 作用".split(),
-}
-
 _BOILERPLATE = ("给定资料", "根据", "参考", "结合", "请你", "请", "自选角度", "自拟题目", "自拟标题",
                 "写一篇文章", "写一篇", "谈谈你", "你对", "的理解", "资料中提到", "资料")
 _NEGATIONS = frozenset("不 没 未 无 非".split())
@@ -46,8 +35,12 @@ _NUMBER_MARKER = re.compile(
     r"^\s*(?:[（(]?\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[）)]|\d{1,2}\s*[.．、]|"
     r"[一二三四五六七八九十]{1,3}\s*[、.．]|[①②③④⑤⑥⑦⑧⑨⑩]|第[一二三四五六七八九十]+[，,、]|"
     r"[一二三四五六七八九十]是)")
+# Markers inside a line: 一是/二是, ①, （1）, 1. (not a decimal: 2.5), 首先/其次/再次/最后,
+# 第一，/第二、 — numbering on one line is 分条作答 as much as numbering by lines.
 _INLINE_MARKER = re.compile(
-    r"(?:[一二三四五六七八九十]是|[①②③④⑤⑥⑦⑧⑨⑩]|[（(](?:\d{1,2}|[一二三四五六七八九十])[）)])")
+    r"(?:[一二三四五六七八九十]是|[①②③④⑤⑥⑦⑧⑨⑩]|[（(](?:\d{1,2}|[一二三四五六七八九十])[）)]|"
+    r"(?<![\d.．])\d{1,2}[.．、](?!\d)|(?:首先|其次|再次|最后)[，,、]?|第[一二三四五六七八九十][，,、])")
+_SEQUENCE_WORDS = ("首先", "其次", "再次", "最后")
 _ALLOW_POS = ("n", "nz", "vn", "v", "a", "an", "ad", "l", "i", "j", "nt", "ns", "nl", "ng")
 
 def ensure_jieba() -> None:
@@ -86,15 +79,6 @@ def _add_span(spans: list[Span], text: str, start: int, end: int) -> None:
         end -= 1
     if end > start and any(not ch.isspace() and ch not in _SENTENCE_END for ch in text[start:end]):
         spans.append(Span(text[start:end], start, end))
-
-
-def windows(text: str) -> list[Span]:
-    """Each sentence, and each pair of adjacent sentences, as matching windows."""
-    sents = sentences(text)
-    result = list(sents)
-    for a, b in zip(sents, sents[1:]):
-        result.append(Span(text[a.start:b.end], a.start, b.end))
-    return result
 
 
 def paragraphs(text: str) -> list[str]:
@@ -155,6 +139,10 @@ def coverage(words: tuple[str, ...], text: str) -> float:
 def keywords(text: str, top_k: int) -> list[tuple[str, float]]:
     """TF-IDF keywords of `text` (jieba.analyse), nouns, verbs and adjectives only."""
     ensure_jieba()
+    # Imported on first use, not at start-up: jieba.analyse loads its idf table and
+    # jieba.posseg's word-tag table (~95 MB, ~0.8 s) when imported; a process that
+    # never grades never pays for them (bench/b8_memory_startup.py).
+    import jieba.analyse
     tags = jieba.analyse.extract_tags(text, topK=top_k * 3, withWeight=True, allowPOS=_ALLOW_POS)
     # Words jieba guessed by its HMM (not in any dictionary) are mostly cuts across
     # word boundaries (市是, 上卖): left out.
@@ -164,24 +152,7 @@ def keywords(text: str, top_k: int) -> list[tuple[str, float]]:
     return picked[:top_k]
 
 
-def cue_kind(question: str) -> str | None:
-    """What the question asks for: problem, measure, cause or effect (None if unclear)."""
-    if any(k in question for k in ("对策", "建议", "措施", "做法", "经验", "举措", "如何", "怎样")):
-        return "measure"
-    if any(k in question for k in ("原因", "为什么", "成因")):
-        return "cause"
-    if any(k in question for k in ("问题", "困难", "困境", "挑战", "不足")):
-        return "problem"
-    if any(k in question for k in ("意义", "作用", "影响", "成效", "变化", "启示")):
-        return "effect"
-    return None
-
-
-def cue_bonus(sentence: str, kind: str | None) -> float:
-    """1 when a sentence carries a cue of the asked object, else 0."""
-    if kind is None:
-        return 0.0
-    return 1.0 if any(c in sentence for c in _CUES[kind]) else 0.0
+_SENTENCE_ENDS = ("。", "！", "？", "；", ".", "!", "?", ";")
 
 
 def split_items(text: str) -> list[str]:
@@ -198,7 +169,13 @@ def split_items(text: str) -> list[str]:
         for n in range(len(numbered)):
             start = numbered[n]
             end = numbered[n + 1] if n + 1 < len(numbered) else len(lines)
-            items.append(strip_marker("".join(lines[start:end])))
+            head, body = strip_marker(lines[start]), lines[start + 1:end]
+            # A section heading of a document ("一、基本情况") labels its body; it is no
+            # part of the point the body makes.
+            if body and len(head) <= 12 and not head.endswith(_SENTENCE_ENDS):
+                items.append("".join(body))
+            else:
+                items.append(strip_marker("".join(lines[start:end])))
         return [i for i in items if i]
     if len(lines) == 1 and len(_INLINE_MARKER.findall(lines[0])) < 2:
         return [s.text for s in sentences(text)]
@@ -232,10 +209,31 @@ def strip_marker(item: str) -> str:
 
 
 def numbered_markers(text: str) -> int:
-    """How many list markers an answer uses (line starts and inline 一是/①/（1）)."""
+    """How many list markers an answer uses: at line starts, or inline (1.…2.…,
+    一是/二是, ①, （1）, 首先/其次…), whichever is more."""
     line_marks = sum(1 for line in paragraphs(text) if _NUMBER_MARKER.match(line))
-    inline = len(_INLINE_MARKER.findall(text))
+    # 其次/最后 are markers only in a sequence that 首先 opens (最后 is also plain prose).
+    sequence = "首先" in text
+    inline = sum(1 for m in _INLINE_MARKER.finditer(text)
+                 if sequence or not m.group().startswith(_SEQUENCE_WORDS))
     return max(line_marks, inline)
+
+
+def item_spans(text: str) -> list[Span]:
+    """The list items of an answer as spans of it: each line, cut before each inline
+    marker when a line holds two or more (1.…2.…, 一是…二是…)."""
+    spans: list[Span] = []
+    offset = 0
+    for raw in text.splitlines(keepends=True):
+        line_start, line_end = offset, offset + len(raw.rstrip("\r\n"))
+        offset += len(raw)
+        cuts = [m.start() for m in _INLINE_MARKER.finditer(text, line_start, line_end)]
+        if len(cuts) < 2:
+            cuts = []
+        bounds = [line_start] + [c for c in cuts if c > line_start] + [line_end]
+        for a, b in zip(bounds, bounds[1:]):
+            _add_span(spans, text, a, b)
+    return spans
 
 
 def head_of(item: str, max_chars: int = 20) -> str:

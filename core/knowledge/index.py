@@ -57,7 +57,7 @@ from whoosh.searching import Searcher
 from whoosh.writing import SegmentWriter
 
 from core.errors import ServerBusy
-from core.knowledge.analyzer import ANALYZER
+from core.knowledge.analyzer import ANALYZER, cuts
 from core.knowledge.passages import split_passages
 from core.knowledge.store import Changes, Document, DocumentStore
 
@@ -74,6 +74,7 @@ SCHEMA = Schema(
     doc_id=ID(stored=True, sortable=True),  # a column: hits map to documents without stored fields
     title=TEXT(analyzer=ANALYZER, stored=True, phrase=True),
     content=TEXT(analyzer=ANALYZER, stored=True, phrase=True),  # the passage's text
+    cuts=STORED(),  # jieba's word boundaries in content (analyzer.cuts): snippets without jieba
     category=ID(stored=True),
     tags=KEYWORD(stored=True, commas=True, scorable=False),
     source=STORED(),
@@ -81,6 +82,7 @@ SCHEMA = Schema(
     updated_at=STORED(),
 )
 WEIGHTING = BM25F(B=0.75, K1=1.2)
+MERGE_AT_SEGMENTS = 8  # a commit that would leave this many segments merges the small ones
 
 
 # --- small file helpers ---
@@ -138,6 +140,7 @@ def file_lock(path: Path, *, timeout: float | None, poll: float = 0.005) -> Iter
 def _passages(doc: Document) -> Iterator[dict[str, object]]:
     for n, text in enumerate(split_passages(doc.content)):
         yield {"pid": f"{doc.id}#{n}", "doc_id": doc.id, "title": doc.title, "content": text,
+               "cuts": cuts(text),
                "category": doc.category, "tags": ",".join(doc.tags), "source": doc.source,
                "created_at": doc.created_at, "updated_at": doc.updated_at}
 
@@ -298,8 +301,12 @@ class SharedIndex:
             except BaseException:
                 writer.cancel()
                 raise
+            # Whoosh merges small segments at every commit by default, rewriting their
+            # postings each time: at 10,000 documents that was ~90% of a one-document
+            # add (bench/b5_knowledge.py, 6 adds/s). Segments are merged only once
+            # MERGE_AT_SEGMENTS have piled up, so most commits write just the new one.
             try:
-                writer.commit()
+                writer.commit(merge=len(writer.segments) + 1 >= MERGE_AT_SEGMENTS)
             except BaseException:
                 _release_failed_commit(writer)
                 raise

@@ -18,14 +18,20 @@ not passages; `total` counts documents.
 """
 from __future__ import annotations
 
+import functools
+import heapq
 import html
 import re
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Container, Iterable, Iterator, Mapping, Sequence
 
-from whoosh.highlight import (BasicFragmentScorer, ContextFragmenter, Formatter, Fragment,
-                              top_fragments)
+from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
+from whoosh.codec.whoosh3 import W3LeafMatcher
 from whoosh.query import And, AndMaybe, Or, Phrase, Query, Term
+from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 
 from core.knowledge import analyzer
@@ -70,6 +76,7 @@ class ParsedQuery:
         return frozenset(tokens)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_query(text: str) -> ParsedQuery:
     """Split a query into its quoted phrases and its other words."""
     phrases: list[tuple[str, ...]] = []
@@ -165,21 +172,81 @@ def _merge(fragments: list[Fragment]) -> list[Fragment]:
     return merged
 
 
-def snippet(text: str, terms: frozenset[str]) -> str:
+class _Word:
+    """A word of a passage as Whoosh's fragmenter and formatter see it (the few
+    attributes they read; a Whoosh Token costs several times more to make)."""
+
+    __slots__ = ("text", "startchar", "endchar", "matched", "boost")
+
+    def __init__(self, text: str, startchar: int, endchar: int, matched: bool) -> None:
+        self.text, self.startchar, self.endchar, self.matched, self.boost = text, startchar, endchar, matched, 1.0
+
+    def copy(self) -> "_Word":
+        return _Word(self.text, self.startchar, self.endchar, self.matched)
+
+
+# Words further than this from every match cannot end up in a fragment: a fragment
+# starts at most SNIPPET_SURROUND characters before a match and holds at most
+# SNIPPET_CHARS after it, plus context after the last match.
+_REACH = SNIPPET_CHARS + 2 * SNIPPET_SURROUND
+
+
+def _words_near(text: str, terms: frozenset[str], ends: bytes | None = None) -> list[_Word]:
+    """The words of `text` around the places a term occurs; the opening words when no
+    term occurs. From the word boundaries stored with the passage (`ends`) when there
+    are, else jieba runs on windows cut where its segmentation cannot change (running
+    it over every result passage was most of a search's time)."""
+    folded = analyzer.fold_width(text).lower()
+    spans: list[tuple[int, int]] = []
+    for term in terms:
+        at = folded.find(term)
+        while at >= 0:
+            spans.append((at - _REACH, at + len(term) + _REACH))
+            at = folded.find(term, at + 1)
+    if not spans:
+        spans = [(0, SNIPPET_CHARS + _REACH)]
+    spans.sort()
+    windows: list[list[int]] = []
+    for first, last in spans:
+        if not ends:
+            first = analyzer.safe_cut(text, first, forward=False)
+            last = analyzer.safe_cut(text, last, forward=True)
+        first, last = max(first, 0), min(last, len(text))
+        if windows and first <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], last)
+        else:
+            windows.append([first, last])
+    words: list[_Word] = []
+    for first, last in windows:
+        for word, start, end, expansions in analyzer.highlight_words(text, first, last, ends=ends):
+            if not words or start >= words[-1].endchar:  # a word across two windows: once
+                words.append(_Word(word, start, end, bool(expansions & terms)))
+    return words
+
+
+def _top_fragments(fragments: Iterable[Fragment], count: int) -> list[Fragment]:
+    # whoosh.highlight.top_fragments breaks ties between equal fragments by their
+    # memory addresses, so one passage got different snippets from run to run:
+    # here the earlier fragment wins a tie.
+    scorer = BasicFragmentScorer()
+    best = heapq.nsmallest(count, ((-scorer(f), f.startchar, f) for f in fragments))
+    return sorted((f for score, _, f in best if -score >= 1), key=lambda f: f.startchar)
+
+
+def snippet(text: str, terms: frozenset[str], ends: bytes | None = None) -> str:
     """An HTML snippet of `text` with the words that match `terms` in <em>.
 
     Whoosh's fragmenter and formatter over our analyzer's words, so a mark always covers
     a whole word (乡村振兴, never 乡村 of it). Without a match, the passage's opening.
+    `ends`: the passage's stored word boundaries (`analyzer.cuts`), if it has them.
     """
-    tokens = []
-    for token in analyzer.ANALYZER(text, chars=True, mode="highlight"):
-        token.matched = bool(token.expansions & terms)
-        tokens.append(token)
+    tokens = _words_near(text, terms, ends)
     fragmenter = ContextFragmenter(maxchars=SNIPPET_CHARS, surround=SNIPPET_SURROUND)
-    fragments = _merge(top_fragments(fragmenter.fragment_tokens(text, tokens), SNIPPET_FRAGMENTS,
-                                     BasicFragmentScorer(), lambda f: f.startchar))
+    fragments = _merge(_top_fragments(fragmenter.fragment_tokens(text, tokens), SNIPPET_FRAGMENTS))
     if fragments:
         return _EmFormatter()(text, fragments)
+    if tokens and tokens[0].startchar > 0:
+        tokens = _words_near(text, frozenset(), ends)  # matches somewhere, none a whole word
     end = 0
     for token in tokens:
         if token.endchar > SNIPPET_CHARS:
@@ -191,32 +258,232 @@ def snippet(text: str, terms: frozenset[str]) -> str:
 
 # --- search ---
 
-class _Credits:
-    """Which passages have each query word, whole or only in pieces: one posting-list
-    pass per word instead of recording matched terms for every hit."""
+def _blocks(matcher: object) -> Iterator[tuple[Sequence[int], Sequence[float]]]:
+    """(document numbers, weights) of a fresh Whoosh posting matcher, a block at a time.
 
-    def __init__(self, searcher: Searcher, words: Sequence[str]) -> None:
-        self.whole: dict[str, set[int]] = {}
-        self.partial: dict[str, set[int]] = {}
-        for word in words:
-            self.whole[word] = set(searcher.docs_for_query(_word_query(word, whole_only=True)))
-            self.partial[word] = set(searcher.docs_for_query(_word_query(word)))
+    Whoosh 2.7's W3LeafMatcher decodes a block's ids with a Python generator and hands
+    postings out one by one through id()/weight()/next(), ~1 µs each, before any
+    scoring. Reading the raw delta-coded block and summing it with
+    itertools.accumulate gives the same ids at C speed. Inlined postings (a term in a
+    few documents) come as a ListMatcher, read through its public methods.
+    """
+    if not isinstance(matcher, W3LeafMatcher):
+        ids, weights = [], []
+        while matcher.is_active():  # type: ignore[attr-defined]
+            ids.append(matcher.id())  # type: ignore[attr-defined]
+            weights.append(matcher.weight())  # type: ignore[attr-defined]
+            matcher.next()  # type: ignore[attr-defined]
+        yield ids, weights
+        return
+    while matcher.is_active():
+        matcher._read_data()
+        raw, weights = matcher._data[0], matcher._data[1]
+        ids = raw if matcher._byteids else tuple(accumulate(raw))
+        if weights is None or isinstance(weights, float):  # Whoosh's shorthands
+            weights = (1.0 if weights is None else weights,) * len(ids)
+        yield ids, weights
+        if matcher._lastblock:
+            return
+        matcher._next_block()
+
+
+SCORED_FIELDS = ("title", "content")
+_SEGMENT_CACHE: "OrderedDict[tuple[str, str, int], _SegmentData]" = OrderedDict()
+_SEGMENT_LOCK = threading.Lock()
+_SEGMENTS_KEPT = 256  # segments whose decoded columns a process keeps
+
+
+@dataclass(frozen=True)
+class _SegmentData:
+    doc_ids: tuple[str, ...]                   # the doc_id column
+    lengths: dict[str, tuple[float | None, ...]]  # field → Whoosh's (lossy) field lengths
+
+
+def _segment_data(seg: SegmentReader) -> _SegmentData:
+    # A segment's documents never change (deletions aside, handled by the postings), so
+    # its decoded columns are kept across searchers: an add reopens the searcher but
+    # decodes only the new segment's columns.
+    key = (str(getattr(seg.storage(), "folder", id(seg.storage()))), seg.segment().segment_id(),
+           seg.doc_count_all())
+    with _SEGMENT_LOCK:
+        known = _SEGMENT_CACHE.get(key)
+        if known is not None:
+            _SEGMENT_CACHE.move_to_end(key)
+            return known
+    count = seg.doc_count_all()
+    # Exactly what Whoosh's doc_field_length() returns, for every passage at once.
+    lengths = {name: tuple(seg.doc_field_length(n, name) for n in range(count))
+               for name in SCORED_FIELDS}
+    data = _SegmentData(doc_ids=tuple(seg.column_reader("doc_id")), lengths=lengths)
+    with _SEGMENT_LOCK:
+        _SEGMENT_CACHE[key] = data
+        while len(_SEGMENT_CACHE) > _SEGMENTS_KEPT:
+            _SEGMENT_CACHE.popitem(last=False)
+    return data
+
+
+class IndexView:
+    """What ranking needs of one searcher beyond Whoosh's own API, computed once per
+    searcher (a searcher is replaced, never changed, when the index changes): the
+    document id of every passage number, and posting lists as sets of live passages."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.searcher = searcher
+        self.leaves: list[tuple[SegmentReader, int, frozenset[int], _SegmentData]] = []
+        doc_of: list[str] = []
+        for seg, offset in searcher.reader().leaf_readers():
+            deleted = frozenset(seg._perdoc.deleted_docs()) if seg.has_deletions() else frozenset()
+            data = _segment_data(seg)
+            self.leaves.append((seg, offset, deleted, data))
+            doc_of.extend(data.doc_ids)
+        self.doc_of = doc_of
+        self.avg_length = {name: searcher.avg_field_length(name) or 1 for name in SCORED_FIELDS}
+        self._norm_cache: dict[tuple[str, int], tuple[float, ...]] = {}
+
+    @classmethod
+    def of(cls, searcher: Searcher) -> "IndexView":
+        """The view of a searcher (built on first use, then kept with it)."""
+        view = getattr(searcher, "_shenlun_view", None)
+        if view is None:
+            view = cls(searcher)
+            searcher._shenlun_view = view  # type: ignore[attr-defined]
+        return view
+
+    def postings(self, field_name: str, token: str) -> Iterator[tuple[int, Sequence[int], Sequence[float], _SegmentData]]:
+        """(offset, segment document numbers, weights, segment data) of the live
+        postings of a term, a block at a time."""
+        for seg, offset, deleted, data in self.leaves:
+            try:  # the raw postings (Whoosh's postings() wraps them in a slow filter)
+                matcher = seg._terms.matcher(field_name, seg._text_to_bytes(field_name, token),
+                                             seg.schema[field_name].format)
+            except (TermNotFound, KeyError):
+                continue
+            for ids, weights in _blocks(matcher):
+                if deleted:
+                    live = [i for i, n in enumerate(ids) if n not in deleted]
+                    ids, weights = [ids[i] for i in live], [weights[i] for i in live]
+                yield offset, ids, weights, data
+
+    def ids(self, field_name: str, token: str) -> set[int]:
+        """The live passages whose field has the token."""
+        out: set[int] = set()
+        for offset, ids, _, _ in self.postings(field_name, token):
+            out.update([offset + n for n in ids] if offset else ids)
+        return out
+
+    def _norms(self, field_name: str, data: _SegmentData) -> tuple[float, ...]:
+        # The length part of Whoosh's bm25(), K1 * ((1 - B) + B * fl / avgfl), per
+        # passage: it depends on the index's average length, so once per searcher.
+        key = (field_name, id(data))
+        norms = self._norm_cache.get(key)
+        if norms is None:
+            weighting = self.searcher.weighting
+            avgfl, K1 = self.avg_length[field_name], weighting.K1
+            B = weighting._field_B.get(field_name, weighting.B)
+            norms = tuple(0.0 if fl is None else K1 * ((1 - B) + B * fl / avgfl)
+                          for fl in data.lengths[field_name])
+            self._norm_cache[key] = norms
+        return norms
+
+    def scores(self, field_name: str, token: str, boost: float, into: dict[int, float]) -> set[int]:
+        """Add the term's BM25F score (times `boost`) to each passage that has it, the
+        way Whoosh's BM25FScorer and a boosted Term compute it; returns the passages."""
+        idf = self.searcher.idf(field_name, token)
+        k1_plus_1 = self.searcher.weighting.K1 + 1
+        found: set[int] = set()
+        get = into.get
+        for offset, ids, weights, data in self.postings(field_name, token):
+            norms = self._norms(field_name, data)
+            for n, tf in zip(ids, weights):
+                # whoosh.scoring.bm25(), operation for operation, then the Term's boost
+                norm = norms[n]
+                n += offset
+                into[n] = get(n, 0.0) + idf * ((tf * k1_plus_1) / (tf + norm)) * boost
+                found.add(n)
+        return found
+
+    def word_ids(self, word: str, *, whole_only: bool = False) -> set[int]:
+        """The passages a word query (`_word_query`) matches, in either field."""
+        out: set[int] = set()
+        for token in ([word] if whole_only else analyzer.expand(word)):
+            out |= self.ids("title", token)
+            out |= self.ids("content", token)
+        return out
+
+    def filter_ids(self, category: str, tags: Sequence[str]) -> set[int] | None:
+        """The passages of the category with all the tags (None: no filter)."""
+        allowed: set[int] | None = None
+        for field_name, value in [("category", category)] * bool(category) + [("tags", t) for t in tags]:
+            ids = self.ids(field_name, value)
+            allowed = ids if allowed is None else allowed & ids
+        return allowed
+
+    def passages(self, docnum: int) -> range:
+        """The passage numbers of the document of passage `docnum`: a document's passages
+        are added together, so they are neighbours in every segment and every merge."""
+        doc_of, doc_id = self.doc_of, self.doc_of[docnum]
+        first = last = docnum
+        while first > 0 and doc_of[first - 1] == doc_id:
+            first -= 1
+        while last + 1 < len(doc_of) and doc_of[last + 1] == doc_id:
+            last += 1
+        return range(first, last + 1)
+
+
+class _Credits:
+    """Which passages have each query word, whole or only in pieces."""
+
+    def __init__(self, whole: dict[str, set[int]], partial: dict[str, set[int]]) -> None:
+        self.whole, self.partial = whole, partial
+
+    @classmethod
+    def of_words(cls, view: IndexView, words: Sequence[str]) -> "_Credits":
+        """From the posting lists alone (no scoring)."""
+        whole = {word: view.word_ids(word, whole_only=True) for word in words}
+        return cls(whole, {word: view.word_ids(word) for word in words})
 
     def of(self, docnum: int) -> dict[str, float]:
         return {w: 1.0 if docnum in self.whole[w] else SUBWORD_WEIGHT if docnum in self.partial[w] else 0.0
                 for w in self.whole}
 
+    def of_document(self, passages: Iterable[int]) -> dict[str, float]:
+        """A document has what any of its passages has."""
+        best = dict.fromkeys(self.whole, 0.0)
+        for n in passages:
+            for word, credit in self.of(n).items():
+                if credit > best[word]:
+                    best[word] = credit
+        return best
+
+
+def _score_words(view: IndexView, words: Sequence[str]) -> tuple[dict[int, float], _Credits]:
+    """The BM25F score of every passage matching the words query of mode "or" (what
+    Whoosh computes for `Or([_word_query(w) for w in words])`), and the credits, in one
+    pass over the posting lists.
+
+    Whoosh's own collector walks a tree of Python matchers per posting (~100 ms for a
+    common word at 10,000 documents), and its block-max pruning is not safe here (its
+    length bytes make the block bound too low: it drops true top hits), so the same
+    formula runs here over the raw posting blocks instead.
+    """
+    scores: dict[int, float] = {}
+    whole: dict[str, set[int]] = {}
+    partial: dict[str, set[int]] = {}
+    for word in words:
+        whole[word], partial[word] = set(), set()
+        for token in analyzer.expand(word):
+            weight = 1.0 if token == word else SUBWORD_WEIGHT
+            for field_name, boost in (("title", TITLE_BOOST), ("content", 1.0)):
+                found = view.scores(field_name, token, weight * boost, scores)
+                partial[word] |= found
+                if token == word:
+                    whole[word] |= found
+    return scores, _Credits(whole, partial)
+
 
 def _coverage(credits: Mapping[str, float], weights: Mapping[str, float]) -> float:
     total = sum(weights.values())
     return sum(wt * credits.get(w, 0.0) for w, wt in weights.items()) / total if total else 1.0
-
-
-@dataclass
-class _DocHit:
-    score: float
-    docnum: int
-    credits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -227,6 +494,44 @@ class SearchPage:
     results: list[dict]
 
 
+def _best_passages(view: IndexView, scores: Mapping[int, float]) -> dict[str, tuple[float, int]]:
+    """doc id → (score, passage) of each document's best passage (the first on ties)."""
+    doc_of = view.doc_of
+    best: dict[str, tuple[float, int]] = {}
+    for docnum, score in scores.items():
+        doc_id = doc_of[docnum]
+        known = best.get(doc_id)
+        if known is None or score > known[0] or (score == known[0] and docnum < known[1]):
+            best[doc_id] = (score, docnum)
+    return best
+
+
+def _rank(view: IndexView, best: Mapping[str, tuple[float, int]], matched: Container[int],
+          credits: _Credits, weights: Mapping[str, float], need: int) -> list[tuple[float, str, int]]:
+    """(score, doc id, best passage) of the `need` best documents, best first.
+
+    A document scores its best passage's score times coverage**COORD_POWER, at most its
+    best passage's (coverage <= 1). Documents are taken in order of best passage, so
+    once `need` documents score more than the next one's best passage, no later one
+    can overtake them: coverage is computed for a few documents, not all.
+    """
+    order = [(-score, doc_id, docnum) for doc_id, (score, docnum) in best.items()]
+    heapq.heapify(order)  # popped best first; sorting them all cost more than the rest
+    top: list[tuple[float, str, int]] = []
+    while order:
+        negative, doc_id, docnum = heapq.heappop(order)
+        score = -negative
+        if len(top) >= need and score < top[need - 1][0]:
+            break
+        if weights:
+            mine = credits.of_document(n for n in view.passages(docnum) if n in matched)
+            score *= _coverage(mine, weights) ** COORD_POWER
+        top.append((score, doc_id, docnum))
+        top.sort(key=lambda item: (-item[0], item[1]))
+        del top[need:]
+    return top
+
+
 def search(searcher: Searcher, text: str, *, limit: int = 10, offset: int = 0,
            category: str = "", tags: Sequence[str] = (), mode: str = "or") -> SearchPage:
     """Documents matching a query, best first, `limit` from `offset`."""
@@ -234,37 +539,34 @@ def search(searcher: Searcher, text: str, *, limit: int = 10, offset: int = 0,
     query = build_query(parsed, mode)
     if query is None or searcher.doc_count_all() == 0:
         return SearchPage(total=0, results=[])
-    filters = ([Term("category", category)] if category else []) + [Term("tags", t) for t in tags]
-    hits = searcher.search(query, limit=None, filter=And(filters) if filters else None)
-    doc_ids = searcher.reader().column_reader("doc_id")
+    view = IndexView.of(searcher)
+    allowed = view.filter_ids(category, tags)
     words = parsed.words if mode == "or" else ()
-    credits = _Credits(searcher, words)
-    docs: dict[str, _DocHit] = {}
-    for docnum, score in hits.items():
-        doc_id = doc_ids[docnum]
-        passage = credits.of(docnum)
-        doc = docs.get(doc_id)
-        if doc is None:
-            docs[doc_id] = _DocHit(score, docnum, passage)
-            continue
-        if score > doc.score:
-            doc.score, doc.docnum = score, docnum
-        for word, credit in passage.items():  # the document has what any passage has
-            doc.credits[word] = max(doc.credits[word], credit)
-    weights = _weights(searcher, words)
-    ranked = sorted(((doc.score * _coverage(doc.credits, weights) ** COORD_POWER, doc_id, doc)
-                     for doc_id, doc in docs.items()), key=lambda item: (-item[0], item[1]))
+    if words and not parsed.phrases:
+        scores, credits = _score_words(view, words)
+        if allowed is not None:
+            scores = {n: s for n, s in scores.items() if n in allowed}
+    else:
+        # And mode and phrases: Whoosh scores them (its matchers check positions);
+        # their matches are the documents with every word, far fewer.
+        hits = searcher.search(query, limit=None, filter=allowed)
+        scores = dict(hits.items())
+        credits = _Credits.of_words(view, words)
+    best = _best_passages(view, scores)
+    total = len(best)
+    need = min(offset + limit, total)
+    ranked = _rank(view, best, scores, credits, _weights(searcher, words), need) if need > offset else []
     terms = parsed.terms
     results = []
-    for score, doc_id, doc in ranked[offset:offset + limit]:
-        f = searcher.stored_fields(doc.docnum)  # only for the page: stored fields are dear
+    for score, doc_id, docnum in ranked[offset:need]:
+        f = searcher.stored_fields(docnum)  # only for the page: stored fields are dear
         results.append({
             "id": doc_id, "title": f["title"], "category": f.get("category", ""),
             "tags": [t for t in f.get("tags", "").split(",") if t],
             "source": f.get("source", ""), "score": round(score, 3),
-            "snippet": snippet(f["content"], terms),
+            "snippet": snippet(f["content"], terms, f.get("cuts")),
         })
-    return SearchPage(total=len(ranked), results=results)
+    return SearchPage(total=total, results=results)
 
 
 def retrieve(searcher: Searcher, text: str, limit: int) -> list[Source]:
@@ -282,11 +584,12 @@ def retrieve(searcher: Searcher, text: str, limit: int) -> list[Source]:
         if not words:
             return []
         weights = {w: weights[w] for w in words}
-    hits = searcher.search(Or([_word_query(w) for w in words]), limit=RETRIEVE_CANDIDATES)
-    doc_ids = searcher.reader().column_reader("doc_id")
-    credits = _Credits(searcher, words)
+    view = IndexView.of(searcher)
+    doc_ids = view.doc_of
+    scores, credits = _score_words(view, words)
+    candidates = heapq.nsmallest(RETRIEVE_CANDIDATES, scores.items(), key=lambda item: (-item[1], item[0]))
     best: dict[str, tuple[float, int]] = {}
-    for docnum, score in hits.items():
+    for docnum, score in candidates:
         if score < MIN_RETRIEVE_SCORE:
             continue
         coverage = _coverage(credits.of(docnum), weights)
@@ -302,5 +605,5 @@ def retrieve(searcher: Searcher, text: str, limit: int) -> list[Source]:
     for doc_id, (score, docnum) in ranked:
         f = searcher.stored_fields(docnum)
         sources.append(Source(id=doc_id, title=f["title"], text=f["content"], score=round(score, 3),
-                              snippet=snippet(f["content"], terms), category=f.get("category", "")))
+                              snippet=snippet(f["content"], terms, f.get("cuts")), category=f.get("category", "")))
     return sources

@@ -17,7 +17,7 @@ import random
 import re
 import time
 from collections import OrderedDict
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,11 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 WRITE_TIMEOUT = 10.0  # seconds an add may wait for the shared index before 503
 RETRIEVAL_MEMO_SIZE = 512  # questions whose retrieved passages a process remembers
 STORE_FILE = "documents.sqlite3"
+# Searches and retrievals are pure CPU under the GIL: every extra thread running one is
+# one more contender the event loop waits behind for the GIL (bench/b7_event_loop.py:
+# /health p99 79 ms with four CPU threads searching). One thread runs them in turn; on
+# two cores more threads bring no more searches per second, only a slower loop.
+SEARCH_THREADS = 1
 
 T = TypeVar("T")
 
@@ -179,6 +184,8 @@ class KnowledgeBase:
         self.healer = IndexHealer(index)  # every read and index write goes through it
         self.disk = disk
         self.executor = executor
+        # Per process: this knowledge base's own search thread(s), see SEARCH_THREADS.
+        self._search_executor = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="shenlun-search")
         self.write_timeout = write_timeout
         # (question, limit) → (index version, passages). Every chat request retrieves
         # before it looks in the response cache (the cache key covers the passages), so
@@ -214,10 +221,13 @@ class KnowledgeBase:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def _run_search(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._search_executor, fn, *args)
+
     async def search(self, req: SearchRequest) -> dict[str, Any]:
         """The contract's search answer: query, total, took_ms, results."""
         started = time.perf_counter()
-        page = await self._run(self._search, req)
+        page = await self._run_search(self._search, req)
         return {"query": req.q, "total": page.total,
                 "took_ms": round((time.perf_counter() - started) * 1000, 1),
                 "results": page.results}
@@ -268,8 +278,8 @@ class KnowledgeBase:
         if known is not None and version is not None and known[0] == version:
             self._retrieved.move_to_end(key)
             return list(known[1])
-        sources = await self._run(self.healer.read,
-                                  lambda searcher: searching.retrieve(searcher, query, limit))
+        sources = await self._run_search(self.healer.read,
+                                         lambda searcher: searching.retrieve(searcher, query, limit))
         if version is None:
             return sources
         # Stored under the version read before the search: if the index changed
@@ -326,5 +336,6 @@ class KnowledgeBase:
     def close(self) -> None:
         """Close searchers and database connections."""
         self.healer.close()
+        self._search_executor.shutdown(wait=True, cancel_futures=True)
         self.index.close()
         self.store.close()

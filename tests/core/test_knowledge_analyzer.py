@@ -1,7 +1,10 @@
 """Our jieba analyzer: 申论 terms stay whole, stop words go, positions let phrases work."""
 from __future__ import annotations
 
-from core.knowledge import analyzer
+import jieba
+
+from core.config import PROJECT_ROOT
+from core.knowledge import analyzer, prefix_dict
 
 
 def index_tokens(text: str) -> list[tuple[str, int]]:
@@ -63,3 +66,34 @@ def test_stop_word_list_is_real():
     assert {"的", "了", "和", "什么", "如何", "你好", "the"} <= words
     # Words that carry meaning in 申论 must not be on it.
     assert not {"问题", "发展", "建设", "工作", "基层", "治理"} & words
+
+
+def test_compact_dictionary_segments_the_bundled_corpus_exactly_like_stock_jieba():
+    # Our jieba keeps its prefix dictionary in prefix_dict.CompactFreq; a stock
+    # Tokenizer with the same user dictionary is the reference.
+    analyzer.initialize()
+    assert isinstance(analyzer._jieba.FREQ, prefix_dict.CompactFreq)
+    stock = jieba.Tokenizer()
+    stock.initialize()
+    stock.load_userdict(str(analyzer.USER_DICT))
+    assert (len(stock.FREQ), stock.total) == (len(analyzer._jieba.FREQ), analyzer._jieba.total)
+    texts = [p.read_text(encoding="utf-8") for p in sorted((PROJECT_ROOT / "data" / "knowledge").rglob("*.md"))]
+    assert len(texts) >= 80
+    for text in texts:
+        for hmm in (True, False):
+            assert list(analyzer._jieba.tokenize(text, HMM=hmm)) == list(stock.tokenize(text, HMM=hmm))
+        assert analyzer._jieba.lcut_for_search(text) == stock.lcut_for_search(text)
+    for word in ("乡村振兴", "放管服", "的", "乡村振", "没有这个词吧"):
+        assert analyzer._jieba.FREQ.get(word) == stock.FREQ.get(word)
+
+
+def test_compact_dictionary_cache_round_trips(tmp_path):
+    words = {"乡": 0, "乡村": 0, "乡村振兴": 3000, "放管服": 5, "a": 7, "十四五规划纲要全文": 2,
+             "中华人民共和国国民经济": 1}
+    codes = {prefix_dict.code(w): f for w, f in words.items()}
+    assert len(codes) == len(words) and {prefix_dict.decode(c) for c in codes} == set(words)
+    path = tmp_path / "dict.cache"
+    prefix_dict._save(path, codes, 123)
+    assert prefix_dict._load(path) == (codes, 123)
+    path.write_bytes(b"not a cache")
+    assert prefix_dict._load(path) is None  # a broken cache is rebuilt, never trusted

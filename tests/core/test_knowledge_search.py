@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.knowledge import KnowledgeBase, SearchRequest
-from core.knowledge import analyzer
+from core.knowledge import analyzer, search as searching
 from core.knowledge.store import Document
 
 CORPUS = [
@@ -169,3 +169,22 @@ async def test_question_phrasing_does_not_outweigh_the_topic(kb, tmp_path):
     await kb.add([wording])
     sources = await kb.retrieve("接诉即办是什么意思", 4)
     assert sources and {s.id for s in sources} <= {"hotline-title", "hotline-body"}
+
+
+@pytest.mark.parametrize("query", ["乡村振兴 基层治理", "治理 振兴 服务", "接诉即办", "枫桥经验怎样化解矛盾纠纷"])
+async def test_passage_scores_are_whoosh_bm25f_scores(kb, query):
+    # search() scores "or" queries over Whoosh's raw posting blocks instead of through
+    # its matcher tree: the scores must be the ones Whoosh's own collector gives.
+    searcher = kb.index.searcher()
+    parsed = searching.parse_query(query)
+    ours, _ = searching._score_words(searching.IndexView.of(searcher), parsed.words)
+    whoosh = dict(searcher.search(searching.build_query(parsed, "or"), limit=None).items())
+    assert ours.keys() == whoosh.keys() and whoosh
+    assert all(ours[n] == pytest.approx(whoosh[n], rel=1e-12) for n in whoosh)
+
+
+async def test_snippets_from_stored_word_boundaries_match_segmenting_again(kb):
+    terms = searching.parse_query("乡村振兴 治理 服务 放管服").terms
+    for doc in CORPUS:
+        text = doc.content * 3  # long enough for windows around separate matches
+        assert searching.snippet(text, terms, analyzer.cuts(text)) == searching.snippet(text, terms)

@@ -315,3 +315,182 @@ async def test_offline_provider_streams(http_server_client):
     events = parse_sse(b"".join(c for _, c in chunks).decode())
     assert events[-1][0] == "done" and events[-1][1]["model"] == "offline"
     assert "文章写作" in "".join(d["delta"] for n, d in events if n == "message")
+
+
+# --- answers for the answer sheet: prompts, self-check, one revision ---
+
+PROPOSAL_TASK = ("假如你是Y市文明办的工作人员，请根据给定资料，以Y市文明办的名义拟写一份倡议书，"
+                 "倡导市民厉行节约、反对餐饮浪费。（25分）要求：内容具体，格式规范，不超过400字。")
+EXAM = {"message": "请作答", "mode": "summarize", "material": "Q市垃圾分类桶少、清运不及时，宣传形式单一。",
+        "question": "概括Q市垃圾分类存在的问题。（15分）", "word_limit": 100, "use_knowledge": False,
+        "cache": False}
+
+
+def system_prompt(fake_llm, n: int = 0) -> str:
+    return "\n".join(m["content"] for m in fake_llm.requests[n]["messages"] if m["role"] == "system")
+
+
+async def test_exam_prompt_forbids_markdown_and_markers_and_carries_band_and_genre_table(
+        http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "倡议书\n广大市民朋友们：\n" + "节约" * 180 + "\nY市文明办\n×年×月×日"
+    response = await post_json(http_server_client, "/api/chat", {
+        "message": "请作答", "mode": "应用文", "material": "餐桌浪费不少见。", "question": PROPOSAL_TASK,
+        "use_knowledge": False, "cache": False})
+    assert response.code == 200
+    system = system_prompt(fake_llm)
+    assert "不用 Markdown" in system and "不写 [1]" in system
+    assert "340～400字" in system                       # the band read from the 题目: 85–100 %
+    for genre in ("倡议书", "公开信", "讲话稿", "简报", "调研报告", "新闻稿", "情况说明", "工作方案"):
+        assert f"| {genre} |" in system                 # the 文种 table
+    assert "本题文种是倡议书，必备部分：标题、称谓、正文、号召、落款" in system
+    assert "Y市文明办的工作人员" in system               # the role the 题目 names
+    body = json.loads(response.body)
+    assert body["mode"] == "document" and body["word_limit"] == 400
+    assert body["checks"]["genre"] == "倡议书" and body["checks"]["format_parts"]["落款"] is True
+
+
+async def test_chat_mode_keeps_citation_markers_exam_modes_do_not(http_server_client, fake_llm):
+    await post_json(http_server_client, "/api/knowledge/add", {
+        "id": "merge", "title": "要点合并", "category": "方法",
+        "content": "归纳概括题的要点要同类合并，关键词前置。"})
+    fake_llm.reply = lambda body: "**要点**：同类合并[1]。"
+    chat = json.loads((await post_json(http_server_client, "/api/chat",
+                                       {"message": "归纳概括题的要点怎么合并？", "cache": False})).body)
+    assert chat["answer"] == "**要点**：同类合并[1]。" and "用 [编号] 标注出处" in system_prompt(fake_llm, 0)
+    fake_llm.reply = lambda body: '**要点**：同类合并[1]。\n依据：[{"sentence": 1, "sources": [1, 7]}]'
+    exam = json.loads((await post_json(http_server_client, "/api/chat",
+                                       {"message": "归纳概括题的要点怎么合并？", "mode": "概括",
+                                        "material": "归纳概括题的要点要同类合并。", "cache": False})).body)
+    assert [s["id"] for s in exam["sources"]] == ["merge"]
+    assert exam["answer"] == "要点：同类合并。"        # plain text for the sheet
+    assert exam["citations"] == [{"sentence": 1, "sources": [1]}] and exam["unknown_citations"] == [7]
+    assert "答案里不要出现 [编号]" in system_prompt(fake_llm, 1)
+
+
+async def test_a_too_long_exam_answer_gets_exactly_one_condense_call(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "1. 设施不足：桶少。" * 20        # always too long
+    body = json.loads((await post_json(http_server_client, "/api/chat", EXAM)).body)
+    assert fake_llm.calls == 2
+    assert "超过了100字的限制" in fake_llm.requests[1]["messages"][-1]["content"]
+    assert body["checks"]["revised"] == "condense" and body["checks"]["within_band"] is False
+    assert body["over_limit"] is True                            # still too long: said, not hidden
+
+
+async def test_a_too_short_exam_answer_gets_exactly_one_expand_call(http_server_client, fake_llm):
+    longer = "\n".join(f"{n}. 设施不足：分类桶少，清运不及时。" for n in range(1, 6))
+    fake_llm.reply = lambda body: longer if "不足本题要求" in body["messages"][-1]["content"] else "1. 设施不足。"
+    body = json.loads((await post_json(http_server_client, "/api/chat", EXAM)).body)
+    assert fake_llm.calls == 2
+    expand = fake_llm.requests[1]["messages"]
+    assert expand[-2] == {"role": "assistant", "content": "1. 设施不足。"}
+    assert "85～100字" in expand[-1]["content"]
+    assert body["checks"]["revised"] == "expand" and body["checks"]["revision_kept"] is True
+    assert body["checks"]["within_band"] is True
+    assert body["checks"]["points"] == 5 and body["answer"] == longer
+
+
+async def test_an_answer_within_the_band_gets_no_second_call(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "\n".join(f"{n}. 设施不足：分类桶少，清运不及时。" for n in range(1, 6))
+    body = json.loads((await post_json(http_server_client, "/api/chat", EXAM)).body)
+    assert fake_llm.calls == 1
+    assert body["checks"]["passed"] is True and body["checks"]["band"] == [85, 100]
+    assert body["checks"]["points_expected"] == [5, 7]
+
+
+async def test_a_streamed_exam_answer_is_plain_and_reports_checks_in_done(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: '1. 设施不足[1]：桶少。\n依据：[{"sentence": 1, "sources": [1]}]'
+    response, chunks = await stream_chat(http_server_client, EXAM)
+    events = parse_sse(b"".join(c for _, c in chunks).decode())
+    shown = "".join(d["delta"] for n, d in events if n == "message")
+    assert shown == "1. 设施不足：桶少。\n"
+    name, done = events[-1]
+    assert name == "done" and done["checks"]["within_band"] is False and done["checks"]["revised"] is None
+    assert fake_llm.calls == 1                                   # no second call after streaming
+
+
+@pytest.mark.parametrize("alias, mode", [("概括", "summarize"), ("归纳概括", "summarize"), ("分析", "analyze"),
+                                         ("对策", "countermeasure"), ("贯彻执行", "document"),
+                                         ("大作文", "essay"), ("批改", "grade")])
+async def test_chinese_mode_names_are_accepted(http_server_client, fake_llm, alias, mode):
+    body = json.loads((await post_json(http_server_client, "/api/chat",
+                                       {"message": "怎么答？", "mode": alias, "use_knowledge": False})).body)
+    assert body["mode"] == mode
+
+
+async def test_an_unknown_mode_is_400_naming_the_chinese_names(http_server_client):
+    response = await post_json(http_server_client, "/api/chat", {"message": "怎么答？", "mode": "作文"})
+    assert response.code == 400 and "概括" in error_of(response)["message"]
+
+
+# --- offline answers from the candidate's material ---
+
+README_EXAMPLE = {"message": "请按要求作答", "mode": "countermeasure",
+                  "material": "某县农村垃圾分类推进缓慢，村民参与度不高……",
+                  "question": "针对给定资料中的问题，提出解决对策。", "word_limit": 300}
+
+
+async def add_bundled(client, *names: str) -> None:
+    from core.config import PROJECT_ROOT
+    from scripts.reindex import read_markdown
+    root = PROJECT_ROOT / "data" / "knowledge"
+    docs = [read_markdown(next(root.rglob(f"{name}.md")), root).as_dict() for name in names]
+    for doc in docs:
+        doc.pop("created_at"), doc.pop("updated_at")
+    response = await post_json(client, "/api/knowledge/add", {"documents": docs})
+    assert response.code == 201
+
+
+@pytest.mark.settings(offline=True)
+async def test_offline_readme_countermeasure_example_answers_about_waste_sorting(http_server_client):
+    await add_bundled(http_server_client, "theme-waste-sorting-living-environment", "theme-rural-revitalization")
+    body = json.loads((await post_json(http_server_client, "/api/chat", README_EXAMPLE)).body)
+    assert body["model"] == "offline" and body["offline"] is True and "抽取式" in body["notice"]
+    assert "垃圾分类" in body["answer"] and "村民参与度" in body["answer"]
+    assert body["char_count"] <= 300 and body["over_limit"] is False
+    assert "#" not in body["answer"] and "**" not in body["answer"]
+    assert body["checks"]["points"] >= 2
+
+
+@pytest.mark.settings(offline=True)
+async def test_offline_long_task_retrieves_on_its_focus(http_server_client):
+    await add_bundled(http_server_client, "method-doc-proposal", "method-doc-speech", "theme-rural-revitalization")
+    body = json.loads((await post_json(http_server_client, "/api/chat", {
+        "message": "请以街道办名义写一份垃圾分类倡议书", "mode": "document"})).body)
+    assert "method-doc-proposal" in [s["id"] for s in body["sources"]]
+    assert "没有找到" not in body["answer"]
+    assert "##" not in body["answer"] and "**" not in body["answer"]
+    skeleton = body["answer"].splitlines()[:4]       # the 文种's skeleton in the role the question names
+    assert skeleton == ["【倡议书格式骨架】", "标题：垃圾分类倡议书", "称谓：各位居民朋友：", "落款：街道办　×年×月×日"]
+
+
+@pytest.mark.settings(offline=True)
+async def test_offline_greeting_and_general_question_get_different_answers(http_server_client):
+    await add_bundled(http_server_client, "method-general-question-reading", "method-time-allocation")
+    hello = json.loads((await post_json(http_server_client, "/api/chat", {"message": "你好"})).body)
+    general = json.loads((await post_json(http_server_client, "/api/chat",
+                                          {"message": "申论和行测有什么区别？"})).body)
+    assert hello["answer"].startswith("你好！我是申论助手") and hello["sources"] == []
+    assert general["answer"] != hello["answer"] and "你好！" not in general["answer"]
+
+
+@pytest.mark.settings(offline=True)
+async def test_offline_document_follows_the_genre_and_role(http_server_client):
+    from core.grading import PracticeBank
+    item = PracticeBank.load().get("doc-proposal-food-waste")
+    body = json.loads((await post_json(http_server_client, "/api/chat", {
+        "message": item.question, "mode": "应用文", "material": item.material, "question": item.question})).body)
+    lines = body["answer"].splitlines()
+    assert lines[0].endswith("倡议书") and lines[1].endswith("：")
+    assert lines[-2:] == ["Y市文明办", "×年×月×日"] and "为此，我们倡议：" in body["answer"]
+    assert body["checks"]["format_parts"] == {"标题": True, "称谓": True, "正文": True, "号召": True, "落款": True}
+    assert 240 <= body["char_count"] <= 400
+
+
+@pytest.mark.settings(offline=True)
+async def test_chinese_type_names_work_in_grading_too(http_server_client):
+    grade = {"answer": "1. 设施不足：桶少。\n2. 宣传单一。", "question": "概括Q市垃圾分类存在的问题。",
+             "material": EXAM["material"]}
+    graded = json.loads((await post_json(http_server_client, "/api/grade", {**grade, "question_type": "概括"})).body)
+    assert graded["question_type"] == "summarize" and graded["question_type_source"] == "given"
+    via_chat = json.loads((await post_json(http_server_client, "/api/chat", {**grade, "mode": "批改"})).body)
+    assert via_chat["mode"] == "grade" and via_chat["score"] == graded["score"]

@@ -18,8 +18,8 @@ from tests.handlers.test_chat import parse_sse, stream_chat
 
 ITEM = "sum-waste-sorting"
 # Hits p1 (设施), p2 (宣传) and p4 (混装混运) by the rules; p3, p5, p6 are missed.
-ANSWER = ("Q市垃圾分类存在以下问题：\n1.垃圾桶不够，离楼栋远，清运不及时。\n"
-          "2.宣传方式单一，居民分不清类别。\n3.分好的垃圾被混装混运。")
+ANSWER = ("Q市垃圾分类存在以下问题：\n1.垃圾桶不够，离楼栋远，清运不及时，老人提着垃圾来回很不方便。\n"
+          "2.宣传方式单一，只靠张贴海报、发放手册，居民分不清类别。\n3.分好的垃圾到了中转站又被混装混运，居民觉得分了也白分。")
 IMPROVED = "1.投放设施不足。\n2.宣传效果不佳。\n3.居民参与度低。\n4.收运环节脱节。\n5.监管执法不力。\n6.末端处理能力不足。"
 
 
@@ -259,6 +259,11 @@ async def test_offline_without_a_rubric_points_come_from_the_material(http_serve
     ({"answer": "答案", "question": "概括", "material": "资料", "genre": "小说"}, "genre"),
     ({"answer": "字" * 10_001, "question": "概括", "material": "资料"}, "answer"),
     ({"answer": "答案", "question": "问" * 2001, "material": "资料"}, "question"),
+    ({"answer": "答案", "question": "概括", "scoring_points": {"label": "a"}}, "scoring_points"),
+    ({"answer": "答案", "question": "概括", "scoring_points": [{"label": "设施不足"}]}, "scoring_points[0].score"),
+    ({"answer": "答案", "question": "概括", "scoring_points": [{"label": "", "score": 2}]}, "scoring_points[0].label"),
+    ({"answer": "答案", "question": "概括",
+      "scoring_points": [{"label": "设施不足", "score": 2, "keywords": [1]}]}, "scoring_points[0].keywords"),
     ([1, 2], "请求体"),
 ])
 async def test_bad_grade_requests_are_400_naming_the_field(http_server_client, fake_llm, body, field):
@@ -401,7 +406,7 @@ async def test_an_answer_still_over_the_limit_is_reported_truthfully(http_server
     assert body["over_limit"] is True and body["char_count"] == 25
 
 
-@pytest.mark.parametrize("changes", [{"mode": "chat"}, {"word_limit": None}, {"word_limit": 40}])
+@pytest.mark.parametrize("changes", [{"mode": "chat"}, {"word_limit": None}, {"word_limit": 32}])  # 30 of 32: in the band
 async def test_no_condensing_outside_answer_modes_limits_or_overruns(http_server_client, fake_llm, changes):
     fake_llm.reply = lambda body: "字" * 30
     response = await post_json(http_server_client, "/api/chat", {**CHAT, **changes})
@@ -460,7 +465,10 @@ async def test_fetch_answer_and_grade_a_practice_item_offline(http_server_client
     item = json.loads((await http_server_client.fetch(f"/api/practice/{listing['items'][0]['id']}")).body)
     response, g = await grade(http_server_client, {"practice_id": item["id"], "answer": item["reference_answer"]})
     assert response.code == 200
-    assert g["question_type"] == "essay" and g["score"] == g["full_score"] == 40
+    assert g["question_type"] == "essay" and g["full_score"] == 40
+    # Marked by 四类卷: the reference essay is 一类卷 (33–40), and the dimensions add up to it.
+    assert g["essay_class"] == "一类卷" and 33 <= g["score"] <= 40
+    assert g["score"] == sum(d["score"] for d in g["dimensions"])
     assert [d["key"] for d in g["dimensions"]] == ["theme", "points", "structure", "language"]
     assert [d["name"] for d in g["dimensions"]] == ["立意", "内容", "逻辑结构", "语言表达"]
 
@@ -484,3 +492,99 @@ async def test_grading_shares_the_rate_limit(http_server_client):
     assert codes == [200, 200, 429]
     refused = await post_json(http_server_client, "/api/grade", grade_body())
     assert error_of(refused)["code"] == "rate_limited" and "Retry-After" in refused.headers
+
+
+# --- a teacher's own rubric, and the rules' caps over the model ---
+
+TEACHER_POINTS = [{"label": "投放设施不足", "score": 3, "phrasings": ["垃圾桶不够", "投放点远"]},
+                  {"label": "宣传效果不佳", "score": 3, "phrasings": ["宣传方式单一"]},
+                  {"label": "末端处理能力不足", "score": 2, "keywords": ["厨余", "处理厂"]}]
+
+
+@pytest.mark.settings(offline=True)
+async def test_scoring_points_from_the_request_grade_end_to_end(http_server_client):
+    question = "根据给定资料，概括Q市垃圾分类存在的问题。（15分）要求：不超过200字。"
+    response, g = await grade(http_server_client, {"question": question, "answer": ANSWER,
+                                                   "scoring_points": TEACHER_POINTS})
+    assert response.code == 200
+    assert g["points_source"] == "request" == g["rubric"]["source"] and g["rubric"]["point_count"] == 3
+    assert "请求给出的评分细则" in g["notice"]
+    by_label = {p["label"]: p for p in g["points_hit"] + g["points_missed"]}
+    assert by_label["投放设施不足"]["status"] == "hit" and by_label["宣传效果不佳"]["status"] == "hit"
+    assert by_label["末端处理能力不足"]["status"] == "missed"
+    assert all(e in ANSWER for p in g["points_hit"] for e in p["evidence"])
+    points = next(d for d in g["dimensions"] if d["key"] == "points")
+    assert points["score"] == 9  # 6 of 8 weighted marks of a 12-point dimension
+    assert (g["full_score"], g["word_limit"], g["word_limit_source"]) == (15, 200, "question")
+
+
+@pytest.mark.settings(offline=True)
+async def test_a_practice_item_graded_by_the_teachers_points_says_so(http_server_client):
+    response, g = await grade(http_server_client, grade_body(scoring_points=TEACHER_POINTS))
+    assert response.code == 200 and g["points_source"] == "request" and g["practice_id"] == ITEM
+    assert g["rubric"]["point_count"] == 3
+
+
+@pytest.mark.settings(offline=True)
+async def test_material_points_carry_their_source_sentence(http_server_client, ctx):
+    item = ctx.grading.practice.get("sum-old-community-renewal")
+    response, g = await grade(http_server_client, {"question": item.question, "material": item.material,
+                                                   "answer": item.reference_answer})
+    assert response.code == 200 and g["points_source"] == "material"
+    for p in g["points_hit"] + g["points_missed"]:
+        assert p["material_quote"] in item.material and len(p["label"]) <= 12
+
+
+WRONG_TASK = ("M区老旧小区存在以下问题：\n1.管网老化，没有电梯，停车困难。\n2.过去改造居民没有发言权。\n"
+              "3.路面刚铺好又被挖开，反复开挖。\n4.加装电梯难以协调低层住户，矛盾难以化解。\n5.改造资金来源单一。\n"
+              "6.改造后无人管理，居民担心。")
+
+
+async def test_the_model_cannot_lift_a_grade_over_the_rules_caps(http_server_client, fake_llm):
+    """A model that finds every point and gives full marks: the 审题 cap still holds."""
+    judgement = {"dimensions": {"points": {"comment": "很好"}, "structure": {"score": 1.5, "comment": "清楚"},
+                                "language": {"score": 9, "comment": "流畅"}},
+                 "points": [{"id": f"p{n}", "status": "hit", "quote": "居民没有发言权"} for n in range(1, 7)],
+                 "overall_comment": "答得很全面。", "suggestions": ["继续保持"], "improved_answer": "1.问需于民。"}
+    fake_llm.reply = lambda body: json.dumps(judgement, ensure_ascii=False)
+    response, g = await grade(http_server_client, {"practice_id": "sum-old-community-renewal", "answer": WRONG_TASK})
+    assert response.code == 200 and g["grader"] == "llm+rules"
+    assert "审题错误" in fake_llm.requests[0]["messages"][-1]["content"]  # the model is told the cap
+    assert g["caps"][0]["rule"] == "审题" and g["score"] <= 0.3 * g["full_score"]
+    assert g["score"] == sum(d["score"] for d in g["dimensions"])
+    assert g["overall_comment"].startswith("审题错误") and g["suggestions"][0].startswith("审题错误")
+    assert any("截断" in r for r in g["repairs"])  # language 9 > its maximum
+
+
+async def test_a_model_quoting_a_bare_heading_earns_at_most_a_partial(http_server_client, fake_llm):
+    answer = "1.挖掘特色。2.规范服务管理。3.加强人才培训。"
+    judgement = {"dimensions": {"points": {"comment": "-"}, "structure": {"score": 1, "comment": "-"},
+                                "language": {"score": 1, "comment": "-"}},
+                 "points": [{"id": "p2", "status": "hit", "quote": "2.规范服务管理。"},
+                            {"id": "p6", "status": "hit", "quote": "一次办好所有证照"}],
+                 "overall_comment": "-", "suggestions": ["写清怎么做"], "improved_answer": "1.挖掘特色。"}
+    fake_llm.reply = lambda body: json.dumps(judgement, ensure_ascii=False)
+    response, g = await grade(http_server_client, {"practice_id": "cm-rural-homestay", "answer": answer})
+    assert response.code == 200
+    by_id = {p["id"]: p for p in g["points_hit"] + g["points_missed"]}
+    assert by_id["p2"]["status"] == "partial" and "只是标题" in by_id["p2"]["note"]
+    assert by_id["p2"]["evidence"] == []
+    assert by_id["p6"]["status"] == "missed" and "舍弃" in by_id["p6"]["note"]  # invented evidence
+    assert g["score"] <= g["full_score"] / 2
+
+
+async def test_a_model_cannot_lift_a_thirty_six_character_essay_out_of_the_fourth_class(http_server_client, fake_llm):
+    essay = "办好民生小事\n民生小事很重要。\n要倾听民意。\n要健全机制。\n干部要有为民情怀。"
+    judgement = {"dimensions": {"theme": {"score": 12, "comment": "-"}, "points": {"comment": "-"},
+                                "structure": {"score": 8, "comment": "-"}, "language": {"score": 8, "comment": "-"}},
+                 "points": [{"id": "t1", "status": "hit", "quote": "办好民生小事"},
+                            {"id": "p1", "status": "hit", "quote": "要倾听民意。"},
+                            {"id": "p3", "status": "hit", "quote": "要健全机制。"},
+                            {"id": "p4", "status": "hit", "quote": "干部要有为民情怀。"}],
+                 "overall_comment": "-", "suggestions": ["-"], "improved_answer": "办好民生小事……"}
+    fake_llm.reply = lambda body: json.dumps(judgement, ensure_ascii=False)
+    response, g = await grade(http_server_client, {"practice_id": "essay-small-livelihood-matters", "answer": essay})
+    assert response.code == 200 and g["grader"] == "llm+rules"
+    assert "四类卷" in fake_llm.requests[0]["messages"][0]["content"]  # the prompt states the real scale
+    assert g["essay_class"] == "四类卷" and g["score"] <= 10
+    assert g["overall_comment"].startswith("四类卷")

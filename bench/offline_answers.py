@@ -1,0 +1,97 @@
+"""Offline answers on the bundled practice items, graded by the project's own grader.
+
+For every item of data/practice/ (whatever items exist), the chat service answers the
+item's 题目 from its 给定资料 with the offline provider (no model, deterministic), and
+the grader (`GradingService.grade`, offline: its rules layer) grades that answer
+against the item's rubric. The table shows, per item: the answer's length against
+the limit, Markdown / [n] left in it, the material's key terms it mentions (the
+rubric phrasings that occur verbatim in the material), the grade, and whether the
+item meets the bar of the 概括/对策/应用文 types: 60–100 % of the limit, no Markdown,
+no [n], at least half of the key terms, and ≥ 50 % of the full score.
+
+    python bench/offline_answers.py [--show ITEM_ID|all] [--practice DIR]
+
+Prints the table and exits 1 when a 概括/对策/应用文 item misses the bar.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.chat import ChatRequest, ChatService  # noqa: E402
+from core.concurrency import ConcurrencySlots  # noqa: E402
+from core.grading import GradeRequest, GradingService, PracticeBank  # noqa: E402
+from core.llm import LLMMeter, OfflineProvider  # noqa: E402
+from core.prompts import char_count  # noqa: E402
+from core.wordlimit import has_markdown  # noqa: E402
+
+GATED = ("summarize", "countermeasure", "document")
+_MARKER = re.compile(r"\[\d{1,3}\]")
+
+
+def key_terms(item) -> list[str]:
+    """The rubric phrasings the material itself uses: the words an examiner looks
+    for that an extractive answer can (and should) carry over."""
+    return sorted({p for point in item.points for p in point.phrasings if p in item.material})
+
+
+async def run(show: str | None, practice: Path | None) -> int:
+    executor = ThreadPoolExecutor(2)
+    llm = OfflineProvider(executor)
+    slots = ConcurrencySlots(4)
+    meter = LLMMeter()
+    chat = ChatService(llm=llm, slots=slots, meter=meter, server_id="bench")
+    bank = PracticeBank.load(practice) if practice else PracticeBank.load()
+    grader = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
+                            practice=bank, server_id="bench")
+    rows, failed = [], 0
+    for item in bank.list():
+        req = ChatRequest.from_payload({"message": item.question, "mode": item.question_type,
+                                        "material": item.material, "question": item.question,
+                                        "word_limit": item.word_limit, "use_knowledge": False,
+                                        "cache": False})
+        answer = (await chat.answer(req)).body["answer"]
+        grade = await grader.grade(GradeRequest(answer=answer, practice_id=item.id))
+        terms = key_terms(item)
+        mentioned = [t for t in terms if t in answer]
+        ratio = char_count(answer) / item.word_limit
+        markdown, markers = has_markdown(answer), bool(_MARKER.search(answer))
+        share = grade["score"] / grade["full_score"]
+        ok = (0.6 <= ratio <= 1.0 and not markdown and not markers
+              and len(mentioned) * 2 >= len(terms) and share >= 0.5)
+        gated = item.question_type in GATED
+        failed += gated and not ok
+        rows.append((item.id, item.question_type, f"{char_count(answer)}/{item.word_limit}", f"{ratio:.0%}",
+                     "有" if markdown else "无", "有" if markers else "无", f"{len(mentioned)}/{len(terms)}",
+                     f"{grade['score']:g}/{grade['full_score']:g}", f"{share:.0%}",
+                     ("通过" if ok else "未通过") if gated else "（提纲，不计）"))
+        if show in (item.id, "all"):
+            print(f"--- {item.id}\n{answer}\n")
+    head = ("练习题", "题型", "字数/限", "占比", "Markdown", "[n]", "关键词", "得分", "得分率", "结论")
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    passed = sum(1 for r in rows if r[-1] == "通过")
+    print(f"\n概括/对策/应用文：{passed}/{sum(1 for r in rows if r[1] in GATED)} 题达标"
+          "（字数 60–100 %、无 Markdown、无 [n]、关键词过半、得分率 ≥ 50 %）")
+    executor.shutdown()
+    return 1 if failed else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--show", help="print the answer of this item id (or 'all')")
+    parser.add_argument("--practice", type=Path, help="another folder of practice items (default: data/practice)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(run(args.show, args.practice)))
+
+
+if __name__ == "__main__":
+    main()
