@@ -45,4 +45,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
 STOPSIGNAL SIGTERM
 # A fresh volume gets the bundled knowledge base (data/knowledge) before the server starts;
 # arguments after the image name go to server.py.
-ENTRYPOINT ["scripts/docker-entrypoint.sh"]
+ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]

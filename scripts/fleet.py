@@ -25,6 +25,7 @@ the instance's /health 200, then reloads Nginx, which forgets the failures it co
 """
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -320,13 +321,20 @@ def reload_nginx(binary: str) -> None:
     master = nginx_pid()
     if master is None:
         return
-    old = nginx_workers(master)
-    result = nginx(binary, "-s", "reload")
-    if result.returncode != 0:
-        raise SystemExit(f"nginx reload failed: {result.stderr.strip()}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(nginx_workers(master) - old) < max(1, len(old)):
-        time.sleep(0.05)
+    # One reload at a time (nginx-sync and reload-nginx may overlap): a SIGHUP that reaches
+    # the master while it is still reloading can be lost, and with it a new config.
+    with open(NGINX_PREFIX / "reload.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = nginx_workers(master)
+        result = nginx(binary, "-s", "reload")
+        if result.returncode != 0:
+            raise SystemExit(f"nginx reload failed: {result.stderr.strip()}")
+        # worker_processes auto: one per core; workers of earlier reloads may still be
+        # finishing a long answer, so `old` can hold more than that.
+        wanted = max(1, min(len(old), os.cpu_count() or 1))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(nginx_workers(master) - old) < wanted:
+            time.sleep(0.05)
 
 
 def start_nginx(settings: Settings) -> bool:
@@ -474,7 +482,6 @@ def cmd_events(settings: Settings) -> int:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} nginx-sync: {message}", file=sys.stderr, flush=True)
 
     latest: dict[str, int] = {}
-    reloading = threading.Lock()
 
     def back_in_rotation(name: str, serial: int) -> None:
         port, started = port_of(name, settings), time.monotonic()
@@ -484,15 +491,14 @@ def cmd_events(settings: Settings) -> int:
                 return
             time.sleep(0.1)
         binary = nginx_binary()
-        with reloading:
-            if nginx_pid() is None or binary is None:
-                log(f"{name} healthy after {time.monotonic() - started:.1f}s; Nginx is not running")
-                return
-            try:
-                reload_nginx(binary)
-            except SystemExit as exc:  # reload_nginx's way of saying the reload failed
-                log(f"{name}: {exc}")
-                return
+        if nginx_pid() is None or binary is None:
+            log(f"{name} healthy after {time.monotonic() - started:.1f}s; Nginx is not running")
+            return
+        try:
+            reload_nginx(binary)
+        except SystemExit as exc:  # reload_nginx's way of saying the reload failed
+            log(f"{name}: {exc}")
+            return
         log(f"{name} healthy after {time.monotonic() - started:.1f}s: Nginx reloaded, back in rotation")
 
     log(f"watching {GROUP}:server-1..{settings.instances} (ports {settings.base_port + 1}.."
