@@ -4,7 +4,7 @@ DATA_DIR, and the fake LLM as the model.
 
 The failover scenarios keep steady load on Nginx (a few clients, a fresh connection per
 request, GET and POST /api/chat, one streaming client) while instances stop, crash and
-restart, and print their figures (`pytest -s tests/test_fleet.py`); the README quotes them.
+restart, and print their figures (`pytest -s tests/test_fleet.py`); docs/deployment.md quotes them.
 The config files are checked here too: the generated Nginx config, and the Docker files
 against the supervisord path.
 """
