@@ -1,5 +1,6 @@
 # 申论助手 backend: one instance per container, `python server.py`, as each supervisord
-# instance runs. docker-compose.yml runs server-1..3 behind Nginx (--profile load-balancer).
+# instance runs; the entry point first builds the knowledge base into an empty DATA_DIR.
+# docker-compose.yml runs server-1..3 behind Nginx.
 #   docker build -t shenlun-backend .
 #   docker run -p 5001:5001 -v shenlun-data:/data shenlun-backend
 FROM python:3.11-slim
@@ -27,8 +28,8 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin shenl
  && chown shenlun:shenlun /data
 USER shenlun
 
-# An instance listens on 127.0.0.1 unless told otherwise; in a container that is
-# nobody's address, so the image listens on every interface.
+# BIND_ADDRESS: a server started by hand listens on 127.0.0.1; in a container it must
+# answer on the container's network interface.
 ENV PORT=5001 \
     SERVER_ID=server-1 \
     BIND_ADDRESS=0.0.0.0 \
@@ -42,4 +43,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
 # SIGTERM drains (up to SHUTDOWN_GRACE_SECONDS, 20 s): stop with a longer timeout, as
 # docker-compose.yml does (stop_grace_period 30s) and supervisord does (stopwaitsecs 30).
 STOPSIGNAL SIGTERM
-CMD ["python", "server.py"]
+# A fresh volume gets the bundled knowledge base (data/knowledge) before the server starts;
+# arguments after the image name go to server.py.
+ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]

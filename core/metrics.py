@@ -232,8 +232,11 @@ class FleetBoard:
         for r in rows:
             statuses.update(r.get("requests_by_status", {}))
         totals["requests_by_status"] = dict(sorted(statuses.items()))
+        # age_s: how old each row is (published every METRICS_COLLECTION_INTERVAL s).
+        now = time.time()
         view = {"scope": "fleet", "instances": len(rows), "totals": totals,
-                "servers": [{k: v for k, v in r.items()} for r in rows]}
+                "servers": [{**r, "age_s": round(max(0.0, now - r.get("published_at", now)), 3)}
+                            for r in rows]}
         if degraded:
             view["degraded"] = True
         return view

@@ -7,23 +7,36 @@
     scripts/fleet.sh reload-nginx     rewrite the Nginx config from the environment and reload
     scripts/fleet.sh rotate-logs [N]  rotate Nginx's logs past N bytes (10 MB), keep 5 (for cron)
     scripts/fleet.sh ctl ARGS...      supervisorctl -c supervisord.conf ARGS...
+    scripts/fleet.sh events           (run by supervisord: [eventlistener:nginx-sync])
 
 Reads INSTANCES, BASE_PORT, NGINX_PORT (and validates every other setting) like the server;
-NGINX_LISTEN (default 127.0.0.1) is the address Nginx listens on. SHENLUN_SUPERVISOR_CONF
-points at another copy of supervisord.conf, whose run/ and logs/ sit beside it (the tests
-run a fleet that way without touching a developer's).
+NGINX_LISTEN (default 127.0.0.1) is the address Nginx listens on, NGINX_METRICS_ALLOW who may
+read /metrics through it (scripts/nginx_conf.py). `start` writes these to run/fleet.env; while
+the fleet runs, every other command takes them from there, so a shell with other values
+still finds the fleet (it warns when they differ; reload-nginx and start may change the
+NGINX_* ones). SHENLUN_SUPERVISOR_CONF points at another copy of supervisord.conf, whose run/
+and logs/ sit beside it (the tests run a fleet that way without touching a developer's).
+
+Nginx (open source) has no active health checks: an instance that failed max_fails times is
+left out for fail_timeout even once it is back, so restarting the instances one after another
+with plain supervisorctl used to leave no instance in rotation. `events` is the supervisord
+eventlistener that closes that gap: on every PROCESS_STATE_RUNNING of an instance it waits for
+the instance's /health 200, then reloads Nginx, which forgets the failures it counted.
 """
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,16 +46,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.config import ConfigError, Settings  # noqa: E402
+from nginx_conf import METRICS_ALLOW_DEFAULT  # noqa: E402  (scripts/, beside this file)
 
 CONF = Path(os.environ.get("SHENLUN_SUPERVISOR_CONF") or ROOT / "supervisord.conf").resolve()
 HERE = CONF.parent
 RUN, LOGS = HERE / "run", HERE / "logs"
 NGINX_PREFIX = RUN / "nginx"
 NGINX_CONF, NGINX_PID = NGINX_PREFIX / "nginx.conf", NGINX_PREFIX / "nginx.pid"
+FLEET_ENV = RUN / "fleet.env"
 GROUP = "shenlun"
+# What run/fleet.env remembers: the fleet's shape, and Nginx's settings.
+FLEET_KEYS = ("INSTANCES", "BASE_PORT", "NGINX_PORT", "NGINX_LISTEN", "NGINX_METRICS_ALLOW")
+NGINX_KEYS = ("NGINX_PORT", "NGINX_LISTEN", "NGINX_METRICS_ALLOW")
 
 START_TIMEOUT = 60.0       # seconds for every instance to answer /health after a start
-STOP_TIMEOUT = 60.0        # above stopwaitsecs (30) of supervisord.conf
+STOP_TIMEOUT = 100.0       # above stopwaitsecs (85) of supervisord.conf
 PROBE_TIMEOUT = 2.0
 LOG_MAX_BYTES, LOG_BACKUPS = 10 * 1024 * 1024, 5   # as stdout_logfile_maxbytes/_backups
 
@@ -68,6 +86,51 @@ def load_settings() -> Settings:
     os.environ["BASE_PORT"] = str(settings.base_port)
     os.environ.setdefault("SHENLUN_PYTHON", sys.executable)
     return settings
+
+
+def read_fleet_env() -> dict[str, str]:
+    """The running fleet's settings from run/fleet.env ({} when there is none)."""
+    try:
+        text = FLEET_ENV.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in FLEET_KEYS:
+            words = shlex.split(value)
+            values[key] = words[0] if words else ""
+    return values
+
+
+def write_fleet_env(settings: Settings) -> None:
+    """Remember the fleet's effective settings in run/fleet.env."""
+    values = {"INSTANCES": str(settings.instances), "BASE_PORT": str(settings.base_port),
+              "NGINX_PORT": str(settings.nginx_port),
+              "NGINX_LISTEN": os.environ.get("NGINX_LISTEN", "127.0.0.1"),
+              "NGINX_METRICS_ALLOW": os.environ.get("NGINX_METRICS_ALLOW", METRICS_ALLOW_DEFAULT)}
+    text = ("# The running fleet's settings, written by scripts/fleet.sh start: status, stop,\n"
+            "# rolling-restart, ctl and reload-nginx read them from here.\n"
+            + "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items()))
+    partial = FLEET_ENV.with_suffix(".tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(FLEET_ENV)
+
+
+def adopt_fleet_env(command: str) -> None:
+    """While the fleet runs, its run/fleet.env wins over the caller's environment, with a
+    warning for every value that differs; `start` and `reload-nginx` are how an operator
+    changes the NGINX_* settings, so there the caller's explicit values win."""
+    if supervisord_pid() is None:
+        return
+    for key, value in read_fleet_env().items():
+        mine = os.environ.get(key)
+        if command in ("start", "reload-nginx") and key in NGINX_KEYS and mine is not None:
+            continue
+        if mine is not None and mine != value:
+            print(f"警告 / warning: {key}={mine} in your environment, but the running fleet uses "
+                  f"{key}={value} ({FLEET_ENV}): using {value}", file=sys.stderr)
+        os.environ[key] = value
 
 
 def port_of(name: str, settings: Settings) -> int:
@@ -237,9 +300,11 @@ def nginx(binary: str, *args: str) -> subprocess.CompletedProcess:
 
 def write_nginx_conf() -> None:
     listen = os.environ.get("NGINX_LISTEN", "127.0.0.1")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "nginx_conf.py"), "--run-dir", str(RUN),
-                    "--log-dir", str(LOGS), "--listen", listen, "--output", str(NGINX_CONF)],
-                   check=True, stdout=subprocess.DEVNULL, timeout=30)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "nginx_conf.py"), "--run-dir", str(RUN),
+                             "--log-dir", str(LOGS), "--listen", listen, "--output", str(NGINX_CONF)],
+                            stdout=subprocess.DEVNULL, timeout=30)
+    if result.returncode != 0:
+        raise SystemExit(result.returncode)  # nginx_conf.py said why on stderr
 
 
 def nginx_workers(master: int) -> set[int]:
@@ -256,13 +321,20 @@ def reload_nginx(binary: str) -> None:
     master = nginx_pid()
     if master is None:
         return
-    old = nginx_workers(master)
-    result = nginx(binary, "-s", "reload")
-    if result.returncode != 0:
-        raise SystemExit(f"nginx reload failed: {result.stderr.strip()}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(nginx_workers(master) - old) < max(1, len(old)):
-        time.sleep(0.05)
+    # One reload at a time (nginx-sync and reload-nginx may overlap): a SIGHUP that reaches
+    # the master while it is still reloading can be lost, and with it a new config.
+    with open(NGINX_PREFIX / "reload.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = nginx_workers(master)
+        result = nginx(binary, "-s", "reload")
+        if result.returncode != 0:
+            raise SystemExit(f"nginx reload failed: {result.stderr.strip()}")
+        # worker_processes auto: one per core; workers of earlier reloads may still be
+        # finishing a long answer, so `old` can hold more than that.
+        wanted = max(1, min(len(old), os.cpu_count() or 1))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(nginx_workers(master) - old) < wanted:
+            time.sleep(0.05)
 
 
 def start_nginx(settings: Settings) -> bool:
@@ -312,6 +384,7 @@ def stop_nginx() -> None:
 
 def cmd_start(settings: Settings) -> int:
     start_supervisord()
+    write_fleet_env(settings)
     running = instances()
     if len(running) != settings.instances:
         print(f"supervisord runs {len(running)} instance(s) but INSTANCES={settings.instances}: "
@@ -331,6 +404,7 @@ def cmd_start(settings: Settings) -> int:
 def cmd_stop(settings: Settings) -> int:
     stop_nginx()
     stop_supervisord()
+    FLEET_ENV.unlink(missing_ok=True)
     return 0
 
 
@@ -388,7 +462,56 @@ def cmd_rolling_restart(settings: Settings) -> int:
 
 
 def cmd_reload_nginx(settings: Settings) -> int:
-    return 0 if start_nginx(settings) else 1
+    if not start_nginx(settings):
+        return 1
+    if supervisord_pid():
+        write_fleet_env(settings)
+    return 0
+
+
+def cmd_events(settings: Settings) -> int:
+    """The supervisord eventlistener ([eventlistener:nginx-sync] in supervisord.conf).
+
+    Its stdout is supervisord's protocol channel: everything it says goes to stderr.
+    Each RUNNING instance is watched in a thread (the answer to supervisord does not wait):
+    once /health says 200, Nginx is reloaded. A newer RUNNING of the same instance
+    supersedes an older watch."""
+    from supervisor import childutils
+
+    def log(message: str) -> None:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} nginx-sync: {message}", file=sys.stderr, flush=True)
+
+    latest: dict[str, int] = {}
+
+    def back_in_rotation(name: str, serial: int) -> None:
+        port, started = port_of(name, settings), time.monotonic()
+        while probe(port)[0] != 200:
+            if latest.get(name) != serial or time.monotonic() - started > START_TIMEOUT:
+                log(f"{name}: not healthy on port {port}, Nginx left as it is")
+                return
+            time.sleep(0.1)
+        binary = nginx_binary()
+        if nginx_pid() is None or binary is None:
+            log(f"{name} healthy after {time.monotonic() - started:.1f}s; Nginx is not running")
+            return
+        try:
+            reload_nginx(binary)
+        except SystemExit as exc:  # reload_nginx's way of saying the reload failed
+            log(f"{name}: {exc}")
+            return
+        log(f"{name} healthy after {time.monotonic() - started:.1f}s: Nginx reloaded, back in rotation")
+
+    log(f"watching {GROUP}:server-1..{settings.instances} (ports {settings.base_port + 1}.."
+        f"{settings.base_port + settings.instances})")
+    serial = 0
+    while True:
+        headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
+        event = childutils.get_headers(payload.split("\n", 1)[0])
+        if headers.get("eventname") == "PROCESS_STATE_RUNNING" and event.get("groupname") == GROUP:
+            serial += 1
+            latest[event["processname"]] = serial
+            threading.Thread(target=back_in_rotation, args=(event["processname"], serial), daemon=True).start()
+        childutils.listener.ok(sys.stdout)
 
 
 def cmd_rotate_logs(settings: Settings, max_bytes: str = str(LOG_MAX_BYTES)) -> int:
@@ -414,10 +537,12 @@ def cmd_rotate_logs(settings: Settings, max_bytes: str = str(LOG_MAX_BYTES)) -> 
 
 COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status,
             "rolling-restart": cmd_rolling_restart, "reload-nginx": cmd_reload_nginx,
-            "rotate-logs": cmd_rotate_logs}
+            "rotate-logs": cmd_rotate_logs, "events": cmd_events}
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] and argv[0] not in ("events", "rotate-logs"):
+        adopt_fleet_env(argv[0])
     if argv[:1] == ["ctl"]:
         load_settings()
         return ctl(*argv[1:], capture=False).returncode

@@ -3,7 +3,7 @@
 #   scripts/fleet.sh start | stop | status | rolling-restart | reload-nginx | ctl ARGS…
 # (scripts/run.sh fleet / scripts/run.sh stop call start / stop.) See scripts/fleet.py.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd -P "$(dirname "$0")/.." && pwd)"
 PY="${SHENLUN_PYTHON:-$ROOT/.venv/bin/python}"
 if [ ! -x "$PY" ]; then
   bash "$ROOT/scripts/bootstrap.sh"

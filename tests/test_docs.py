@@ -22,7 +22,7 @@ _SPAN = re.compile(r"`([^`\n]+)`")
 # A command that runs Python without the project's venv (scripts/*.sh find it themselves).
 _BARE_PYTHON = re.compile(r"(?<![\w./-])(python3?|pip3?)\s")
 # Inside the Docker image, python is the image's own and there is no .venv.
-_IMAGE_CONTEXT = ("Docker", "镜像", "容器", "Dockerfile")
+_IMAGE_CONTEXT = ("Docker", "docker", "镜像", "容器", "Dockerfile", "entrypoint")
 # docs/migration.md quotes the old guide's commands in the first column of its tables.
 _QUOTES_OLD_GUIDE = "migration.md"
 

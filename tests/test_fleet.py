@@ -4,7 +4,7 @@ DATA_DIR, and the fake LLM as the model.
 
 The failover scenarios keep steady load on Nginx (a few clients, a fresh connection per
 request, GET and POST /api/chat, one streaming client) while instances stop, crash and
-restart, and print their figures (`pytest -s tests/test_fleet.py`); the README quotes them.
+restart, and print their figures (`pytest -s tests/test_fleet.py`); docs/deployment.md quotes them.
 The config files are checked here too: the generated Nginx config, and the Docker files
 against the supervisord path.
 """
@@ -58,7 +58,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def free_base_port(count: int) -> int:
     """A BASE_PORT with BASE_PORT+1..BASE_PORT+count free now (not a developer's fleet)."""
     for _ in range(100):
-        base = random.randint(20000, 60000 - count)
+        # Below the ephemeral range (32768+ on Linux), where any outgoing connection of
+        # another process could take a port while the instances are still starting.
+        base = random.randint(20000, 32000 - count)
         socks = []
         try:
             for n in range(1, count + 2):  # one more: NGINX_PORT = BASE_PORT+count+1
@@ -85,13 +87,14 @@ class Fleet:
         self.base_port, self.nginx_port = base_port, nginx_port
         self.conf = home / "supervisord.conf"
 
-    def sh(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(ROOT / "scripts" / "fleet.sh"), *args], env=self.env,
+    def sh(self, *args: str, timeout: float = 150, **env: str) -> subprocess.CompletedProcess:
+        """scripts/fleet.sh ARGS with the fleet's environment, `env` changed in it."""
+        return subprocess.run(["bash", str(ROOT / "scripts" / "fleet.sh"), *args], env={**self.env, **env},
                               capture_output=True, text=True, timeout=timeout)
 
     def ctl(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-                                env=self.env, capture_output=True, text=True, timeout=60)
+                                env=self.env, capture_output=True, text=True, timeout=150)
         return result.stdout
 
     def states(self) -> dict[str, tuple[str, int | None]]:
@@ -114,16 +117,20 @@ class Fleet:
     def port(self, name: str) -> int:
         return self.base_port + int(name.rsplit("-", 1)[1])
 
+    def wait_healthy(self, timeout: float = 90) -> None:
+        """Until every instance answers /health 200 (RUNNING is not yet answering)."""
+        deadline = time.monotonic() + timeout
+        while not all(get(self.port(name), "/health")[0] == 200 for name in self.states()):
+            assert time.monotonic() < deadline, f"not every instance healthy: {self.states()}"
+            time.sleep(0.2)
+
     def reset(self) -> None:
         """Every instance running and healthy, Nginx reloaded (its failure counts forgotten)."""
         for name, (state, _) in self.states().items():
             if state != "RUNNING":
                 self.ctl("start", f"shenlun:{name}")
             self.wait_running(name, 30)
-            deadline = time.monotonic() + 30
-            while get(self.port(name), "/health")[0] != 200:
-                assert time.monotonic() < deadline, f"{name} not healthy"
-                time.sleep(0.1)
+        self.wait_healthy()
         result = self.sh("reload-nginx")
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -182,7 +189,8 @@ def fleet_started(fake_llm_server):
     fleet = Fleet(home, env, base, base + INSTANCES + 1)
     try:
         result = fleet.sh("start", timeout=180)
-        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{fleet.log('supervisord')}"
+        logs = [fleet.log(name) for name in ("supervisord", "server-1", "server-2", "server-3")]
+        assert result.returncode == 0, "\n".join([result.stdout, result.stderr, *logs])
         yield fleet
     finally:
         fleet.destroy()
@@ -214,6 +222,17 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, timeout: fl
         conn.close()
 
 
+def get_from(source: str, port: int, path: str):
+    """(status, body) of a GET to 127.0.0.1:port sent from the local address `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def post(port: int, path: str, body: Any, timeout: float = 30):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -225,21 +244,31 @@ def post(port: int, path: str, body: Any, timeout: float = 30):
         conn.close()
 
 
+# What the search clients look for: a phone number in it, as a user might type, so the
+# log checks can tell whether any log kept the query string.
+SEARCH_QUERY = "乡村振兴 13912345678"
+SEARCH_SECRET = "13912345678"
+
+
 @dataclass
 class Outcome:
-    kind: str            # "GET /health", "POST /api/chat", "stream"
+    kind: str            # "GET /health", "POST /api/chat", "GET /api/knowledge/search", "stream"
     result: str          # HTTP status, "done"/"cut" for a stream, or the exception's name
     server: str | None
+    at: float = 0.0      # time.monotonic() when the answer (or the error) came
 
 
 class Load:
     """Client threads sending requests through Nginx until stopped (at most `limit` s).
 
     Each request opens a fresh connection, as a browser behind a proxy or a curl does;
-    the clients pause `pause` s between requests so two cores also run the fleet."""
+    the clients pause `pause` s between requests so two cores also run the fleet. With
+    `search`, the clients only search the knowledge base (GET, SEARCH_QUERY)."""
 
-    def __init__(self, port: int, clients: int = 4, streams: int = 0, pause: float = 0.02, limit: float = 60):
-        self.port, self.pause, self.limit = port, pause, limit
+    def __init__(self, port: int, clients: int = 4, streams: int = 0, pause: float = 0.02, limit: float = 60,
+                 search: bool = False, headers: dict[str, str] | None = None):
+        self.port, self.pause, self.limit, self.search = port, pause, limit, search
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.stop_event = threading.Event()
         self.outcomes: list[Outcome] = []
         self.lock = threading.Lock()
@@ -262,6 +291,7 @@ class Load:
         return not self.stop_event.is_set() and time.monotonic() - self.started < self.limit
 
     def _record(self, outcome: Outcome) -> None:
+        outcome.at = time.monotonic()
         with self.lock:
             self.outcomes.append(outcome)
 
@@ -269,7 +299,10 @@ class Load:
         n = 0
         while self._running():
             n += 1
-            if n % 2:
+            if self.search:
+                kind, method, body = "GET /api/knowledge/search", "GET", None
+                path = "/api/knowledge/search?q=" + quote(SEARCH_QUERY)
+            elif n % 2:
                 kind, method, path, body = "GET /health", "GET", "/health", None
             else:
                 kind, method, path = "POST /api/chat", "POST", "/api/chat"
@@ -277,7 +310,7 @@ class Load:
                                    "cache": False}, ensure_ascii=False).encode()
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             try:
-                conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+                conn.request(method, path, body=body, headers=self.headers)
                 response = conn.getresponse()
                 response.read()
                 self._record(Outcome(kind, str(response.status), response.getheader("X-Server-ID")))
@@ -468,6 +501,126 @@ def test_rolling_restart_under_load_fails_no_request(fleet, fake_llm):
 
 
 @needs_nginx
+def test_supervisorctl_restarts_one_after_another_lose_no_search_then_all_at_once_a_short_outage(fleet):
+    """The operator's path, under 4 searching clients through Nginx.
+
+    1. Key rotation as docs/deployment.md gives it: API_KEYS goes into the fleet's .env,
+       then plain `supervisorctl restart shenlun:server-N` for N = 1, 2, 3, each command
+       returning before the next. Nginx (open source) used to leave each restarted instance
+       out for fail_timeout (30 s) even once it was back, so the third restart left none
+       (55,368 of 55,408 requests failed). Now: at most 0.1 % fail, and the key is in force.
+    2. The key is taken out again with `supervisorctl restart shenlun:*`: every instance
+       stops at once, so nothing answers until the first is back. What is checked: the
+       clients see only Nginx's 503 server_busy, and only until then (the backup upstream
+       entries reach the first instance to answer at once). The figures go in the docs."""
+    status, _, body = post(fleet.nginx_port, "/api/knowledge/add", {
+        "title": "乡村振兴的路径", "category": "测试", "content": "乡村振兴要产业兴旺、生态宜居、治理有效。"})
+    assert status == 201, body
+    key = f"fleet-rotated-{uuid.uuid4().hex}"
+    search = "/api/knowledge/search?q=" + quote(SEARCH_QUERY)
+    env_file = fleet.home / ".env"
+    before = {name: pid for name, (_, pid) in fleet.states().items()}
+    mark = fleet.access_log_size()
+    took = {}
+    env_file.write_text(f"# the new key, read by scripts/instance.sh at each start\nAPI_KEYS={key}\n")
+    try:
+        # 50 ms between searches leaves the restarting instances some CPU on two cores.
+        with Load(fleet.nginx_port, clients=4, search=True, pause=0.05, limit=240,
+                  headers={"X-API-Key": key}) as load:
+            time.sleep(1)
+            for name in before:
+                started = time.monotonic()
+                out = fleet.ctl("restart", f"shenlun:{name}")
+                assert "started" in out, out
+                took[name] = round(time.monotonic() - started, 1)
+            time.sleep(1.5)
+    finally:
+        env_file.unlink()
+    figures = load.figures("plain supervisorctl restart server-1, -2, -3 back to back", restart_s=took,
+                           nginx_retried=fleet.nginx_retries_since(mark))
+    after = {name: pid for name, (_, pid) in fleet.states().items()}
+    assert all(after[name] != before[name] for name in before), (before, after)
+    assert figures["requests"] >= 200, figures        # a real load, not a trickle
+    assert figures["failed"] <= figures["requests"] / 1000, (figures, fleet.log("nginx-sync"))
+    fleet.wait_healthy()
+    for n in range(1, INSTANCES + 1):                  # every instance now wants the new key
+        assert get(fleet.base_port + n, search)[0] == 401
+        assert get(fleet.base_port + n, search, {"X-API-Key": key})[0] == 200
+    # Every restart refused connections, which Nginx retried and logged: no log (Nginx's
+    # access and error logs, supervisord's, the instances') kept the query string.
+    for log in (fleet.home / "logs").iterdir():
+        assert SEARCH_SECRET.encode() not in log.read_bytes(), f"{log.name} keeps a query string"
+
+    mark = fleet.access_log_size()
+    with Load(fleet.nginx_port, clients=4, search=True, pause=0.05, limit=150,
+              headers={"X-API-Key": key}) as load:
+        time.sleep(1)
+        started = time.monotonic()
+        out = fleet.ctl("restart", "shenlun:*")
+        returned = time.monotonic()
+        fleet.wait_healthy()
+        time.sleep(1.5)
+    assert out.count("started") == INSTANCES, out
+    failures = load.failures()
+    # The first answer from a new instance: every old one had stopped before supervisorctl
+    # started them again (a 200 earlier may be a request an old instance finished in its drain).
+    back = min((o.at for o in load.outcomes if o.result == "200" and o.at > returned), default=None)
+    load.figures("supervisorctl restart shenlun:* (all at once)", restart_s=round(returned - started, 1),
+                 outage_s=round(failures[-1].at - failures[0].at, 1) if failures else 0,
+                 nginx_retried=fleet.nginx_retries_since(mark))
+    assert {o.result for o in failures} <= {"503"}, collections.Counter(o.result for o in failures)
+    assert back is not None and all(o.at < back + 0.5 for o in failures)
+    assert get(fleet.nginx_port, search)[0] == 200     # the key is out again: open, as before
+
+
+@needs_nginx
+def test_metrics_through_nginx_only_from_the_allowed_addresses(fleet):
+    # 127.0.0.2 stands in for a client on another machine: it is not in the default list
+    # (127.0.0.1 ::1), and on Linux a client can send from it to Nginx on 127.0.0.1.
+    status, body = get_from("127.0.0.1", fleet.nginx_port, "/metrics")
+    assert status == 200 and b"shenlun_requests_total" in body
+    status, body = get_from("127.0.0.2", fleet.nginx_port, "/metrics")
+    assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
+    assert get_from("127.0.0.2", fleet.nginx_port, "/health")[0] == 200  # only /metrics is fenced
+    try:
+        result = fleet.sh("reload-nginx", NGINX_METRICS_ALLOW="127.0.0.2")
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 5  # an old worker may take a last connection
+        while get_from("127.0.0.1", fleet.nginx_port, "/metrics")[0] != 403:
+            assert time.monotonic() < deadline, "NGINX_METRICS_ALLOW=127.0.0.2 not in force"
+            time.sleep(0.1)
+        assert get_from("127.0.0.2", fleet.nginx_port, "/metrics")[0] == 200
+    finally:
+        fleet.sh("reload-nginx", NGINX_METRICS_ALLOW="127.0.0.1 ::1")
+
+
+@needs_nginx
+def test_fleet_tooling_finds_the_running_fleet_from_a_shell_with_other_ports(fleet):
+    remembered = (fleet.home / "run" / "fleet.env").read_text()
+    for line in (f"INSTANCES={INSTANCES}", f"BASE_PORT={fleet.base_port}", f"NGINX_PORT={fleet.nginx_port}"):
+        assert line in remembered.splitlines(), remembered
+    result = fleet.sh("status", BASE_PORT=str(fleet.base_port + 10), NGINX_PORT=str(fleet.nginx_port + 10))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"BASE_PORT={fleet.base_port + 10} in your environment" in result.stderr
+    assert f"NGINX_PORT={fleet.nginx_port + 10} in your environment" in result.stderr
+    for n in range(1, INSTANCES + 1):
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"server-{n} "))
+        assert str(fleet.base_port + n) in row and " 200 ok" in row
+    nginx_row = next(line for line in result.stdout.splitlines() if line.startswith("nginx "))
+    assert str(fleet.nginx_port) in nginx_row and "/health via nginx 200" in nginx_row
+
+
+@needs_nginx
+def test_fleet_metrics_show_each_snapshot_age(fleet):
+    status, _, body = get(fleet.base_port + 1, "/api/metrics?scope=fleet")
+    view = json.loads(body)
+    assert status == 200 and view["instances"] == INSTANCES, view
+    ttl = Settings().metrics_collection_interval * 2.5 + 1  # a staler snapshot has expired
+    for row in view["servers"]:
+        assert 0 <= row["age_s"] <= ttl, row
+
+
+@needs_nginx
 def test_status_prints_every_instance_and_nginx(fleet):
     result = fleet.sh("status")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -500,15 +653,25 @@ def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+def stop_guard_seconds() -> float:
+    return float(re.search(r"^GUARD_SECONDS = ([\d.]+)", (ROOT / "scripts" / "stop_guard.py").read_text(), re.M)[1])
+
+
 def test_supervisord_stops_an_instance_only_after_its_drain():
     conf = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     conf.read(ROOT / "supervisord.conf")
     program = conf["program:server"]
-    assert int(program["stopwaitsecs"]) > Settings().shutdown_grace_seconds
+    # The stop guard's wait, then the drain, both before supervisord would SIGKILL.
+    assert int(program["stopwaitsecs"]) > Settings().shutdown_grace_seconds + stop_guard_seconds()
+    assert program["stopasgroup"] == "false" and program["killasgroup"] == "true"
     assert program["stopsignal"] == "TERM" and program["autorestart"] == "true"
     assert program["numprocs"] == "%(ENV_INSTANCES)s" and program["numprocs_start"] == "1"
     assert program["process_name"] == "server-%(process_num)d"
     assert conf["group:shenlun"]["programs"] == "server"
+    # Each instance back in Nginx's rotation as soon as it answers (tests: plain restarts).
+    listener = conf["eventlistener:nginx-sync"]
+    assert listener["events"] == "PROCESS_STATE_RUNNING"
+    assert listener["command"] == "%(here)s/scripts/fleet.sh events"
 
 
 def test_nginx_conf_follows_instances_ports_and_limits(tmp_path):
@@ -523,6 +686,14 @@ def test_nginx_conf_follows_instances_ports_and_limits(tmp_path):
     assert "proxy_read_timeout 75s;" in text and "least_conn;" in text and "{{" not in text
     assert re.search(r"proxy_next_upstream error timeout http_503;", text)
     assert str(tmp_path / "run" / "nginx") in text and str(tmp_path / "logs") in text
+    # Logs: the path without its query string; the error log only from crit up (its lines
+    # quote the request line, query string included).
+    assert '"$request_method $uri $server_protocol"' in text and '"$request"' not in text
+    assert re.search(r"^error_log \S+ crit;", text, re.M)
+    # /metrics: this host only, unless NGINX_METRICS_ALLOW says otherwise.
+    metrics = re.search(r"location = /metrics \{(.*?)\}", text, re.S).group(1)
+    assert re.findall(r"^\s*(allow|deny) (\S+);", metrics, re.M) == \
+        [("allow", "127.0.0.1"), ("allow", "::1"), ("deny", "all")]
     if NGINX:
         checked = subprocess.run([NGINX, "-t", "-q", "-p", str(tmp_path / "run" / "nginx"),
                                   "-c", str(tmp_path / "run" / "nginx" / "nginx.conf")],
@@ -535,6 +706,34 @@ def test_nginx_conf_refuses_a_bad_setting_in_one_line():
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if line.strip()] == \
         ["配置错误 / configuration error: INSTANCES='many': must be a whole number"]
+    result = run_script("scripts/nginx_conf.py", "--stdout", NGINX_METRICS_ALLOW="127.0.0.1 intranet")
+    assert result.returncode == 2 and result.stderr.startswith("配置错误 / configuration error: NGINX_METRICS_ALLOW=")
+
+
+def test_nginx_metrics_allow_takes_addresses_and_networks():
+    result = run_script("scripts/nginx_conf.py", "--stdout", NGINX_METRICS_ALLOW="10.1.2.3/8, ::1 192.168.0.7")
+    assert result.returncode == 0, result.stderr
+    metrics = re.search(r"location = /metrics \{(.*?)\}", result.stdout, re.S).group(1)
+    assert re.findall(r"allow (\S+);", metrics) == ["10.0.0.0/8", "::1", "192.168.0.7"]
+
+
+@needs_nginx
+def test_docker_nginx_conf_passes_nginx_t_in_a_fresh_prefix(tmp_path):
+    """nginx/docker.conf as the nginx image runs it, checked by a real `nginx -t`. Two things
+    only the container has are stood in for: Docker's names for the services (here
+    127.0.0.1) and the image's own, empty /tmp (here a fresh folder)."""
+    image_tmp = tmp_path / "tmp"
+    image_tmp.mkdir()
+    text = (ROOT / "nginx" / "docker.conf").read_text()
+    text, services = re.subn(r"server server-\d+:", "server 127.0.0.1:", text)
+    text, paths = re.subn(r"(?<=\s)/tmp/", f"{image_tmp}/", text)
+    assert (services, paths) == (2 * INSTANCES, 6)  # primaries and backups  # the pid file and five temp folders
+    (tmp_path / "nginx.conf").write_text(text)
+    (tmp_path / "prefix").mkdir()
+    checked = subprocess.run([NGINX or "nginx", "-t", "-p", str(tmp_path / "prefix"), "-c", str(tmp_path / "nginx.conf")],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    assert (image_tmp / "client_body").is_dir()  # made by Nginx itself, in an empty /tmp
 
 
 def test_docker_nginx_conf_is_the_template_generated_with_defaults():
@@ -559,14 +758,22 @@ def test_docker_files_run_what_supervisord_runs():
         assert env["PORT"] == str(defaults.base_port + n) and env["SERVER_ID"] == name
         assert set(env) <= SETTING_NAMES, set(env) - SETTING_NAMES
         assert (name, env["PORT"]) in upstreams
-        assert svc["build"] == "." and "command" not in svc  # the image's CMD: python server.py
+        assert svc["build"] == "." and "command" not in svc  # the image's entry point
         assert svc["stop_grace_period"] == "30s"
-        assert ("profiles" in svc) == (n > 1)  # `up -d` alone: one instance, as the seed
-    assert servers["server-1"]["ports"] == [f"{defaults.port}:{defaults.port}"]
+        # Only Nginx is published: no instance answers around it. No profile: `up -d` runs all.
+        assert "ports" not in svc and "profiles" not in svc
+        # server-1 builds the knowledge base into the empty volume; the others wait for it.
+        if n > 1:
+            assert svc["depends_on"] == {"server-1": {"condition": "service_healthy"}}
     assert len(upstreams) == len(servers)
+    # The first `docker compose up -d` needs no .env: the defaults give a valid configuration.
+    first_run = {key: re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", value)
+                 for key, value in servers["server-1"]["environment"].items()}
+    assert first_run["APP_ENV"] == "development"
+    Settings.from_env(first_run)  # raises ConfigError on a value that would crash-loop
 
     lb = services["nginx"]
-    assert lb["profiles"] == ["load-balancer"]
+    assert "profiles" not in lb
     assert lb["ports"] == ["${NGINX_PORT:-%d}:8080" % defaults.nginx_port]
     assert "./nginx/docker.conf:/etc/nginx/nginx.conf:ro" in lb["volumes"]
     assert "listen 8080;" in (ROOT / "nginx" / "docker.conf").read_text()
@@ -578,9 +785,10 @@ def test_docker_files_run_what_supervisord_runs():
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)
     assert re.search(r"^HEALTHCHECK .*\n?.*/health", dockerfile, re.M)
     assert f"EXPOSE {defaults.port}" in dockerfile
-    assert 'CMD ["python", "server.py"]' in dockerfile
-    # supervisord runs the same entry point, through the port wrapper.
-    assert "exec \"$PY\" server.py" in (ROOT / "scripts" / "instance.sh").read_text()
-    stopwait = configparser.RawConfigParser(inline_comment_prefixes=(";",))
-    stopwait.read(ROOT / "supervisord.conf")
-    assert f"{stopwait['program:server']['stopwaitsecs']}s" == servers["server-1"]["stop_grace_period"]
+    assert re.search(r"^\s+BIND_ADDRESS=0\.0\.0\.0", dockerfile, re.M)
+    assert 'ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]' in dockerfile and not re.search(r"^CMD", dockerfile, re.M)
+    # The entry point (tests/test_docker_entrypoint.py runs it) and supervisord run the same server.
+    assert 'exec "$PY" server.py "$@"' in (ROOT / "scripts" / "docker-entrypoint.sh").read_text()
+    assert 'exec "$PY" scripts/stop_guard.py server.py' in (ROOT / "scripts" / "instance.sh").read_text()
+    # docker stop waits for the drain, as supervisord does (which also runs the stop guard).
+    assert int(servers["server-1"]["stop_grace_period"].rstrip("s")) > defaults.shutdown_grace_seconds
