@@ -15,6 +15,7 @@ from core.config import Settings
 from core.disk import DataDisk
 from core.grading import GradingService, PracticeBank
 from core.health import HealthProbes, disk_probe, knowledge_probe
+from core.history import MetricsHistory
 from core.knowledge import KnowledgeBase
 from core.llm import LLMMeter, LLMProvider, make_provider
 from core.metrics import FleetBoard, Metrics
@@ -53,11 +54,14 @@ class AppContext:
     inflight_requests: int = 0  # per process, for the graceful drain
     draining: bool = False
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    history: MetricsHistory = field(default_factory=MetricsHistory)  # per process, for the console
 
     async def metrics_snapshot(self) -> dict[str, Any]:
         """This process's metrics now."""
-        return self.metrics.snapshot(cache_size=await self.cache.count(),
-                                     llm_calls=self.meter.calls, llm_seconds=self.meter.seconds)
+        snapshot = self.metrics.snapshot(cache_size=await self.cache.count(),
+                                         llm_calls=self.meter.calls, llm_seconds=self.meter.seconds)
+        snapshot["history"] = self.history.record(snapshot)
+        return snapshot
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 def all_handlers() -> list[tuple]:
     """Every route of the service, in matching order."""
-    from handlers import admin, chat, grade, knowledge, monitoring, openai_api, openapi, practice
+    from handlers import admin, chat, console, grade, knowledge, monitoring, openai_api, openapi, practice
 
     routes: list[tuple] = []
-    for module in (chat, grade, practice, knowledge, admin, monitoring, openapi, openai_api):
+    for module in (chat, grade, practice, knowledge, admin, monitoring, openapi, openai_api, console):
         routes.extend(module.default_handlers)
     return routes

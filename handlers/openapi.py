@@ -80,6 +80,21 @@ def _text(max_len: int, *, required: bool = False) -> dict[str, Any]:
     return {"type": "string", "maxLength": max_len, "pattern": pattern}
 
 
+_CONSOLE_PAGE = {"200": {"description": "网页控制台（HTML）", "content": {"text/html": {"schema": _STR}}}}
+# A client that follows the redirect gets the page itself.
+_TO_CONSOLE = {"302": {"description": "跳转到 /console/（Location 头）"}, **_CONSOLE_PAGE}
+CONSOLE_PATHS = {  # the web console's pages (docs/console.md)
+    "/": {"get": _operation("跳转到网页控制台", _TO_CONSOLE, secured=False)},
+    "/console": {"get": _operation("跳转到网页控制台", _TO_CONSOLE, secured=False)},
+    "/console/": {"get": _operation("网页控制台", _CONSOLE_PAGE, secured=False)},
+    "/static/{doc_id}": {"get": _operation(
+        "控制台的静态文件（带 ?v= 哈希时长期缓存）",
+        {"200": {"description": "JavaScript、CSS 或 SVG", "content": {"*/*": {"schema": _STR}}}}, "404",
+        secured=False, params=[{"name": "doc_id", "in": "path", "required": True, "description": "static/ 下的文件路径",
+                                "schema": {"type": "string", "pattern": "^console/[a-z]+\\.(js|css|svg)$"}}])},
+}
+
+
 def _phrase(max_len: int) -> dict[str, Any]:
     """A phrasing as core.grading.request reads it: 2 to max_len characters once stripped."""
     return {"type": "string", "maxLength": max_len, "pattern": "^\\s*[^\\s\\u0000][^\\u0000]*[^\\s\\u0000]\\s*$"}
@@ -213,7 +228,9 @@ SCHEMAS: dict[str, Any] = {
                      "cpu_percent"],
         "properties": {"total_requests": _INT, "concurrent_requests": _INT, "cache_hit_rate": _NUM,
                        "rate_limited_requests": _INT, "average_response_time": _NUM, "cache_size": _INT,
-                       "server_id": _STR, "uptime_s": _NUM, "memory_rss_bytes": _INT, "cpu_percent": _NUM},
+                       "server_id": _STR, "uptime_s": _NUM, "memory_rss_bytes": _INT, "cpu_percent": _NUM,
+                       "history": {"type": "array", "description": "最近 15 分钟的 [时间, 总请求数, p95 毫秒, 错误数]",
+                                   "items": {"type": "array", "items": _NUM, "minItems": 4, "maxItems": 4}}},
     },
     "FleetMetrics": {
         "type": "object", "required": ["scope", "instances", "totals", "servers"],
@@ -532,6 +549,7 @@ def build_spec() -> dict[str, Any]:
             "404", secured=False)},
         **GRADING_PATHS,
         **V1_PATHS,
+        **CONSOLE_PATHS,
         "/api/openapi.json": {"get": _operation(
             "本文档", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, "401")},
     }

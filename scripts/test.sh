@@ -8,4 +8,6 @@ bash scripts/bootstrap.sh --test
 bash scripts/install_nginx.sh || echo "==> Nginx missing: tests/test_fleet.py is skipped (and fails when CI is set)" >&2
 # The Redis-backend tests start their own redis-server on a loopback port: install it when missing.
 bash scripts/install_redis.sh || echo "==> redis-server missing: the Redis-backend tests are skipped (and fail when CI is set)" >&2
+# The console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
+bash scripts/install_debian_package.sh chromium chromium || echo "==> chromium missing: tests/test_console.py is skipped (and fails when CI is set)" >&2
 exec "$ROOT/.venv/bin/python" -m pytest "$@"
