@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from common import Report, finish, http  # noqa: E402
+from common import Report, finish  # noqa: E402
 
 common.ensure_venv()
 import loadgen  # noqa: E402
@@ -25,17 +25,6 @@ QUESTION = "乡村振兴类材料的归纳概括题怎么答？"
 API_BODY = json.dumps({"message": QUESTION, "mode": "summarize"}, ensure_ascii=False)
 V1_BODY = json.dumps({"model": "shenlun-summarize", "messages": [{"role": "user", "content": QUESTION}]},
                      ensure_ascii=False)
-
-
-def prime(url: str, path: str, body: str) -> dict:
-    """Ask twice: the second answer must come from the cache."""
-    for _ in range(2):
-        status, headers, raw = http("POST", url + path, body.encode())
-        if status != 200:
-            raise RuntimeError(f"{path} answered {status}: {raw[:300]!r}")
-    if headers.get("x-cache") != "HIT":
-        raise RuntimeError(f"{path}: second identical request was not a cache hit: {headers.get('x-cache')}")
-    return json.loads(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     upstream = common.start_upstream(log_dir=logs)
     server = common.start_server(common.fresh_data_dir(work, "data", template), upstream=upstream.base_url,
                                  log_dir=logs)
-    prime(server.url, "/api/chat", API_BODY)
-    v1_answer = prime(server.url, "/v1/chat/completions", V1_BODY)
+    common.prime_cache(server.url, "/api/chat", API_BODY)
+    v1_answer = common.prime_cache(server.url, "/v1/chat/completions", V1_BODY)
     bare = common.start_bare(v1_answer, log_dir=logs)
     c = args.concurrency
     report.note(f"before: {common.machine_load()}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from common import Report, finish, http  # noqa: E402
+from common import Report, finish  # noqa: E402
 
 common.ensure_venv()
 import loadgen  # noqa: E402
@@ -29,17 +29,6 @@ QUESTION = "乡村振兴类材料的归纳概括题怎么答？"
 def chat_body(use_knowledge: bool) -> str:
     return json.dumps({"message": QUESTION, "mode": "summarize", "use_knowledge": use_knowledge},
                       ensure_ascii=False)
-
-
-def prime(url: str, body: str) -> dict:
-    """Ask twice: the first answer fills the cache, the second must be a hit."""
-    for _ in range(2):
-        status, headers, raw = http("POST", url + "/api/chat", body.encode())
-        if status != 200:
-            raise RuntimeError(f"/api/chat answered {status}: {raw[:300]!r}")
-    if headers.get("x-cache") != "HIT":
-        raise RuntimeError(f"second identical request was not a cache hit: {headers.get('x-cache')}")
-    return json.loads(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     upstream = common.start_upstream(log_dir=logs)
     server = common.start_server(common.fresh_data_dir(work, "data", template), upstream=upstream.base_url,
                                  log_dir=logs)
-    hit_kn = prime(server.url, chat_body(True))
-    hit_plain = prime(server.url, chat_body(False))
+    hit_kn = common.prime_cache(server.url, "/api/chat", chat_body(True))
+    hit_plain = common.prime_cache(server.url, "/api/chat", chat_body(False))
     size = len(json.dumps(hit_kn, ensure_ascii=False).encode())
     bare = common.start_bare(hit_kn, log_dir=logs)
     c = args.concurrency

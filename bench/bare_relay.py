@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient
+
+from bare_server import serve_until_signalled
 
 
 class RelayHandler(tornado.web.RequestHandler):
@@ -45,26 +46,13 @@ class RelayHandler(tornado.web.RequestHandler):
         self.finish("event: done\ndata: {}\n\n")
 
 
-class HealthHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.finish({"status": "ok"})
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
     AsyncHTTPClient.configure(None, max_clients=2000)
-    app = tornado.web.Application([(r"/api/chat", RelayHandler, {"upstream": args.upstream}),
-                                   (r"/health", HealthHandler)])
-    server = app.listen(args.port, address="127.0.0.1")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.stop()
+    await serve_until_signalled([(r"/api/chat", RelayHandler, {"upstream": args.upstream})], args.port)
     return 0
 
 

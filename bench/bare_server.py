@@ -39,16 +39,20 @@ async def main() -> int:
     args = parser.parse_args()
     with open(args.answer, encoding="utf-8") as fh:
         answer = json.load(fh)
-    app = tornado.web.Application([(r"/api/chat", ChatHandler, {"answer": answer}),
-                                   (r"/health", HealthHandler)])
-    server = app.listen(args.port, address="127.0.0.1")
+    await serve_until_signalled([(r"/api/chat", ChatHandler, {"answer": answer})], args.port)
+    return 0
+
+
+async def serve_until_signalled(routes: list, port: int) -> None:
+    """Serve `routes` plus GET /health on 127.0.0.1:`port` until SIGTERM or SIGINT."""
+    app = tornado.web.Application([*routes, (r"/health", HealthHandler)])
+    server = app.listen(port, address="127.0.0.1")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -150,6 +150,18 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         conn.close()
 
 
+def prime_cache(url: str, path: str, body: str) -> dict[str, Any]:
+    """POST `body` twice: the first answer fills the response cache, the second must be
+    a hit; returns that answer."""
+    for _ in range(2):
+        status, headers, raw = http("POST", url + path, body.encode())
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {raw[:300]!r}")
+    if headers.get("x-cache") != "HIT":
+        raise RuntimeError(f"{path}: second identical request was not a cache hit: {headers.get('x-cache')}")
+    return json.loads(raw)
+
+
 def wait_http(url: str, timeout: float, proc: Proc | None = None, interval: float = 0.01) -> float:
     """Poll GET `url` until 200; returns the monotonic time it first answered 200."""
     deadline = time.monotonic() + timeout
