@@ -167,7 +167,9 @@ def _text_of(content: Any, n: int) -> str:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise InvalidRequest(f"字段 messages[{n}].content：只支持文本内容")
             parts.append(part["text"])
-        return "".join(parts)
+        # A NUL can reach no answer, log or store; in a part of a content array it is
+        # dropped (a whole string carrying one is refused by the chat validator).
+        return "".join(parts).replace("\x00", "")
     if content is None:
         return ""
     raise InvalidRequest(f"字段 messages[{n}].content 必须是字符串或文本数组")

@@ -74,9 +74,15 @@ _BOOL = {"type": "boolean"}
 _STRS = {"type": "array", "items": _STR}
 
 
+# What Python's str.strip() removes (the validators' notion of blank), which is not
+# JSON Schema's \s: \x1c-\x1f and \x85 are blank to Python, \ufeff is not.
+_PY_SPACE = ("\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
+             "\\u2028\\u2029\\u202f\\u205f\\u3000")
+
+
 def _text(max_len: int, *, required: bool = False) -> dict[str, Any]:
     """A string field as core.validation reads it: no NUL; when required, not blank."""
-    pattern = "^[^\\u0000]*\\S[^\\u0000]*$" if required else "^[^\\u0000]*$"
+    pattern = f"^[^\\u0000]*[^\\u0000{_PY_SPACE}][^\\u0000]*$" if required else "^[^\\u0000]*$"
     return {"type": "string", "maxLength": max_len, "pattern": pattern}
 
 
