@@ -13,10 +13,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import jieba.posseg
 
 from core.config import PROJECT_ROOT
-from core.grading.text import STOPWORDS, compact, ensure_jieba
+from core.grading.text import STOPWORDS, compact, ensure_jieba, posseg
 
 SYNONYMS_FILE = PROJECT_ROOT / "data" / "grading" / "synonyms.txt"
 
@@ -54,7 +53,7 @@ def head_words(phrase: str) -> tuple[str, ...]:
     (从根上解决 is not 解决): such a phrasing counts only verbatim."""
     ensure_jieba()
     flat = compact(phrase)
-    pairs = _join_lexicon_words([(p.word, p.flag) for p in jieba.posseg.lcut(flat)])
+    pairs = _join_lexicon_words([(p.word, p.flag) for p in posseg().lcut(flat)])
     words: list[str] = []
     n = 0
     while n < len(pairs):

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import jieba
-import jieba.posseg
 
 from core.grading.exam import MEASURE_CUES, PROBLEM_CUES, has_cue, item_kind, question_asks
 from core.grading.lexicon import head_match, head_words, present
 from core.grading.rubric import (CREDIT, EXTRACTED_HIT_COVERAGE, EXTRACTED_PARTIAL_COVERAGE,
                                  EXTRACTED_POINTS, HIT_COVERAGE, PARTIAL_COVERAGE)
-from core.grading.text import (Span, compact, ensure_jieba, head_of, item_spans, keywords,
+from core.grading.text import (Span, compact, ensure_jieba, head_of, item_spans, keywords, posseg,
                                paragraphs, question_focus, sentences, split_items, strip_marker,
                                without_topic)
 
@@ -277,7 +276,7 @@ def points_from_material(material: str, question: str, question_type: str) -> li
 
 def _names_a_person(clause: str) -> bool:
     ensure_jieba()
-    return any(t.flag == "nr" for t in jieba.posseg.lcut(clause))
+    return any(t.flag == "nr" for t in posseg().lcut(clause))
 
 
 def _clauses(sentence: str) -> list[str]:
@@ -306,7 +305,7 @@ def examiner_label(clause: str, kind: str | None, question_type: str) -> str:
         return _tail(clause[:end])
     if kind == "measure":
         cues = [clause.find(c) for c in MEASURE_CUES if c in clause]
-        verbs = [clause.find(t.word) for t in jieba.posseg.lcut(clause) if t.flag.startswith("v")
+        verbs = [clause.find(t.word) for t in posseg().lcut(clause) if t.flag.startswith("v")
                  and len(t.word) >= 2 and t.word not in _REPORTING + ("要求", "需要", "可以")]
         start = min(cues) if cues else (verbs[0] if verbs else 0)
         label = _head(clause[start:])

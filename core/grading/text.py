@@ -7,6 +7,7 @@ event loop run them in the executor.
 from __future__ import annotations
 
 import re
+from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -134,6 +135,14 @@ def coverage(words: tuple[str, ...], text: str) -> float:
     total = sum(len(w) for w in words)
     found = sum(len(w) for w in words if w in haystack)
     return found / total
+
+
+def posseg() -> Any:
+    """jieba's POS tagger, imported on first use: its tables cost ~0.4 s and tens of MB
+    at import, which a process that never grades should not pay at start-up."""
+    ensure_jieba()
+    import jieba.posseg
+    return jieba.posseg
 
 
 def keywords(text: str, top_k: int) -> list[tuple[str, float]]:
