@@ -50,18 +50,26 @@ function applyPending() {
   ui.limit.value = wordLimit || "";
 }
 
-async function loadItems() {
+function loadItems() {
+  return loadPracticeChoices(ui.item, ui.status, "（不用练习题）");
+}
+
+/** Fill a <select> with the practice items (after `placeholder`); `keep` keeps the
+ * current choice across a refill. Problems are told in `status`. */
+export async function loadPracticeChoices(select, status, placeholder, {keep = false} = {}) {
   if (!canCall()) {
-    ui.status.textContent = NEED_KEY;
+    status.textContent = NEED_KEY;
     return;
   }
   try {
     const items = await practiceItems();
-    fill(ui.item, el("option", {value: ""}, "（不用练习题）"),
+    const chosen = select.value;
+    fill(select, el("option", {value: ""}, placeholder),
       items.map((item) => el("option", {value: item.id}, `【${item.question_type_label}】${item.title}`)));
-    ui.status.textContent = "";
+    if (keep) select.value = chosen;
+    status.textContent = "";
   } catch (exc) {
-    ui.status.textContent = "练习题列表读取失败：" + explain(exc);
+    status.textContent = "练习题列表读取失败：" + explain(exc);
   }
 }
 

@@ -1,5 +1,5 @@
 // 练习: pick a practice item or paste 资料 and 题目, stream an answer with a live count.
-import {NEED_KEY, api, canCall, explain, modeNames, practiceItems, streamChat} from "./api.js";
+import {api, explain, modeNames, streamChat} from "./api.js";
 import {el, field, fill, showText} from "./dom.js";
 import {snippetNodes} from "./text.js";
 import {charCount} from "./wordcount.js";
@@ -56,21 +56,8 @@ export function mount(root) {
   loadItems();
 }
 
-async function loadItems() {
-  if (!canCall()) {
-    ui.status.textContent = NEED_KEY;
-    return;
-  }
-  try {
-    const items = await practiceItems();
-    const chosen = ui.item.value;
-    fill(ui.item, el("option", {value: ""}, "（自己粘贴资料和题目）"),
-      items.map((item) => el("option", {value: item.id}, `【${item.question_type_label}】${item.title}`)));
-    ui.item.value = chosen;
-    ui.status.textContent = "";
-  } catch (exc) {
-    ui.status.textContent = "练习题列表读取失败：" + explain(exc);
-  }
+function loadItems() {
+  return grade.loadPracticeChoices(ui.item, ui.status, "（自己粘贴资料和题目）", {keep: true});
 }
 
 async function pick() {
