@@ -9,7 +9,6 @@ Target: /v1 requests/s >= 0.90x /api/chat's (at most 10 % added cost).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,20 +27,9 @@ V1_BODY = json.dumps({"model": "shenlun-summarize", "messages": [{"role": "user"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--tool", default="auto", choices=("auto", "wrk", "python"))
-    args = ap.parse_args(argv)
+    args = common.cache_hit_args(__doc__, argv)
     report = Report("b10_openai_api", "/v1/chat/completions vs /api/chat, cache hits, one process")
-    work = common.tmpdir()
-    logs = work / "logs"
-    logs.mkdir()
-    template = common.knowledge_template(work)
-    upstream = common.start_upstream(log_dir=logs)
-    server = common.start_server(common.fresh_data_dir(work, "data", template), upstream=upstream.base_url,
-                                 log_dir=logs)
+    logs, upstream, server = common.service_on_bundled_corpus(common.tmpdir())
     common.prime_cache(server.url, "/api/chat", API_BODY)
     v1_answer = common.prime_cache(server.url, "/v1/chat/completions", V1_BODY)
     bare = common.start_bare(v1_answer, log_dir=logs)

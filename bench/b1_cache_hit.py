@@ -11,7 +11,6 @@ Target: service requests/s >= 60% of bare Tornado's.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,20 +31,9 @@ def chat_body(use_knowledge: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--tool", default="auto", choices=("auto", "wrk", "python"))
-    args = ap.parse_args(argv)
+    args = common.cache_hit_args(__doc__, argv)
     report = Report("b1_cache_hit", "cache hit vs bare Tornado, 1 process each")
-    work = common.tmpdir()
-    logs = work / "logs"
-    logs.mkdir()
-    template = common.knowledge_template(work)
-    upstream = common.start_upstream(log_dir=logs)
-    server = common.start_server(common.fresh_data_dir(work, "data", template), upstream=upstream.base_url,
-                                 log_dir=logs)
+    logs, upstream, server = common.service_on_bundled_corpus(common.tmpdir())
     hit_kn = common.prime_cache(server.url, "/api/chat", chat_body(True))
     hit_plain = common.prime_cache(server.url, "/api/chat", chat_body(False))
     size = len(json.dumps(hit_kn, ensure_ascii=False).encode())

@@ -150,6 +150,28 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         conn.close()
 
 
+def cache_hit_args(doc: str, argv: list[str] | None) -> "argparse.Namespace":
+    """The options of a cache-hit bench: --duration, --rounds, --concurrency, --tool."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--tool", default="auto", choices=("auto", "wrk", "python"))
+    return ap.parse_args(argv)
+
+
+def service_on_bundled_corpus(work: Path) -> tuple[Path, "Upstream", "Server"]:
+    """A fake upstream and one server on a copy of the indexed bundled corpus, in `work`:
+    (log folder, upstream, server)."""
+    logs = work / "logs"
+    logs.mkdir()
+    template = knowledge_template(work)
+    upstream = start_upstream(log_dir=logs)
+    server = start_server(fresh_data_dir(work, "data", template), upstream=upstream.base_url, log_dir=logs)
+    return logs, upstream, server
+
+
 def prime_cache(url: str, path: str, body: str) -> dict[str, Any]:
     """POST `body` twice: the first answer fills the response cache, the second must be
     a hit; returns that answer."""
