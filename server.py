@@ -22,7 +22,7 @@ from tornado.ioloop import PeriodicCallback
 
 from core import __version__
 from core.config import LEGACY, ConfigError, Settings, legacy_notices
-from core.logs import configure_logging
+from core.ops.logs import configure_logging
 
 if TYPE_CHECKING:
     from core.context import AppContext

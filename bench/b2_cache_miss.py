@@ -23,7 +23,7 @@ from common import Report, finish  # noqa: E402
 
 common.ensure_venv()
 import loadgen  # noqa: E402
-from core.prompts import build_prompt  # noqa: E402
+from core.chat.prompts import build_prompt  # noqa: E402
 
 QUESTION = "请概括资料中基层治理的主要经验（第{n}问）"
 

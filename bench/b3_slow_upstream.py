@@ -21,7 +21,7 @@ from common import Report, finish  # noqa: E402
 
 common.ensure_venv()
 import loadgen  # noqa: E402
-from core.prompts import build_prompt  # noqa: E402
+from core.chat.prompts import build_prompt  # noqa: E402
 
 SLOTS = 100
 LATENCY = 1.0

@@ -1,6 +1,6 @@
 """Bench 6: the shared-state costs of one request, in microseconds, in process.
 
-Each figure is the service's own code (core/ratelimit.py, core/cache.py, core/metrics.py)
+Each figure is the service's own code (core/traffic/ratelimit.py, core/traffic/cache.py, core/ops/metrics.py)
 on a temporary data directory, against a plain SQLite statement doing the same job on
 the same kind of database (WAL, synchronous=NORMAL) as the floor: the ratio says how
 much the abstraction costs over the storage itself. Median of 5 batches.
@@ -24,9 +24,9 @@ import common  # noqa: E402
 from common import Report, finish  # noqa: E402
 
 common.ensure_venv()
-from core.cache import ResponseCache  # noqa: E402
-from core.metrics import FleetBoard, Metrics  # noqa: E402
-from core.ratelimit import RateLimiter  # noqa: E402
+from core.traffic.cache import ResponseCache  # noqa: E402
+from core.ops.metrics import FleetBoard, Metrics  # noqa: E402
+from core.traffic.ratelimit import RateLimiter  # noqa: E402
 from core.store import open_stores  # noqa: E402
 
 ANSWER = {"text": "归纳概括题要求全面准确地从给定资料中提炼要点。" * 30, "model": "fake-model",

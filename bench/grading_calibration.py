@@ -24,7 +24,7 @@ from bench.common import ensure_venv  # noqa: E402
 
 ensure_venv()
 
-from core.concurrency import ConcurrencySlots  # noqa: E402
+from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
 from core.grading import GradingService, PracticeBank  # noqa: E402
 from core.grading.calibration import CalibrationCase, load_cases  # noqa: E402
 from core.llm import LLMMeter, OfflineProvider  # noqa: E402

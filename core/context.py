@@ -7,20 +7,20 @@ from typing import Any, Callable
 
 from core import __version__
 from core.auth import KeyRing
-from core.cache import ResponseCache
-from core.chat import ChatService
-from core.clients import TrustedProxies
-from core.concurrency import ConcurrencySlots
+from core.traffic.cache import ResponseCache
+from core.chat.service import ChatService
+from core.traffic.clients import TrustedProxies
+from core.traffic.concurrency import ConcurrencySlots
 from core.config import Settings
-from core.disk import DataDisk
+from core.ops.disk import DataDisk
 from core.grading import GradingService, PracticeBank
-from core.health import HealthProbes, disk_probe, knowledge_probe
-from core.history import MetricsHistory
+from core.ops.health import HealthProbes, disk_probe, knowledge_probe
+from core.ops.history import MetricsHistory
 from core.knowledge import KnowledgeBase
 from core.llm import LLMMeter, LLMProvider, make_provider
-from core.metrics import FleetBoard, Metrics
-from core.prompts import PromptBook
-from core.ratelimit import RateLimiter
+from core.ops.metrics import FleetBoard, Metrics
+from core.chat.prompts import PromptBook
+from core.traffic.ratelimit import RateLimiter
 from core.store import Stores, open_stores
 
 # jieba, Whoosh and large disk writes run here, never on the event loop. Small on

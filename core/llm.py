@@ -22,9 +22,9 @@ import openai
 from openai import AsyncOpenAI
 
 from core.errors import UpstreamError, UpstreamTimeout
-from core.health import UpstreamState
-from core.offline import offline_answer
-from core.prompts import Prompt
+from core.ops.health import UpstreamState
+from core.chat.offline import offline_answer
+from core.chat.prompts import Prompt
 
 
 @dataclass
@@ -223,7 +223,7 @@ class OpenAIProvider:
 
 
 class OfflineProvider:
-    """Answers with no network, from the candidate's own material (`core.offline`):
+    """Answers with no network, from the candidate's own material (`core.chat.offline`):
     extractive answers in the exam modes, the method and knowledge passages without
     material, so a first run without a key still gives answers fit to use.
 

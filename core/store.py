@@ -19,7 +19,7 @@ timeout, then the next call tries Redis again. The users decide what degraded me
 (see docs/deployment.md: cache bypassed, local rate limit, fleet view of this instance only).
 
 A full or read-only data directory degrades the disk store the same way: while
-`core.disk.DataDisk` says writes cannot be made, and when a write fails because the disk
+`core.ops.disk.DataDisk` says writes cannot be made, and when a write fails because the disk
 refused it, a call raises `StoreUnavailable`; the next call after space returns works.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from core.disk import DataDisk
+from core.ops.disk import DataDisk
 
 log = logging.getLogger("shenlun.store")
 TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be

@@ -15,7 +15,7 @@ import tornado.web
 from tornado.web import HTTPError
 
 from core.auth import ADMIN, PUBLIC, Access, allows
-from core.clients import client_identity
+from core.traffic.clients import client_identity
 from core.errors import (Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError,
                          Unauthorized)
 

@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 from tornado.iostream import StreamClosedError
 
 from core.auth import CLIENT
-from core.chat import ChatRequest
+from core.chat.service import ChatRequest
 from core.errors import InvalidRequest, ServiceError
 from core.grading import GradeRequest, is_grade_request, render_text
 from handlers.base import STATUS_BY_CODE, BaseHandler, log

@@ -18,7 +18,7 @@ import tornado.web
 
 from core.auth import PUBLIC
 from core.config import PROJECT_ROOT
-from core.prompts import MODES
+from core.chat.prompts import MODES
 from handlers.base import BaseHandler
 
 _PAGE = Path(__file__).with_name("console.html")

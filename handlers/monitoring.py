@@ -7,7 +7,7 @@ import time
 from core import __version__
 from core.auth import ADMIN, CLIENT, PUBLIC
 from core.errors import InvalidRequest, NotFound
-from core.health import healthy
+from core.ops.health import healthy
 from handlers.base import BaseHandler
 
 

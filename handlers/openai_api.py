@@ -12,7 +12,7 @@ from typing import Any
 
 from core.auth import CLIENT
 from core.grading import GradeRequest, render_text
-from core.openai_compat import Completion, CompletionRequest, error_body, model_list
+from core.chat.openai_compat import Completion, CompletionRequest, error_body, model_list
 from handlers.base import BaseHandler
 from handlers.chat import EventStreamHandler
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.prompts import char_count
+from core.chat.wordlimit import char_count
 from tests.procs import ROOT, ServerProcess, free_port
 from tests.procs import http as request
 

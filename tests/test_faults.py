@@ -24,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-from core.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState, classify
+from core.ops.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState, classify
 from core.errors import InsufficientStorage
 from core.knowledge import KnowledgeBase, SearchRequest, parse_documents
 from core.knowledge.index import REINDEX_LOCK, file_lock

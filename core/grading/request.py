@@ -8,7 +8,7 @@ from core.errors import InvalidRequest
 from core.grading.points import ScoringPoint
 from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
-from core.prompts import resolve_mode
+from core.chat.prompts import resolve_mode
 from core.validation import read_int, read_str, require_object
 
 MAX_ANSWER_CHARS = 10_000

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.prompts import MODE_ALIASES, MODES
+from core.chat.prompts import MODE_ALIASES, MODES
 
 RUBRIC_VERSION = "shenlun-rubric-2026-12.2"
 
@@ -22,7 +22,7 @@ QUESTION_TYPES: dict[str, str] = {
     mode: MODES[mode] for mode in ("summarize", "analyze", "countermeasure", "document", "essay")}
 
 # Names a client may send for a type: the one alias table of the modes
-# (core.prompts.MODE_ALIASES), restricted to the answer-writing types.
+# (core.chat.prompts.MODE_ALIASES), restricted to the answer-writing types.
 TYPE_ALIASES: dict[str, str] = {name: mode for name, mode in MODE_ALIASES.items() if mode in QUESTION_TYPES}
 
 DEFAULT_FULL_SCORES: dict[str, int] = {

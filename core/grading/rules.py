@@ -22,8 +22,8 @@ from core.grading.rubric import (DIMENSIONS, QUESTION_TYPES, RELEVANCE_GATE, TYP
                                  dimension_maxima, json_number, round_score)
 from core.grading.structure import Check, structure_checks
 from core.grading.text import compact, paragraphs, question_focus, sentences
-from core.prompts import char_count
-from core.wordlimit import counted_prefix, trim_to_limit
+from core.chat.wordlimit import char_count
+from core.chat.wordlimit import counted_prefix, trim_to_limit
 
 COPY_RUN = 15              # characters copied verbatim in a row that count as 照抄
 LONG_SENTENCE = 80         # average sentence length (characters) that reads as 冗长

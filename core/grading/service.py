@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
-from core.concurrency import ConcurrencySlots
+from core.traffic.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.grading.llm_grader import (GRADE_PROMPT_VERSION, LLMVerdict, build_messages,
                                      first_json_object, retry_messages, validate)
@@ -40,8 +40,9 @@ from core.grading.rules import (MAX_SUGGESTIONS, DimensionScore, GradeInput, Rul
 from core.grading.structure import detect_genre, detect_question_type
 from core.grading.text import ensure_jieba, locate_quote, question_focus
 from core.llm import LLMMeter, LLMProvider, Usage
-from core.prompts import SYSTEM_PROMPTS, Prompt, char_count
-from core.wordlimit import condense_messages, trim_to_limit
+from core.chat.prompts import SYSTEM_PROMPTS, Prompt
+from core.chat.wordlimit import char_count
+from core.chat.wordlimit import condense_messages, trim_to_limit
 
 log = logging.getLogger("shenlun.grading")
 

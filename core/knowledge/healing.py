@@ -31,7 +31,7 @@ from typing import Callable, TypeVar
 from whoosh import index as whoosh_index
 from whoosh.searching import Searcher
 
-from core.disk import classify
+from core.ops.disk import classify
 from core.errors import IndexUnavailable, ServiceError
 from core.knowledge.index import SCHEMA, RebuildRunning, SharedIndex, rebuild
 

@@ -35,7 +35,7 @@ from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 
 from core.knowledge import analyzer
-from core.prompts import Source
+from core.chat.prompts import Source
 
 TITLE_BOOST = 2.5       # a title match is worth this many content matches
 SUBWORD_WEIGHT = 0.4    # 振兴 found for the query word 乡村振兴: partial credit

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Sequence, TypeVar
 
-from core.disk import DataDisk, refusal
+from core.ops.disk import DataDisk, refusal
 from core.errors import IndexUnavailable, InsufficientStorage, InvalidRequest, NotFound
 from core.knowledge import analyzer, search as searching
 from core.knowledge.healing import IndexHealer
 from core.knowledge.index import POINTER, SharedIndex, busy
 from core.knowledge.store import CorruptStore, Document, DocumentStore
-from core.prompts import Source
+from core.chat.prompts import Source
 from core.validation import read_str, read_str_list, require_object
 
 MAX_BATCH = 100
@@ -269,7 +269,7 @@ class KnowledgeBase:
 
     async def retrieve(self, query: str, limit: int) -> list[Source]:
         """The passages most relevant to `query`, best first, above the relevance bar
-        (the `Retriever` of core/chat.py)."""
+        (the `Retriever` of core/chat/service.py)."""
         if not query.strip():
             return []
         key = (query, limit)

@@ -7,7 +7,7 @@ import {formatNumber, lineChart} from "./chart.js";
 const REFRESH_MS = 3000;
 const SPAN_S = 15 * 60;
 const MAX_POINTS = Math.ceil(SPAN_S / (REFRESH_MS / 1000)) + 1;
-// As core/history.py counts errors: 429, 503, 502, 504.
+// As core/ops/history.py counts errors: 429, 503, 502, 504.
 const ERROR_COUNTERS = ["rate_limited_requests", "busy_rejections", "upstream_errors", "upstream_timeouts"];
 let ui = null;
 let timer = null;
@@ -63,7 +63,7 @@ function fromServer(points) {
 }
 
 function record(row, now) {
-  // A freshly opened page starts from the past the instance kept (core/history.py).
+  // A freshly opened page starts from the past the instance kept (core/ops/history.py).
   const entry = instances.get(row.server_id) || {history: fromServer(row.history || [])};
   const previous = entry.last;
   const fresh = !previous || row.published_at !== previous.published_at;

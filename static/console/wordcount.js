@@ -1,4 +1,4 @@
-// The examiners' rule, exactly as core/prompts.py char_count counts: every character,
+// The examiners' rule, exactly as core/chat/wordlimit.py char_count counts: every character,
 // punctuation included, except whitespace. "Whitespace" is Python's str.isspace(), which
 // differs from JavaScript's \s (it has U+001C–U+001F and U+0085, not U+FEFF), so the set
 // is spelled out. Code points are counted, not UTF-16 units, as Python does.

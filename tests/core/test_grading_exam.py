@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.concurrency import ConcurrencySlots
+from core.traffic.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest
 from core.grading import GradeRequest, GradingService, PracticeBank
 from core.grading.calibration import load_cases
@@ -18,7 +18,7 @@ from core.grading.points import ScoringPoint, is_heading, judge, points_from_mat
 from core.grading.rules import needs_how_for
 from core.grading.structure import structure_checks
 from core.llm import LLMMeter, OfflineProvider
-from core.prompts import char_count
+from core.chat.wordlimit import char_count
 
 BANK = PracticeBank.load(strict=True)
 SIX_HEADINGS = "1.挖掘特色。2.规范服务管理。3.加强人才培训。4.完善基础设施。5.拓宽营销渠道。6.优化审批服务。"

@@ -1,7 +1,7 @@
 """The per-process metrics history the console charts from: bounded in count and age."""
 from __future__ import annotations
 
-from core.history import MetricsHistory
+from core.ops.history import MetricsHistory
 
 
 def snap(t: float, total: int, p95: float = 5.0, limited: int = 0, busy: int = 0) -> dict:

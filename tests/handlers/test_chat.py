@@ -7,7 +7,8 @@ import json
 import pytest
 
 from core.knowledge.store import Document
-from core.prompts import MODES, char_count
+from core.chat.prompts import MODES
+from core.chat.wordlimit import char_count
 from tests.conftest import error_of, post_json
 
 

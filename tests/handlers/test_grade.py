@@ -12,7 +12,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from core.grading import GRADE_PROMPT_VERSION, RUBRIC_VERSION
-from core.prompts import char_count
+from core.chat.wordlimit import char_count
 from tests.conftest import error_of, post_json
 from tests.handlers.test_chat import parse_sse, stream_chat
 

@@ -9,8 +9,8 @@ import shutil
 import openai
 import pytest
 
-from core.openai_compat import MODEL_MODES, split_sections
-from core.wordlimit import char_count
+from core.chat.openai_compat import MODEL_MODES, split_sections
+from core.chat.wordlimit import char_count
 from tests.conftest import post_json
 from tests.handlers.test_grade import grade_body
 

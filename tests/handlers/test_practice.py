@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tornado.escape import url_escape
 
-from core.wordlimit import char_count
+from core.chat.wordlimit import char_count
 from tests.conftest import post_json
 
 TYPES = ("summarize", "analyze", "countermeasure", "document", "essay")

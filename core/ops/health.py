@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from core.disk import DataDisk
+from core.ops.disk import DataDisk
 from core.store import StoreUnavailable
 
 log = logging.getLogger("shenlun.health")

@@ -6,7 +6,7 @@ the handler turns its results and `ServiceError`s into responses.
 
 Exam modes (概括, 分析, 对策, 应用文, 文章) answer for the 答题纸: the answer is made
 plain (no Markdown, no `[n]`; grounding moves to `citations`), then self-checked
-(`core.wordlimit.self_check`). A whole answer that fails gets exactly one revision
+(`core.chat.wordlimit.self_check`). A whole answer that fails gets exactly one revision
 call (condense, expand or revise) and the better of the two is kept; a streamed
 answer is already on the client's screen, so it gets no second call: its checks
 travel in the `done` event.
@@ -24,15 +24,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
-from core.concurrency import ConcurrencySlots
+from core.traffic.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.llm import Completion, LLMMeter, LLMProvider, Usage
-from core.offline import OFFLINE_NOTICE, retrieval_query
-from core.prompts import (MODES, PROMPT_VERSION, Prompt, PromptBook, Source,
-                          build_prompt, char_count, default_book, resolve_mode)
+from core.chat.offline import OFFLINE_NOTICE, retrieval_query
+from core.chat.prompts import MODES, PROMPT_VERSION, Prompt, PromptBook, Source, build_prompt, default_book, resolve_mode
+from core.chat.wordlimit import char_count
 from core.store import StoreUnavailable
 from core.validation import read_bool, read_float, read_int, read_str, require_object
-from core.wordlimit import GROUNDS, SelfCheck, plain_answer, revision_messages, self_check
+from core.chat.wordlimit import GROUNDS, SelfCheck, plain_answer, revision_messages, self_check
 
 log = logging.getLogger("shenlun.chat")
 

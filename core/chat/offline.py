@@ -27,8 +27,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from core.prompts import MODES, Prompt, PromptBook, TaskSpec, char_count, default_book, read_task
-from core.wordlimit import band, strip_markdown, trim_to_limit
+from core.chat.prompts import MODES, Prompt, PromptBook, TaskSpec, default_book, read_task
+from core.chat.wordlimit import char_count
+from core.chat.wordlimit import band, strip_markdown, trim_to_limit
 
 OFFLINE_NOTICE = {
     "extractive": ("离线模式：未配置大模型。本答案由程序从给定资料中按题型规则摘取原句、压缩、编号而成"

@@ -1,6 +1,6 @@
 """Answer-sheet discipline: counting, the word band, the self-check, one revision.
 
-Counting follows the examiners' rule (`core.prompts.char_count`): every character,
+Counting follows the examiners' rule (`char_count` below): every character,
 punctuation included, whitespace not. After the model answers an exam-mode question,
 `self_check()` measures the answer against what the 题目 asks — the band of 85–100 %
 of the limit, the 文种's format parts, the number of points — and names at most one
@@ -16,7 +16,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from core.prompts import BAND_LOW, EXAM_MODES, PromptBook, TaskSpec, char_count, default_book, fill
+from core.chat.prompts import BAND_LOW, EXAM_MODES, PromptBook, TaskSpec, default_book, fill
+
+
+def char_count(text: str) -> int:
+    """Length of an answer as an examiner counts it: every character, punctuation
+    included, except whitespace (spaces, tabs, line breaks)."""
+    return sum(1 for ch in text if not ch.isspace())
+
 
 ANSWER_MODES = EXAM_MODES
 _SENTENCE_END = "。！？!?；;\n"

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from core.chat import ChatRequest
+from core.chat.service import ChatRequest
 from core.errors import InvalidRequest, NotFound
 from core.validation import read_bool, read_str, require_object
 

@@ -60,12 +60,6 @@ def resolve_mode(name: object) -> str | None:
     return MODE_ALIASES.get(name.strip()) if isinstance(name, str) else None
 
 
-def char_count(text: str) -> int:
-    """Length of an answer as an examiner counts it: every character, punctuation
-    included, except whitespace (spaces, tabs, line breaks)."""
-    return sum(1 for ch in text if not ch.isspace())
-
-
 # --- the prompt files ---
 
 _PLACEHOLDER = re.compile(r"\{(limit|low|high|points|score|role|genre|parts|exempt|labels|first|count|missing)\}")

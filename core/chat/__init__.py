@@ -1,0 +1,1 @@
+"""The chat use case: requests, prompts, answer-sheet discipline, the offline answerer."""

@@ -1,0 +1,1 @@
+"""Operations: health, metrics and the fleet board, logs, the data disk."""

@@ -1,0 +1,1 @@
+"""Traffic control: who a client is, the fleet-wide rate limit, the concurrency cap, the response cache."""
