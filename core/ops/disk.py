@@ -4,7 +4,7 @@ A full or failing disk is a degraded state, not a crash. Writes that cannot be m
 refused before they start (`InsufficientStorage`, 507), and a write that fails half-way
 is rolled back by whoever made it (SQLite's transaction, Whoosh's uncommitted segment)
 and reported the same way; reads never consult this. The shared store treats the state
-like a Redis outage (see core/store.py).
+like a Redis outage (see core/store/).
 
 The state comes from `statvfs` (free bytes below `reserve_bytes` is "full", a read-only
 mount is "read_only") and from write failures seen by this process (ENOSPC, EROFS, EIO,

@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core.store import DiskStore, SharedStore, StoreUnavailable
+from core.store import SharedStore, StoreUnavailable
+from core.store.disk import DiskStore
 
 log = logging.getLogger("shenlun.cache")
 

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.store import BREAKER_SECONDS, REDIS_TIMEOUT, StoreUnavailable, open_stores
+from core.store import StoreUnavailable, open_stores
+from core.store.redis import BREAKER_SECONDS, REDIS_TIMEOUT
 from tests.procs import free_port
 from tests.redis_server import RedisServer
 

@@ -1,0 +1,181 @@
+"""`DiskStore`: the shared store on a diskcache directory (STORE_BACKEND=diskcache).
+
+Shared by the processes of one machine. Calls that take microseconds and never wait for
+another process (reads, the token-bucket transaction) run inline on the event loop;
+writes that may wait on another process's lock go to the executor. While
+`core.ops.disk.DataDisk` says writes cannot be made, or a write fails because the disk
+refused it, a call raises `StoreUnavailable`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from core.ops.disk import DataDisk
+from core.store import Bucket, StoreUnavailable, refill_and_take
+
+log = logging.getLogger("shenlun.store")
+TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be
+
+
+class DiskStore:
+    """A diskcache directory shared by the processes of one machine."""
+
+    backend = "diskcache"
+
+    def __init__(self, directory: Path, executor: Executor, *, size_limit: int = 2 ** 40,
+                 eviction_policy: str = "none", bounded: bool = False,
+                 disk: DataDisk | None = None) -> None:
+        self.directory = Path(directory)
+        self._executor = executor
+        self._disk = disk
+        self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit,
+                                      eviction_policy=eviction_policy, timeout=5)
+        if bounded:
+            # The entry cap evicts by access_time; diskcache indexes it only under its LRU policy.
+            self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
+        self._touched: dict[str, float] = {}  # key → when this process last stamped it
+
+    # --- a full or read-only disk: degraded like Redis down ---
+
+    def _usable(self) -> None:
+        """StoreUnavailable while the data directory cannot take writes."""
+        if self._disk is not None and not self._disk.writable:
+            raise StoreUnavailable("data directory not writable")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around a write, on the thread that makes it: refused up front while the disk
+        cannot take it; the disk refusing it (SQLite rolled it back) is StoreUnavailable."""
+        self._usable()
+        try:
+            yield
+        except Exception as exc:
+            if self._disk is None or self._disk.failed(exc) is None:
+                raise
+            raise StoreUnavailable(f"data directory refused a write ({type(exc).__name__})") from exc
+
+    async def get(self, key: str) -> Any | None:
+        self._usable()  # a full disk bypasses the cache, as a Redis outage does
+        # A read does not write: diskcache's own LRU policy turns every hit into a write
+        # transaction. A hit stamps access_time itself, off the loop, at most once per
+        # TOUCH_INTERVAL per key and process; the entry cap evicts by it.
+        value = self._cache.get(key, default=None, retry=True)
+        if value is not None:
+            self._touch(key)
+        return value
+
+    def _touch(self, key: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(key, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
+            return
+        if len(self._touched) > 4096:
+            self._touched.clear()
+        self._touched[key] = now
+        asyncio.get_running_loop().run_in_executor(self._executor, self._touch_sync, key)
+
+    def _touch_sync(self, key: str) -> None:
+        try:
+            with self._writing():
+                # raw = 1: diskcache stores str keys as themselves (schema of diskcache 5.x).
+                self._cache._sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
+                                 (time.time(), key))
+        except Exception:  # best effort: a missed stamp only ages the entry sooner
+            log.debug("cache access stamp failed", exc_info=True)
+
+    async def set(self, key: str, value: Any, *, ttl: float, max_entries: int | None = None) -> None:
+        await self._off_loop(self._set_sync, key, value, ttl, max_entries)
+
+    def _set_sync(self, key: str, value: Any, ttl: float, max_entries: int | None) -> None:
+        with self._writing():
+            self._cache.set(key, value, expire=ttl, retry=True)
+            if max_entries is not None:
+                excess = len(self._cache) - max_entries
+                if excess > 0:
+                    self._evict_least_recently_used(excess)
+
+    def _evict_least_recently_used(self, count: int) -> None:
+        # diskcache bounds bytes, not entries; the oldest keys come from access_time.
+        count -= self._cache.expire()
+        if count <= 0:
+            return
+        rows = self._cache._sql(
+            "SELECT key FROM Cache ORDER BY access_time LIMIT ?", (count,)).fetchall()
+        for (key,) in rows:
+            self._cache.delete(key, retry=True)
+
+    async def delete(self, key: str) -> None:
+        await self._off_loop(self._write_sync, lambda: self._cache.delete(key, retry=True))
+
+    async def clear(self) -> int:
+        return int(await self._off_loop(self._write_sync, lambda: self._cache.clear(retry=True)))
+
+    def _write_sync(self, write: Any) -> Any:
+        with self._writing():
+            return write()
+
+    async def count(self) -> int:
+        return len(self._cache)
+
+    async def take(self, key: str, *, capacity: float, per_second: float,
+                   now: float | None = None) -> Bucket:
+        # One SQLite transaction (~50 µs), inline: N processes together admit what one would.
+        with self._writing(), self._cache.transact(retry=True):
+            now = time.time() if now is None else now
+            tokens, stamp = self._cache.get(key, default=(float(capacity), now), retry=True)
+            bucket = refill_and_take(tokens, stamp, now, capacity=capacity, per_second=per_second)
+            # An idle bucket expires once it would be full again, so the store stays small.
+            self._cache.set(key, (bucket.tokens, now), expire=capacity / per_second, retry=True)
+        return bucket
+
+    async def publish(self, key: str, value: dict[str, Any], *, ttl: float) -> None:
+        await self._off_loop(self._write_sync,
+                             lambda: self._cache.set(key, value, expire=ttl, retry=True))
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        self._usable()  # as with Redis down: the fleet view shows this instance only
+        rows: list[dict[str, Any]] = await self._off_loop(self._snapshots_sync)
+        return rows
+
+    def _snapshots_sync(self) -> list[dict[str, Any]]:
+        rows = []
+        for key in sorted(self._cache.iterkeys()):
+            value = self._cache.get(key)
+            if value is not None:
+                rows.append(value)
+        return rows
+
+    async def ping(self) -> None:
+        # A local directory: reachable unless its disk refuses writes (/health's cache
+        # probe checks the rest properly).
+        self._usable()
+
+    def check_sync(self) -> None:
+        """Raise unless an entry can be written and read back, and the directory itself
+        takes a new file (as diskcache needs for large values). For /health, off the loop."""
+        probe_key = f"health:{id(self)}"
+        with self._writing():  # a full disk: StoreUnavailable, which /health reads "degraded"
+            self._cache.set(probe_key, b"ok", expire=60, retry=True)
+            if self._cache.get(probe_key) != b"ok":
+                raise OSError("store read-back mismatch")
+            self._cache.delete(probe_key, retry=True)
+            probe_file = self.directory / f".health-{os.getpid()}"
+            probe_file.write_bytes(b"ok")
+            if probe_file.read_bytes() != b"ok":
+                raise OSError("store directory read-back mismatch")
+            probe_file.unlink()
+
+    async def _off_loop(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._cache.close()
