@@ -169,3 +169,15 @@ def test_configuration_md_has_one_row_per_setting():
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([A-Z_]+)` \|", text, re.M)
     assert sorted(rows) == sorted(env for env, _, _ in Settings.describe())
+
+
+def test_readme_architecture_has_one_line_per_core_folder_naming_real_modules():
+    """The README's layout of core/ matches the folders: one line per package, and every
+    module a line names exists in that folder."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"^(core/(?:\w+/)?)\s+(.+)$", text, re.M)}
+    folders = {"core/"} | {f"core/{p.parent.name}/" for p in (ROOT / "core").glob("*/__init__.py")}
+    assert set(lines) == folders
+    for folder, line in lines.items():
+        for module in re.findall(r"([a-z_]+\.py)", line):
+            assert (ROOT / folder / module).is_file(), f"README names {folder}{module}, which does not exist"
