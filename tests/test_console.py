@@ -39,6 +39,9 @@ IMPROVED = "1.投放设施不足。\n2.宣传效果不佳。\n3.居民参与度�
 STREAMED = ("Q市垃圾分类存在以下问题：\n1. 投放设施不足，分类桶少、离楼栋远；\n"
             "2.\u3000宣传方式单一，居民分不清类别。\n3. 收运环节“混装混运”，挫伤积极性！")
 HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
+RENEWAL_IMPROVED = ("1.问需于民：投票确定改造内容和顺序。\n2.统筹设计：管网、电梯一次施工，避免反复开挖。\n"
+                    "3.多元筹资：政府补助、居民出资、引入社会资本。\n4.全程监督：公示工程，选聘居民监督员。\n"
+                    "5.长效管理：引入物业，成立业主委员会。")
 ESSAY_ITEM = "essay-small-livelihood-matters"
 SHORT_ESSAY = "办好民生小事\n民生小事很重要。\n要倾听民意。\n要健全机制。\n干部要有为民情怀。"
 
@@ -81,12 +84,15 @@ def servers(tmp_path_factory, fake_llm_server):
 
 def test_root_redirects_to_the_console_whose_page_has_a_strict_csp_and_hashed_long_cached_files(servers):
     base = servers["open"].url
-    for path in ("/", "/console"):
-        connection = http.client.HTTPConnection("127.0.0.1", servers["open"].port, timeout=30)
-        connection.request("GET", path)
-        answer = connection.getresponse()
-        assert (answer.status, answer.getheader("Location")) == (302, "/console/")
-        connection.close()
+    for method in ("GET", "HEAD"):
+        for path in ("/", "/console"):
+            connection = http.client.HTTPConnection("127.0.0.1", servers["open"].port, timeout=30)
+            connection.request(method, path)
+            answer = connection.getresponse()
+            assert (answer.status, answer.getheader("Location")) == (302, "/console/"), (method, path)
+            connection.close()
+    status, headers, body = request("HEAD", base + "/console/")
+    assert status == 200 and body == b"" and "script-src 'self' 'sha256-" in headers["Content-Security-Policy"]
     status, headers, page = request("GET", base + "/console/")
     csp = headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
@@ -204,7 +210,8 @@ def grade_in_page(page) -> dict:
 def test_grading_shows_the_caps_the_essay_class_and_the_material_passage_of_each_missed_point(
         servers, console, fake_llm_server):
     fake_llm_server.reset()
-    fake_llm_server.reply = fake_reply
+    fake_llm_server.reply = lambda body: json.dumps({"dimensions": {}, "improved_answer": RENEWAL_IMPROVED},
+                                                    ensure_ascii=False)
     base = servers["open"].url
     item = json.loads(request("GET", base + "/api/practice/sum-old-community-renewal")[2])
     tab = console(base)
@@ -228,6 +235,7 @@ def test_grading_shows_the_caps_the_essay_class_and_the_material_passage_of_each
     marked = page.eval_on_selector_all("#grade-answer mark", "ms => ms.map(m => m.textContent)")
     evidence = [e for p in grade["points_hit"] for e in p["evidence"]]
     assert marked and all(any(m in e for e in evidence) for m in marked)
+    assert page.text_content("#grade-improved") == RENEWAL_IMPROVED
     tab.screenshot("grade")
     # An essay of a few dozen characters: 四类卷 whatever it says, and the cap says why.
     page.select_option("#page-grade select[name=practice_id]", ESSAY_ITEM)

@@ -27,7 +27,7 @@ export function mount(root) {
   fill(root,
     el("div", {class: "panel"},
       el("h2", {}, "运维"),
-      el("p", {class: "muted"}, "需要管理员密钥；每 3 秒刷新。经 Nginx 打开时显示整台机器的所有实例。"),
+      el("p", {class: "muted"}, "每 3 秒刷新（配置了密钥的服务需要管理员密钥）。经 Nginx 打开时显示整台机器的所有实例。"),
       ui.status, ui.health, ui.totals,
       el("div", {class: "scroll"}, el("table", {class: "instances"},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {scope: "col"}, h)))), ui.table)),
