@@ -5,6 +5,8 @@ DATA_DIR, and the fake LLM as the model.
 The failover scenarios keep steady load on Nginx (a few clients, a fresh connection per
 request, GET and POST /api/chat, one streaming client) while instances stop, crash and
 restart, and print their figures (`pytest -s tests/test_fleet.py`); docs/deployment.md quotes them.
+The web console's 运维 page is driven on this same fleet in chromium (tests/browser.py):
+through Nginx, with an instance stopped by supervisorctl, and with one frozen by SIGSTOP.
 The config files are checked here too: the generated Nginx config, and the Docker files
 against the supervisord path.
 """
@@ -699,6 +701,7 @@ def test_the_dashboard_shows_an_instance_that_stopped_publishing_as_stale_and_th
 @needs_nginx
 def test_the_dashboard_through_nginx_charts_every_instance_and_shows_one_stopped_by_supervisorctl_as_down(
         fleet, fake_llm, console):
+    # The last test on the running fleet: it leaves server-3 stopped, and no reset has to start it again.
     tab = console(f"http://127.0.0.1:{fleet.nginx_port}", viewport={"width": 1280, "height": 900})
     tab.open("ops")
     page = tab.page
@@ -724,7 +727,7 @@ def test_the_dashboard_through_nginx_charts_every_instance_and_shows_one_stopped
     assert row_states(page) == {"server-1": "ok", "server-2": "ok", "server-3": "down"}
     assert page.text_content("#ops-instances tr[data-server='server-3'] .badge") == "已下线"
     tab.close()
-    # The last test on the running fleet: the next one's reset would start server-3 again.
+
 
 # --- the config files ---
 
