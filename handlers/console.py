@@ -35,16 +35,18 @@ _CSP = ("default-src 'none'; script-src 'self' {import_map}; style-src 'self'; "
 class RootHandler(BaseHandler):
     """GET / → the console (a newcomer's first page)."""
 
-    auth = {"GET": PUBLIC}
+    auth = {"GET": PUBLIC, "HEAD": PUBLIC}
 
     def get(self) -> None:
         self.redirect("/console/")
+
+    head = get  # `curl -I http://localhost:5001/`, a link checker
 
 
 class ConsoleHandler(BaseHandler):
     """GET /console/: the page; its data calls carry the key the user enters."""
 
-    auth = {"GET": PUBLIC}
+    auth = {"GET": PUBLIC, "HEAD": PUBLIC}
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -62,6 +64,8 @@ class ConsoleHandler(BaseHandler):
                     modes=json.dumps(MODES, ensure_ascii=False),
                     keys_required="yes" if self.ctx.keys.enabled else "no",
                     metrics_interval=settings.metrics_collection_interval)
+
+    head = get  # Tornado sends the headers only
 
     def static_url(self, path: str, include_host: bool | None = None, **kwargs: object) -> str:
         """`path` under static/ with its content hash (`?v=`), as the template asks."""

@@ -6,6 +6,8 @@ built-in offline provider instead.
 
 Decorate a test with `@both_backends` to run it on the diskcache store and on Redis
 (a session-wide `redis-server` on a free loopback port, emptied before each test).
+
+`console(base_url)` opens a chromium tab on the web console (tests/browser.py).
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ import pytest
 
 from core.config import Settings
 from server import make_app
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, Console, missing_browser
 from tests.fake_llm import FakeLLM
 from tests.redis_server import RedisServer
-
 
 
 def both_backends(test):
@@ -78,6 +80,33 @@ def store_backend(request) -> dict[str, str]:
     redis = request.getfixturevalue("redis_server")
     redis.flush()
     return {"store_backend": "redis", "redis_url": redis.url}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (tests/browser.py); the test is skipped where there is none, outside CI."""
+    reason = missing_browser()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def console(browser, tmp_path):
+    """`console(base_url, **context_options)` opens a tab (a Console); closed afterwards."""
+    tabs: list[Console] = []
+
+    def open_console(base_url: str, **options: Any) -> Console:
+        tabs.append(Console(browser, base_url, tmp_path, **options))
+        return tabs[-1]
+    yield open_console
+    for tab in tabs:
+        if not tab.closed:
+            tab.context.close()
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
-"""The web console in a real browser: Debian's chromium driven by Playwright.
+"""The web console in a real browser: Debian's chromium driven by Playwright (tests/browser.py).
 
 Real server processes on loopback ports: one without keys (practice, grading) talking
-to the fake LLM, and a fleet of two with keys sharing one DATA_DIR (knowledge, the
-dashboard). Every page is checked for console errors, and photographed: into a
+to the fake LLM, and two with keys sharing one DATA_DIR (knowledge, the dashboard's
+keys and cache button). The dashboard on a real supervisord fleet behind Nginx is in
+tests/test_fleet.py. Every page is checked for console errors, and photographed: into a
 temporary folder, or into docs/screenshots/ with SHENLUN_SCREENSHOTS=1 (the README's
 pictures).
 """
@@ -10,28 +11,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from core.chat.wordlimit import char_count
-from tests.procs import ROOT, ServerProcess, free_port
+from tests.browser import missing_browser
+from tests.handlers.test_grade import WRONG_TASK
+from tests.procs import ServerProcess, free_port
 from tests.procs import http as request
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# CI installs chromium (scripts/test.sh): there a missing browser fails instead of skipping.
-if not (CHROMIUM.exists() or os.environ.get("CI")):
-    pytest.skip("chromium is not installed (scripts/test.sh installs it)", allow_module_level=True)
-if os.environ.get("CI"):
-    from playwright import sync_api
-else:
-    sync_api = pytest.importorskip("playwright.sync_api")
+if missing_browser():
+    pytest.skip(missing_browser(), allow_module_level=True)
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +39,11 @@ IMPROVED = "1.投放设施不足。\n2.宣传效果不佳。\n3.居民参与度�
 STREAMED = ("Q市垃圾分类存在以下问题：\n1. 投放设施不足，分类桶少、离楼栋远；\n"
             "2.\u3000宣传方式单一，居民分不清类别。\n3. 收运环节“混装混运”，挫伤积极性！")
 HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
+RENEWAL_IMPROVED = ("1.问需于民：投票确定改造内容和顺序。\n2.统筹设计：管网、电梯一次施工，避免反复开挖。\n"
+                    "3.多元筹资：政府补助、居民出资、引入社会资本。\n4.全程监督：公示工程，选聘居民监督员。\n"
+                    "5.长效管理：引入物业，成立业主委员会。")
+ESSAY_ITEM = "essay-small-livelihood-matters"
+SHORT_ESSAY = "办好民生小事\n民生小事很重要。\n要倾听民意。\n要健全机制。\n干部要有为民情怀。"
 
 
 def fake_reply(body: dict) -> str:
@@ -82,79 +80,19 @@ def servers(tmp_path_factory, fake_llm_server):
             proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class Console:
-    """One browser tab on the console, recording every console error and dialog."""
-
-    def __init__(self, browser, base_url: str, **context_options) -> None:
-        self.context = browser.new_context(locale="zh-CN", **context_options)
-        self.page = self.context.new_page()
-        self.base_url = base_url
-        self.closed = False
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(
-            f"{msg.text} @ {msg.location.get('url')}"))
-        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
-
-    def open(self, page: str) -> None:
-        self.page.goto(f"{self.base_url}/console/#{page}")
-        self.page.wait_for_selector(f"#page-{page} .panel")
-
-    def enter_key(self, key: str) -> None:
-        self.page.click("#keys summary")
-        self.page.fill("#key-input", key)
-        self.page.press("#key-input", "Enter")
-        self.page.wait_for_function("() => document.getElementById('key-state').textContent === '已设置'")
-        self.page.click("#keys summary")
-
-    def screenshot(self, name: str) -> None:
-        self.page.evaluate("() => document.getElementById('toast').classList.remove('show')")
-        self.page.wait_for_timeout(300)  # the toast's fade
-        folder = ROOT / "docs" / "screenshots" if os.environ.get("SHENLUN_SCREENSHOTS") else self.shots
-        folder.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-
-    def close(self) -> None:
-        self.context.close()
-        self.closed = True
-        assert self.errors == [], self.errors
-        assert self.dialogs == []  # no alert() ever ran
-
-
-@pytest.fixture
-def console(browser, tmp_path):
-    tabs: list[Console] = []
-
-    def open_console(base_url: str, **options) -> Console:
-        tab = Console(browser, base_url, **options)
-        tab.shots = tmp_path
-        tabs.append(tab)
-        return tab
-    yield open_console
-    for tab in tabs:
-        if not tab.closed:
-            tab.context.close()
-
-
 # --- the page itself ---
 
 def test_root_redirects_to_the_console_whose_page_has_a_strict_csp_and_hashed_long_cached_files(servers):
     base = servers["open"].url
-    for path in ("/", "/console"):
-        connection = http.client.HTTPConnection("127.0.0.1", servers["open"].port, timeout=30)
-        connection.request("GET", path)
-        answer = connection.getresponse()
-        assert (answer.status, answer.getheader("Location")) == (302, "/console/")
-        connection.close()
+    for method in ("GET", "HEAD"):
+        for path in ("/", "/console"):
+            connection = http.client.HTTPConnection("127.0.0.1", servers["open"].port, timeout=30)
+            connection.request(method, path)
+            answer = connection.getresponse()
+            assert (answer.status, answer.getheader("Location")) == (302, "/console/"), (method, path)
+            connection.close()
+    status, headers, body = request("HEAD", base + "/console/")
+    assert status == 200 and body == b"" and "script-src 'self' 'sha256-" in headers["Content-Security-Policy"]
     status, headers, page = request("GET", base + "/console/")
     csp = headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
@@ -258,7 +196,56 @@ def test_grading_highlights_every_evidence_span_at_its_offset_in_the_answer(serv
     assert page.text_content("#grade-score") == str(grade["score"])
     assert page.locator(".dims tbody tr").count() == len(grade["dimensions"])
     assert page.text_content("#grade-improved") == IMPROVED
+    tab.close()
+
+
+def grade_in_page(page) -> dict:
+    """Submit the grading form; the grade the page received, once it is shown."""
+    with page.expect_response("**/api/grade") as answered:
+        page.click("#page-grade button[type=submit]")
+    page.wait_for_selector("#grade-answer")
+    return answered.value.json()
+
+
+def test_grading_shows_the_caps_the_essay_class_and_the_material_passage_of_each_missed_point(
+        servers, console, fake_llm_server):
+    fake_llm_server.reset()
+    fake_llm_server.reply = lambda body: json.dumps({"dimensions": {}, "improved_answer": RENEWAL_IMPROVED},
+                                                    ensure_ascii=False)
+    base = servers["open"].url
+    item = json.loads(request("GET", base + "/api/practice/sum-old-community-renewal")[2])
+    tab = console(base)
+    tab.open("grade")
+    page = tab.page
+    page.wait_for_selector(f"#page-grade select[name=practice_id] option[value='{ESSAY_ITEM}']", state="attached")
+    # Pasted 题目 and 资料, no practice item: the points come from the material. The
+    # answer lists problems where the question asks for practices (审题), in 109 of 250 字.
+    page.fill("#page-grade textarea[name=question]", item["question"])
+    page.fill("#page-grade textarea[name=material]", item["material"])
+    page.fill("#page-grade textarea[name=answer]", WRONG_TASK)
+    grade = grade_in_page(page)
+    assert grade["points_source"] == "material" and grade["essay_class"] is None
+    assert [c["rule"] for c in grade["caps"]] == ["审题", "字数"]
+    shown = page.eval_on_selector_all("#grade-caps li", "ls => ls.map(l => l.textContent)")
+    assert shown == [f"{c['rule']}：{c['reason']}" for c in grade["caps"]]
+    assert page.locator("#grade-class").count() == 0
+    quotes = page.eval_on_selector_all("#grade-missed li", "ls => ls.map(l => l.querySelector('blockquote').textContent)")
+    assert quotes == [p["material_quote"] for p in grade["points_missed"]]
+    assert len(quotes) >= 3 and all(q in item["material"] for q in quotes)
+    marked = page.eval_on_selector_all("#grade-answer mark", "ms => ms.map(m => m.textContent)")
+    evidence = [e for p in grade["points_hit"] for e in p["evidence"]]
+    assert marked and all(any(m in e for e in evidence) for m in marked)
+    assert page.text_content("#grade-improved") == RENEWAL_IMPROVED
     tab.screenshot("grade")
+    # An essay of a few dozen characters: 四类卷 whatever it says, and the cap says why.
+    page.select_option("#page-grade select[name=practice_id]", ESSAY_ITEM)
+    page.fill("#page-grade textarea[name=answer]", SHORT_ESSAY)
+    grade = grade_in_page(page)
+    assert grade["essay_class"] == "四类卷" and grade["score"] <= 10
+    assert page.text_content("#grade-class") == "四类卷"
+    shown = page.eval_on_selector_all("#grade-caps li", "ls => ls.map(l => l.textContent)")
+    assert shown == [f"{c['rule']}：{c['reason']}" for c in grade["caps"]] and shown[-1].startswith("类卷：四类卷")
+    assert page.text_content("#grade-score") == str(grade["score"])
     tab.close()
 
 
@@ -305,43 +292,25 @@ def fleet_view(server: ServerProcess, headers: dict[str, str]) -> dict:
     return json.loads(body)
 
 
-def send_traffic(urls: list[str], stop: threading.Event) -> None:
-    """About ten requests a second, round robin, until `stop` (200 at most)."""
-    for n in range(200):
-        if stop.is_set():
-            return
-        request("GET", urls[n % len(urls)] + "/api/practice", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
-        stop.wait(0.1)
-
-
-def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(servers, console):
+def test_the_dashboard_asks_for_the_admin_key_clears_the_cache_and_draws_the_past_each_instance_kept(
+        servers, console):
     fleet = servers["fleet"]
-    tab = console(fleet[0].url, viewport={"width": 1280, "height": 900})
+    tab = console(fleet[0].url)
     tab.open("ops")
     page = tab.page
     assert "密钥" in page.text_content("#ops-status")  # no call is made without a key
+    assert page.locator("#ops-instances tr").count() == 0
     tab.enter_key(ADMIN_KEY)
     page.wait_for_function("() => document.querySelectorAll('#ops-instances tr[data-state=ok]').length === 2",
                            timeout=15_000)
-    # Some traffic to chart: a few requests a second to each instance while the page watches.
-    stop = threading.Event()
-    traffic = threading.Thread(target=send_traffic, args=([p.url for p in fleet], stop))
-    traffic.start()
     rows = page.eval_on_selector_all("#ops-instances tr", "rs => rs.map(r => r.dataset.server)")
     assert rows == ["console-1", "console-2"]
     pids = page.eval_on_selector_all("#ops-instances tr td:nth-child(3)", "ts => ts.map(t => +t.textContent)")
     assert pids == [fleet[0].proc.pid, fleet[1].proc.pid]
-    # Each instance's line on the charts, once two of its snapshots have been seen.
-    page.wait_for_function("() => document.querySelectorAll('#page-ops polyline[points*=\" \"]').length >= 6",
-                           timeout=15_000)
     page.click("#ops-clear")
     page.click("dialog.confirm button[value=ok]")
     page.wait_for_function("() => document.getElementById('ops-cache-status').textContent.startsWith('已清空')")
-    page.wait_for_function("() => [...document.querySelectorAll('#ops-instances td:nth-child(6)')]"
-                           ".some(td => +td.textContent > 0)", timeout=15_000)  # requests/s seen
-    stop.set()
-    traffic.join()
-    tab.screenshot("ops")
+    tab.close()
     # A freshly opened page draws the past each instance kept (two steps of it at least).
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     deadline = time.monotonic() + 30
@@ -356,10 +325,6 @@ def test_the_dashboard_shows_each_instance_and_marks_a_stopped_one_as_down(serve
         "#page-ops polyline", "ls => ls.map(l => l.getAttribute('points').split(' ').length)")
     assert len(lengths) == 6 and min(lengths) >= 2  # 3 charts × 2 instances, on the first refresh
     fresh.close()
-    assert fleet[1].stop() == 0  # a clean stop withdraws its snapshot from the board
-    page.wait_for_selector("#ops-instances tr[data-server='console-2'][data-state=down]", timeout=15_000)
-    assert page.get_attribute("#ops-instances tr[data-server='console-1']", "data-state") == "ok"
-    tab.close()
 
 
 def test_the_console_is_readable_on_a_phone(servers, console):

@@ -5,6 +5,8 @@ DATA_DIR, and the fake LLM as the model.
 The failover scenarios keep steady load on Nginx (a few clients, a fresh connection per
 request, GET and POST /api/chat, one streaming client) while instances stop, crash and
 restart, and print their figures (`pytest -s tests/test_fleet.py`); docs/deployment.md quotes them.
+The web console's 运维 page is driven on this same fleet in chromium (tests/browser.py):
+through Nginx, with an instance stopped by supervisorctl, and with one frozen by SIGSTOP.
 The config files are checked here too: the generated Nginx config, and the Docker files
 against the supervisord path.
 """
@@ -44,6 +46,7 @@ needs_nginx = pytest.mark.skipif(NGINX is None and not os.environ.get("CI"),
                                  reason="Nginx is not installed: bash scripts/install_nginx.sh")
 SETTING_NAMES = {name for name, _, _ in Settings.describe()}
 INSTANCES = 3
+METRICS_INTERVAL = 4.0
 FIGURES: list[dict[str, Any]] = []
 
 
@@ -183,6 +186,8 @@ def fleet_started(fake_llm_server):
         SHENLUN_SUPERVISOR_CONF=str(home / "supervisord.conf"), SHENLUN_PYTHON=sys.executable,
         INSTANCES=str(INSTANCES), BASE_PORT=str(base), NGINX_PORT=str(base + INSTANCES + 1),
         DATA_DIR=str(home / "data"), RATE_LIMIT_PER_MINUTE="0", SHUTDOWN_GRACE_SECONDS="10",
+        # Snapshots every few seconds, so the dashboard's charts and its 滞后 state show in seconds.
+        METRICS_COLLECTION_INTERVAL=str(METRICS_INTERVAL),
         OPENAI_BASE_URL=fake_llm_server.base_url, OPENAI_API_KEY="sk-test-fleet-key-0001",
         LLM_MODEL="fake-model",
     )
@@ -615,7 +620,7 @@ def test_fleet_metrics_show_each_snapshot_age(fleet):
     status, _, body = get(fleet.base_port + 1, "/api/metrics?scope=fleet")
     view = json.loads(body)
     assert status == 200 and view["instances"] == INSTANCES, view
-    ttl = Settings().metrics_collection_interval * 2.5 + 1  # a staler snapshot has expired
+    ttl = METRICS_INTERVAL * 2.5 + 1  # a staler snapshot has expired
     for row in view["servers"]:
         assert 0 <= row["age_s"] <= ttl, row
 
@@ -644,6 +649,84 @@ def test_rotate_logs_moves_nginx_logs_aside_and_nginx_starts_new_ones(fleet):
         assert time.monotonic() < deadline, "nginx did not reopen its access log"
         get(fleet.nginx_port, "/health")
         time.sleep(0.1)
+
+
+# --- the console's dashboard on this fleet (chromium: tests/browser.py) ---
+
+# Per chart (requests/s, p95, errors): [number of points, any point above the zero line] per polyline.
+CHART_LINES = """() => [...document.querySelectorAll('#page-ops figure')].map((figure) => {
+  const zero = +figure.querySelector('line.axis').getAttribute('y1');
+  return [...figure.querySelectorAll('polyline')].map((line) => {
+    const ys = line.getAttribute('points').split(' ').map((p) => +p.split(',')[1]);
+    return [ys.length, ys.some((y) => y < zero)];
+  });
+})"""
+
+
+def row_states(page) -> dict[str, str]:
+    return dict(page.eval_on_selector_all("#ops-instances tr", "rs => rs.map(r => [r.dataset.server, r.dataset.state])"))
+
+
+def charted(page) -> bool:
+    """Each chart has a line of two points or more per instance, and some non-zero point."""
+    charts = page.evaluate(CHART_LINES)
+    return len(charts) == 3 and all(len(lines) == INSTANCES and all(n >= 2 for n, _ in lines)
+                                    and any(above for _, above in lines) for lines in charts)
+
+
+@needs_nginx
+def test_the_dashboard_shows_an_instance_that_stopped_publishing_as_stale_and_then_as_ok_again(fleet, console):
+    # On server-1 itself: through Nginx a third of the page's requests would wait on the frozen instance.
+    tab = console(f"http://127.0.0.1:{fleet.port('server-1')}")
+    tab.open("ops")
+    page = tab.page
+    page.wait_for_function("() => document.querySelectorAll('#ops-instances tr[data-state=ok]').length === 3",
+                           timeout=15_000)
+    row = "#ops-instances tr[data-server='server-2']"
+    pid = int(page.text_content(f"{row} td:nth-child(3)"))
+    assert psutil.Process(pid).ppid() == fleet.states()["server-2"][1]
+    # Frozen, server-2 publishes nothing: stale after 1.5 intervals, off the board after 2.5 + 1 s.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        page.wait_for_selector(f"{row}[data-state=stale]", timeout=(METRICS_INTERVAL * 2.5 + 4) * 1000)
+        label = page.text_content(f"{row} .badge")
+        assert re.fullmatch(r"滞后 \d+ 秒", label) and int(label.split()[1]) >= 1.5 * METRICS_INTERVAL, label
+        assert {k: v for k, v in row_states(page).items() if k != "server-2"} == {"server-1": "ok", "server-3": "ok"}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    page.wait_for_selector(f"{row}[data-state=ok]", timeout=(METRICS_INTERVAL + 6) * 1000)
+    tab.close()
+
+
+@needs_nginx
+def test_the_dashboard_through_nginx_charts_every_instance_and_shows_one_stopped_by_supervisorctl_as_down(
+        fleet, fake_llm, console):
+    # The last test on the running fleet: it leaves server-3 stopped, and no reset has to start it again.
+    tab = console(f"http://127.0.0.1:{fleet.nginx_port}", viewport={"width": 1280, "height": 900})
+    tab.open("ops")
+    page = tab.page
+    page.wait_for_function("() => document.querySelectorAll('#ops-instances tr[data-state=ok]').length === 3",
+                           timeout=15_000)
+    assert list(row_states(page)) == ["server-1", "server-2", "server-3"]
+    # The pid shown is the server's, a child of the stop guard supervisord runs.
+    pids = page.eval_on_selector_all("#ops-instances tr td:nth-child(3)", "ts => ts.map(t => +t.textContent)")
+    assert [psutil.Process(pid).ppid() for pid in pids] == [fleet.states()[f"server-{n}"][1] for n in (1, 2, 3)]
+    # Traffic through Nginx to chart: /health and chats the model answers with a 500 (502s: errors).
+    fake_llm.status = 500
+    with Load(fleet.nginx_port, clients=1, pause=0.2, limit=40) as load:
+        deadline = time.monotonic() + 25
+        while not charted(page):
+            assert time.monotonic() < deadline, page.evaluate(CHART_LINES)
+            page.wait_for_timeout(500)
+    assert {o.result for o in load.outcomes} == {"200", "502"}
+    assert {o.server for o in load.outcomes} == {"server-1", "server-2", "server-3"}
+    assert "当前连接的实例 server-" in page.text_content("#ops-health")
+    tab.screenshot("ops")
+    assert "stopped" in fleet.ctl("stop", "shenlun:server-3")  # a clean stop withdraws its snapshot
+    page.wait_for_selector("#ops-instances tr[data-server='server-3'][data-state=down]", timeout=15_000)
+    assert row_states(page) == {"server-1": "ok", "server-2": "ok", "server-3": "down"}
+    assert page.text_content("#ops-instances tr[data-server='server-3'] .badge") == "已下线"
+    tab.close()
 
 
 # --- the config files ---

@@ -100,7 +100,7 @@ async function submit(event) {
 function render(answer, g) {
   const points = [...(g.points_hit || []), ...(g.points_missed || [])];
   const {ranges, missing} = evidenceRanges(answer, points);
-  const essayClass = g.essay_class ? el("span", {class: "badge"}, g.essay_class) : null;
+  const essayClass = g.essay_class ? el("span", {class: "badge", id: "grade-class"}, g.essay_class) : null;
   fill(ui.result,
     el("p", {class: "score"}, el("strong", {id: "grade-score"}, `${g.score}`), ` / ${g.full_score} 分`,
       el("span", {class: "muted"}, ` ${g.question_type_label || ""}`), essayClass),
@@ -126,7 +126,7 @@ function render(answer, g) {
 
 function caps(list) {
   if (!list?.length) return null;
-  return el("ul", {class: "caps"}, list.map((c) => el("li", {}, el("strong", {}, c.rule), "：", c.reason || "")));
+  return el("ul", {class: "caps", id: "grade-caps"}, list.map((c) => el("li", {}, el("strong", {}, c.rule), "：", c.reason || "")));
 }
 
 function pointList(title, points, id) {

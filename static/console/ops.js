@@ -27,7 +27,7 @@ export function mount(root) {
   fill(root,
     el("div", {class: "panel"},
       el("h2", {}, "运维"),
-      el("p", {class: "muted"}, "需要管理员密钥；每 3 秒刷新。经 Nginx 打开时显示整台机器的所有实例。"),
+      el("p", {class: "muted"}, "每 3 秒刷新（配置了密钥的服务需要管理员密钥）。经 Nginx 打开时显示整台机器的所有实例。"),
       ui.status, ui.health, ui.totals,
       el("div", {class: "scroll"}, el("table", {class: "instances"},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {scope: "col"}, h)))), ui.table)),
@@ -78,6 +78,9 @@ function record(row, now) {
     }
   }
   if (fresh) entry.last = row;
+  // Taken from every view, fresh or not: a frozen instance's snapshot keeps its
+  // published_at while its age grows.
+  entry.age = row.age_s;
   entry.seenAt = now;
   entry.gone = false;
   instances.set(row.server_id, entry);
@@ -86,7 +89,7 @@ function record(row, now) {
 /** "正常" / "滞后" (snapshot older than 1.5 publishing intervals) / "已下线" (left the board). */
 function state(entry, newest) {
   if (entry.gone) return ["down", "已下线"];
-  const age = entry.last.age_s ?? Math.max(0, newest - entry.last.published_at);
+  const age = entry.age ?? Math.max(0, newest - entry.last.published_at);
   return age > 1.5 * interval() ? ["stale", `滞后 ${Math.round(age)} 秒`] : ["ok", "正常"];
 }
 
