@@ -17,7 +17,7 @@ from core.grading.lexicon import head_words
 from core.grading.points import ScoringPoint, is_heading, judge, points_from_material
 from core.grading.rules import needs_how_for
 from core.grading.structure import structure_checks
-from core.llm import LLMMeter, OfflineProvider
+from core.llm import LLMGateway, LLMMeter, OfflineProvider
 from core.prompts import char_count
 
 BANK = PracticeBank.load(strict=True)
@@ -36,7 +36,7 @@ PROPOSAL = ("垃圾分类倡议书\n全市广大居民朋友们：\n目前，我
 @pytest.fixture(scope="module")
 def grade():
     executor = ThreadPoolExecutor(1)
-    service = GradingService(llm=OfflineProvider(), slots=ConcurrencySlots(1), meter=LLMMeter(),
+    service = GradingService(gateway=LLMGateway(OfflineProvider(), ConcurrencySlots(1), LLMMeter()),
                              executor=executor, practice=BANK, server_id="test")
 
     def run(payload):
