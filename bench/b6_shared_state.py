@@ -24,10 +24,12 @@ import common  # noqa: E402
 from common import Report, finish  # noqa: E402
 
 common.ensure_venv()
-from core.traffic.cache import ResponseCache  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
 from core.ops.metrics import FleetBoard, Metrics  # noqa: E402
-from core.traffic.ratelimit import RateLimiter  # noqa: E402
 from core.store import open_stores  # noqa: E402
+from core.traffic.cache import ResponseCache  # noqa: E402
+from core.traffic.ratelimit import RateLimiter  # noqa: E402
 
 ANSWER = {"text": "归纳概括题要求全面准确地从给定资料中提炼要点。" * 30, "model": "fake-model",
           "usage": {"prompt_tokens": 11, "completion_tokens": 600}}
@@ -108,22 +110,21 @@ def main(argv: list[str] | None = None) -> int:
                reference="SQLite INSERT OR REPLACE", ref_value=set_raw, note="in the executor thread")
 
     # Metrics: the per-request counters, the snapshot, and the publish to the fleet board.
-    metrics = Metrics("server-1", "bench")
+    metrics = Metrics(CollectorRegistry(), "server-1", "bench")
     finished = per_call_us(lambda: metrics.request_finished(
         path="/api/chat", endpoint="/api/chat", method="POST", status=200, seconds=0.01,
         cache="HIT", error_code=None), n)
     report.add("metrics: record one request", finished, "µs", note="on the loop, every request")
-    snap = per_call_us(lambda: metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0), max(50, n // 10))
+    snap = per_call_us(metrics.snapshot, max(50, n // 10))
     board = FleetBoard(stores.fleet, server_id="server-1", interval=60)
-    snapshot = metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0)
-    publish = per_call_us_async(lambda: board.publish(metrics.snapshot(cache_size=100, llm_calls=10, llm_seconds=1.0)),
+    snapshot = metrics.snapshot()
+    publish = per_call_us_async(lambda: board.publish(metrics.snapshot()),
                           max(50, n // 10))
     sblob = pickle.dumps(snapshot)
     publish_raw = per_call_us(lambda: raw.execute("INSERT OR REPLACE INTO kv VALUES ('server-1', ?, ?)",
-                                                  (pickle.dumps(metrics.snapshot(cache_size=100, llm_calls=10,
-                                                                                 llm_seconds=1.0)),
+                                                  (pickle.dumps(metrics.snapshot()),
                                                    time.time())), max(50, n // 10))
-    report.add("metrics: snapshot (psutil, percentiles)", snap, "µs", note="every interval and /api/metrics")
+    report.add("metrics: snapshot (registry read, percentiles)", snap, "µs", note="every interval and /api/metrics")
     report.add("metrics publish (snapshot + board write)", publish, "µs",
                reference="snapshot + SQLite INSERT OR REPLACE", ref_value=publish_raw,
                note=f"every METRICS_COLLECTION_INTERVAL, {len(sblob)} B")

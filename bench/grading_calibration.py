@@ -27,7 +27,7 @@ ensure_venv()
 from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
 from core.grading import GradingService, PracticeBank  # noqa: E402
 from core.grading.calibration import CalibrationCase, load_cases  # noqa: E402
-from core.llm import LLMMeter, OfflineProvider  # noqa: E402
+from core.llm import LLMGateway, LLMMeter, OfflineProvider  # noqa: E402
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -57,7 +57,7 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 async def grade_all(cases: list[CalibrationCase]) -> list[dict]:
     bank = PracticeBank.load()
     with ThreadPoolExecutor(1) as executor:
-        service = GradingService(llm=OfflineProvider(), slots=ConcurrencySlots(1), meter=LLMMeter(),
+        service = GradingService(gateway=LLMGateway(OfflineProvider(), ConcurrencySlots(1), LLMMeter()),
                                  executor=executor, practice=bank, server_id="bench")
         return [await service.grade(case.grade_request()) for case in cases]
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.chat.prompts import char_count  # noqa: E402
 from core.chat.service import ChatRequest, ChatService  # noqa: E402
-from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
-from core.grading import GradeRequest, GradingService, PracticeBank  # noqa: E402
-from core.llm import LLMMeter, OfflineProvider  # noqa: E402
-from core.chat.wordlimit import char_count  # noqa: E402
 from core.chat.wordlimit import has_markdown  # noqa: E402
+from core.grading import GradeRequest, GradingService, PracticeBank  # noqa: E402
+from core.llm import LLMGateway, LLMMeter, OfflineProvider  # noqa: E402
+from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
 
 GATED = ("summarize", "countermeasure", "document")
 _MARKER = re.compile(r"\[\d{1,3}\]")
@@ -44,11 +44,10 @@ def key_terms(item) -> list[str]:
 async def run(show: str | None, practice: Path | None) -> int:
     executor = ThreadPoolExecutor(2)
     llm = OfflineProvider(executor)
-    slots = ConcurrencySlots(4)
-    meter = LLMMeter()
-    chat = ChatService(llm=llm, slots=slots, meter=meter, server_id="bench")
+    gateway = LLMGateway(llm, ConcurrencySlots(4), LLMMeter())
+    chat = ChatService(gateway=gateway, server_id="bench")
     bank = PracticeBank.load(practice) if practice else PracticeBank.load()
-    grader = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
+    grader = GradingService(gateway=gateway, executor=executor,
                             practice=bank, server_id="bench")
     rows, failed = [], 0
     for item in bank.list():

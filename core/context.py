@@ -5,23 +5,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from prometheus_client import CollectorRegistry
+
 from core import __version__
 from core.auth import KeyRing
-from core.traffic.cache import ResponseCache
+from core.chat.prompts import PromptBook
 from core.chat.service import ChatService
-from core.traffic.clients import TrustedProxies
-from core.traffic.concurrency import ConcurrencySlots
 from core.config import Settings
-from core.ops.disk import DataDisk
 from core.grading import GradingService, PracticeBank
+from core.knowledge import KnowledgeBase
+from core.llm import LLMGateway, LLMMeter, LLMProvider, make_provider
+from core.ops.disk import DataDisk
 from core.ops.health import HealthProbes, disk_probe, knowledge_probe
 from core.ops.history import MetricsHistory
-from core.knowledge import KnowledgeBase
-from core.llm import LLMMeter, LLMProvider, make_provider
 from core.ops.metrics import FleetBoard, Metrics
-from core.chat.prompts import PromptBook
-from core.traffic.ratelimit import RateLimiter
 from core.store import Stores, open_stores
+from core.traffic.cache import ResponseCache
+from core.traffic.clients import TrustedProxies
+from core.traffic.concurrency import ConcurrencySlots
+from core.traffic.ratelimit import RateLimiter
 
 # jieba, Whoosh and large disk writes run here, never on the event loop. Small on
 # purpose: on a 2-core machine more threads only add contention under the GIL.
@@ -57,11 +59,16 @@ class AppContext:
     history: MetricsHistory = field(default_factory=MetricsHistory)  # per process, for the console
 
     async def metrics_snapshot(self) -> dict[str, Any]:
-        """This process's metrics now."""
-        snapshot = self.metrics.snapshot(cache_size=await self.cache.count(),
-                                         llm_calls=self.meter.calls, llm_seconds=self.meter.seconds)
+        """This process's metrics now, as JSON (and a point of the console's history)."""
+        self.metrics.set_cache_entries(await self.cache.count())
+        snapshot = self.metrics.snapshot()
         snapshot["history"] = self.history.record(snapshot)
         return snapshot
+
+    async def metrics_exposition(self) -> bytes:
+        """This process's metrics now, in the Prometheus text format."""
+        self.metrics.set_cache_entries(await self.cache.count())
+        return self.metrics.exposition()
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""
@@ -93,11 +100,15 @@ def build_context(settings: Settings) -> AppContext:
                        interval=settings.metrics_collection_interval)
     # Loads jieba's dictionaries now (~1 s), not on the first request.
     knowledge = KnowledgeBase.open(data, executor, disk=disk)
-    meter = LLMMeter()  # per process, like the metrics it feeds
-    chat = ChatService(llm=llm, slots=slots, meter=meter, server_id=settings.server_id,
+    # One registry per process: every collector (requests, LLM calls, process) is on it.
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, settings.server_id, __version__)
+    meter = LLMMeter(registry, settings.server_id)
+    gateway = LLMGateway(llm, slots, meter)
+    chat = ChatService(gateway=gateway, server_id=settings.server_id,
                        retriever=knowledge, prompts=PromptBook.load(), executor=executor,
                        cache=cache if settings.enable_response_cache else None)
-    grading = GradingService(llm=llm, slots=slots, meter=meter, executor=executor,
+    grading = GradingService(gateway=gateway, executor=executor,
                              practice=PracticeBank.load(),
                              server_id=settings.server_id)
     health_executor = ThreadPoolExecutor(1, thread_name_prefix="shenlun-health")
@@ -106,7 +117,7 @@ def build_context(settings: Settings) -> AppContext:
     ctx = AppContext(settings=settings, llm=llm, meter=meter, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
-                     metrics=Metrics(settings.server_id, __version__), fleet=fleet,
+                     metrics=metrics, fleet=fleet,
                      health_executor=health_executor, health=health,
                      knowledge=knowledge, grading=grading, stores=stores, disk=disk)
     ctx.closers += [knowledge.close]

@@ -1,4 +1,5 @@
-"""LLM providers: one interface, an OpenAI-compatible one and an offline one.
+"""LLM providers (one interface, an OpenAI-compatible one and an offline one) and the
+one gateway the use cases call them through (`LLMGateway`: slot, meter, usage).
 
 Retry policy: the `openai` client is built with `max_retries=0`, and every call is
 bounded by one deadline of `REQUEST_TIMEOUT` seconds (for a stream: until the first
@@ -10,21 +11,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import math
 import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import httpx
 import openai
 from openai import AsyncOpenAI
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from core.errors import UpstreamError, UpstreamTimeout
-from core.ops.health import UpstreamState
 from core.chat.offline import offline_answer
 from core.chat.prompts import Prompt
+from core.errors import UpstreamError, UpstreamTimeout
+from core.ops.health import UpstreamState
+from core.traffic.concurrency import ConcurrencySlots
+
+log = logging.getLogger("shenlun.llm")
 
 
 @dataclass
@@ -32,42 +39,91 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def add(self, other: Usage) -> None:
+        """Count `other`'s tokens in too (the calls of one answer add up)."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
     def as_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
-@dataclass
-class LLMMeter:
-    """Calls this process made to the LLM, the time spent waiting on them and how the
-    last one went, for the metrics and /health; shared by every service that calls
-    the model."""
+# An LLM call takes seconds, not milliseconds.
+LLM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+CALL_OUTCOMES = ("ok", "upstream_error", "upstream_timeout", "abandoned")
 
-    calls: int = 0
-    seconds: float = 0.0
-    upstream: UpstreamState = field(default_factory=UpstreamState)
+
+class LLMMeter:
+    """Calls this process made to the LLM (by outcome), the time spent waiting on them,
+    the tokens they reported and how the last one went, for the metrics and /health;
+    shared by every service that calls the model.
+
+    The collectors live on `registry` (the process's, from `build_context`; a private
+    one when none is given, never the library's global default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, server_id: str = "") -> None:
+        registry = registry if registry is not None else CollectorRegistry()
+        self.upstream = UpstreamState()
+        calls = Histogram("shenlun_llm_call_duration_seconds",
+                          "Time waiting on one LLM call, by outcome (ok, upstream_error, "
+                          "upstream_timeout, abandoned: the caller gave up first).",
+                          ["server_id", "outcome"], buckets=LLM_BUCKETS, registry=registry)
+        self._calls = {outcome: calls.labels(server_id, outcome) for outcome in CALL_OUTCOMES}
+        tokens = Counter("shenlun_llm_tokens", "Tokens the LLM reported, by kind.",
+                         ["server_id", "kind"], registry=registry)
+        self._prompt_tokens = tokens.labels(server_id, "prompt")
+        self._completion_tokens = tokens.labels(server_id, "completion")
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Count one call, add the time its body takes, and record whether the
-        upstream answered (a caller that gives up early records nothing)."""
-        self.calls += 1
+        """Count one call and the time its body takes, by outcome, and record whether
+        the upstream answered (a caller that gives up early records no state)."""
         started = time.monotonic()
+        outcome = "abandoned"
         try:
             yield
         except (UpstreamError, UpstreamTimeout) as exc:
+            outcome = exc.code
             self.upstream.failed(exc.code, exc.message)
             raise
         else:
+            outcome = "ok"
             self.upstream.succeeded()
         finally:
-            self.seconds += time.monotonic() - started
+            self._calls[outcome].observe(time.monotonic() - started)
+
+    def counted(self, usage: Usage) -> None:
+        """Add one call's reported tokens."""
+        self._prompt_tokens.inc(usage.prompt_tokens)
+        self._completion_tokens.inc(usage.completion_tokens)
 
 
 @dataclass
 class Completion:
+    """One answer from the model, or the answer a use case settled on.
+
+    `citations`, `revised` and `revision_kept` are the chat service's: an exam answer's
+    grounding, and the one revision call asked for (condense | expand | revise) with
+    whether its answer was the better one."""
+
     text: str
     model: str
     usage: Usage = field(default_factory=Usage)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    revised: str | None = None
+    revision_kept: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (what the response cache keeps)."""
+        return {"text": self.text, "model": self.model, "usage": self.usage.as_dict(),
+                "citations": self.citations, "revised": self.revised,
+                "revision_kept": self.revision_kept}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
+        return cls(data["text"], data["model"], Usage(**data["usage"]),
+                   citations=list(data.get("citations") or []), revised=data.get("revised"),
+                   revision_kept=data.get("revision_kept"))
 
 
 class LLMProvider(Protocol):
@@ -89,6 +145,78 @@ class LLMProvider(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+class LLMGateway:
+    """The one way the use cases (chat, grading) reach the model.
+
+    A `session()` holds one concurrency slot for its whole body (the answer and its one
+    follow-up call); each call through it is metered and its tokens added to the
+    session's `usage`, so what an answer reports is what all of its calls cost."""
+
+    def __init__(self, llm: LLMProvider, slots: ConcurrencySlots, meter: LLMMeter) -> None:
+        self.llm = llm
+        self.slots = slots
+        self.meter = meter
+
+    @property
+    def offline(self) -> bool:
+        return self.llm.name == "offline"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[LLMSession]:
+        """One slot, held until the block is left (ServerBusy when none frees up)."""
+        async with self.slots.hold():
+            yield LLMSession(self.llm, self.meter)
+
+
+class LLMSession:
+    """The calls of one answer, made while its slot is held (see `LLMGateway`)."""
+
+    def __init__(self, llm: LLMProvider, meter: LLMMeter) -> None:
+        self._llm = llm
+        self._meter = meter
+        self.usage = Usage()  # summed over every call of the session
+
+    async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
+        """The whole answer to `prompt` (its own usage; the session's grows by it)."""
+        with self._meter.timed():
+            completion = await self._llm.complete(prompt, temperature=temperature, max_tokens=max_tokens)
+        self._count(completion.usage)
+        return completion
+
+    async def complete_json(self, messages: Sequence[dict[str, str]], *, temperature: float,
+                            max_tokens: int) -> Completion:
+        """A whole answer asked for as one JSON object (not parsed here)."""
+        with self._meter.timed():
+            completion = await self._llm.complete_json(messages, temperature=temperature,
+                                                       max_tokens=max_tokens)
+        self._count(completion.usage)
+        return completion
+
+    async def follow_up(self, prompt: Prompt, *, temperature: float, max_tokens: int,
+                        purpose: str) -> Completion | None:
+        """The one optional second call of an answer (condense, expand, revise): None
+        when the upstream fails or times out, and the first answer stands."""
+        try:
+            return await self.complete(prompt, temperature=temperature, max_tokens=max_tokens)
+        except (UpstreamError, UpstreamTimeout):
+            log.warning("the %s call failed; the first answer stands", purpose)
+            return None
+
+    @contextmanager
+    def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Iterator[AsyncIterator[str]]:
+        """The provider's delta iterator, metered for the body of the `with`; its usage
+        is added when the body completes. No wrapper sits between the deltas and the
+        caller: a relayed delta costs what the provider's iterator costs."""
+        usage = Usage()
+        with self._meter.timed():
+            yield self._llm.stream(prompt, temperature=temperature, max_tokens=max_tokens, usage=usage)
+        self._count(usage)
+
+    def _count(self, usage: Usage) -> None:
+        self.usage.add(usage)
+        self._meter.counted(usage)
 
 
 POOL_SHARD = 8  # connections per HTTP client (see OpenAIProvider.__init__)

@@ -8,6 +8,7 @@ from core import __version__
 from core.auth import ADMIN, CLIENT, PUBLIC
 from core.errors import InvalidRequest, NotFound
 from core.ops.health import healthy
+from core.ops.metrics import EXPOSITION_CONTENT_TYPE
 from handlers.base import BaseHandler
 
 
@@ -64,8 +65,8 @@ class PrometheusHandler(BaseHandler):
     async def get(self) -> None:
         if not self.ctx.settings.enable_metrics:
             raise NotFound()
-        text = self.ctx.metrics.prometheus(await self.ctx.metrics_snapshot())
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        text = await self.ctx.metrics_exposition()
+        self.set_header("Content-Type", EXPOSITION_CONTENT_TYPE)
         self.finish(text)
 
 

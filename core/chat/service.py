@@ -1,7 +1,7 @@
 """The chat use case: validate a request, ground it, answer it whole or streamed.
 
 `ChatService` ties the parts together: retrieval (knowledge base), the prompts, the
-response cache, the concurrency slots and the LLM provider. It knows nothing of HTTP;
+response cache and the LLM gateway (slot, meter, usage). It knows nothing of HTTP;
 the handler turns its results and `ServiceError`s into responses.
 
 Exam modes (概括, 分析, 对策, 应用文, 文章) answer for the 答题纸: the answer is made
@@ -16,25 +16,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import re
 import time
 import uuid
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
-from core.traffic.concurrency import ConcurrencySlots
-from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from core.llm import Completion, LLMMeter, LLMProvider, Usage
 from core.chat.offline import OFFLINE_NOTICE, retrieval_query
-from core.chat.prompts import MODES, PROMPT_VERSION, Prompt, PromptBook, Source, build_prompt, default_book, resolve_mode
-from core.chat.wordlimit import char_count
+from core.chat.prompts import (
+    MODES,
+    PROMPT_VERSION,
+    Prompt,
+    PromptBook,
+    Source,
+    build_prompt,
+    default_book,
+    resolve_mode,
+)
+from core.chat.wordlimit import (
+    GROUNDS,
+    SelfCheck,
+    char_count,
+    plain_answer,
+    revision_messages,
+    self_check,
+)
+from core.errors import InvalidRequest
+from core.llm import Completion, LLMGateway, LLMSession
 from core.store import StoreUnavailable
 from core.validation import read_bool, read_float, read_int, read_str, require_object
-from core.chat.wordlimit import GROUNDS, SelfCheck, plain_answer, revision_messages, self_check
-
-log = logging.getLogger("shenlun.chat")
 
 MAX_MESSAGE_CHARS = 8_000
 MAX_MATERIAL_CHARS = 50_000
@@ -142,32 +153,21 @@ class ChatResult:
     cache_status: str
 
 
-@dataclass
-class _Outcome:
-    text: str
-    model: str
-    usage: Usage = field(default_factory=Usage)
-    citations: list[dict[str, Any]] = field(default_factory=list)
-    revised: str | None = None      # the one revision asked for: condense | expand | revise
-    revision_kept: bool | None = None  # whether its answer was the better one
-
-
 class ChatService:
     """Answers chat requests; one per process, built by `server.py`."""
 
-    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, meter: LLMMeter, server_id: str,
+    def __init__(self, *, gateway: LLMGateway, server_id: str,
                  retriever: Retriever | None = None, cache: AnswerCache | None = None,
                  prompts: PromptBook | None = None, executor: Executor | None = None) -> None:
-        self.llm = llm
+        self.gateway = gateway
+        self.llm = gateway.llm
         self.executor = executor
         self.prompts = prompts or default_book()
-        self.meter = meter
-        self.slots = slots
         self.server_id = server_id
         self.retriever = retriever
         self.cache = cache
         # Concurrent identical misses in this process wait for the first one.
-        self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
+        self._inflight: dict[str, asyncio.Future[Completion]] = {}
 
     async def answer(self, req: ChatRequest) -> ChatResult:
         """The whole answer for one request."""
@@ -176,7 +176,7 @@ class ChatService:
         prompt = self._prompt(req, sources)
         key, hit = await self._lookup(req, sources)
         if hit is not None:
-            return ChatResult(self._body(req, prompt, _outcome_from_dict(hit), started, cached=True), "HIT")
+            return ChatResult(self._body(req, prompt, Completion.from_dict(hit), started, cached=True), "HIT")
         outcome = await self._complete_once(key, req, prompt)
         return ChatResult(self._body(req, prompt, outcome, started, cached=False),
                           "MISS" if key is not None else "BYPASS")
@@ -194,7 +194,7 @@ class ChatService:
         prompt = self._prompt(req, sources)
         key, hit = await self._lookup(req, sources)
         if hit is not None:
-            outcome = _outcome_from_dict(hit)
+            outcome = Completion.from_dict(hit)
             yield "start", {"cache": "HIT"}
             if sources:
                 yield "sources", {"sources": self._sources(prompt)}
@@ -204,30 +204,28 @@ class ChatService:
             meta.pop("answer")
             yield "done", meta
             return
-        async with self.slots.hold():
+        async with self.gateway.session() as call:
             yield "start", {"cache": "MISS" if key is not None else "BYPASS"}
             if sources:
                 yield "sources", {"sources": self._sources(prompt)}
             parts: list[str] = []
-            usage = Usage()
             # Exam answers go out as the sheet will hold them: markers and a grounds
             # line are held back by the cleaner (a few characters at most) and the
             # whole text is made plain once more at the end for `done` and the cache.
             cleaner = StreamCleaner() if prompt.exam else None
-            with self.meter.timed():
-                async for delta in self.llm.stream(prompt, temperature=req.temperature,
-                                                   max_tokens=req.max_tokens, usage=usage):
+            with call.stream(prompt, temperature=req.temperature, max_tokens=req.max_tokens) as deltas:
+                async for delta in deltas:
                     parts.append(delta)
                     shown = cleaner.feed(delta) if cleaner else delta
                     if shown:
                         yield "delta", {"delta": shown}
             if cleaner and (tail := cleaner.close()):
                 yield "delta", {"delta": tail}
-        outcome = self._plain(prompt, _Outcome("".join(parts), self.llm.model, usage))
+        outcome = self._plain(prompt, Completion("".join(parts), self.llm.model, call.usage))
         # Only a stream that ran to its end reaches this line, so cut-off answers
         # are never cached.
         if key is not None:
-            await self.cache.set(key, _outcome_dict(outcome))
+            await self.cache.set(key, outcome.as_dict())
         meta = self._body(req, prompt, outcome, started, cached=False)
         meta.pop("answer")
         yield "done", meta
@@ -279,17 +277,17 @@ class ChatService:
         blob = json.dumps(material, ensure_ascii=False, sort_keys=True).encode()
         return "chat:" + hashlib.sha256(blob).hexdigest()
 
-    async def _complete_once(self, key: str | None, req: ChatRequest, prompt: Prompt) -> _Outcome:
+    async def _complete_once(self, key: str | None, req: ChatRequest, prompt: Prompt) -> Completion:
         if key is None:
             return await self._complete(req, prompt)
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             outcome = await self._complete(req, prompt)
-            await self.cache.set(key, _outcome_dict(outcome))
+            await self.cache.set(key, outcome.as_dict())
             future.set_result(outcome)
             return outcome
         except BaseException as exc:
@@ -299,17 +297,15 @@ class ChatService:
         finally:
             del self._inflight[key]
 
-    async def _complete(self, req: ChatRequest, prompt: Prompt) -> _Outcome:
-        async with self.slots.hold():
-            with self.meter.timed():
-                completion: Completion = await self.llm.complete(
-                    prompt, temperature=req.temperature, max_tokens=req.max_tokens)
-            outcome = self._plain(prompt, _Outcome(completion.text, completion.model, completion.usage))
-            if prompt.exam and self.llm.name != "offline":
-                outcome = await self._revise_once(req, prompt, outcome)
-        return outcome
+    async def _complete(self, req: ChatRequest, prompt: Prompt) -> Completion:
+        async with self.gateway.session() as call:
+            outcome = self._plain(prompt, await call.complete(
+                prompt, temperature=req.temperature, max_tokens=req.max_tokens))
+            if prompt.exam and not self.gateway.offline:
+                outcome = await self._revise_once(call, req, prompt, outcome)
+        return replace(outcome, usage=call.usage)  # what every call of the answer cost
 
-    def _plain(self, prompt: Prompt, outcome: _Outcome) -> _Outcome:
+    def _plain(self, prompt: Prompt, outcome: Completion) -> Completion:
         """An exam answer without Markdown and [n]; its grounding as citations."""
         if not prompt.exam:
             return outcome
@@ -319,32 +315,28 @@ class ChatService:
     def _check(self, prompt: Prompt, text: str) -> SelfCheck | None:
         return self_check(text, prompt.spec) if prompt.exam and prompt.spec else None
 
-    async def _revise_once(self, req: ChatRequest, prompt: Prompt, first: _Outcome) -> _Outcome:
+    async def _revise_once(self, call: LLMSession, req: ChatRequest, prompt: Prompt,
+                           first: Completion) -> Completion:
         """One condense / expand / revise call when the self-check names one; the
         better-ranked of the two answers is kept, and never a second call."""
         check = self._check(prompt, first.text)
         if check is None or check.revision is None:
             return first
-        try:
-            with self.meter.timed():
-                again = await self.llm.complete(
-                    replace(prompt, messages=revision_messages(prompt.messages, first.text, check, self.prompts)),
-                    temperature=req.temperature, max_tokens=req.max_tokens)
-        except (UpstreamError, UpstreamTimeout):
-            log.warning("the %s call failed; the first answer is kept", check.revision)
-            return replace(first, revised=None)
-        usage = Usage(first.usage.prompt_tokens + again.usage.prompt_tokens,
-                      first.usage.completion_tokens + again.usage.completion_tokens)
-        second = self._plain(prompt, _Outcome(again.text, again.model, usage))
-        better = self._check(prompt, second.text).rank() <= check.rank()
-        kept = second if better else replace(first, usage=usage)
-        return replace(kept, revised=check.revision, revision_kept=better)
+        again = await call.follow_up(
+            replace(prompt, messages=revision_messages(prompt.messages, first.text, check, self.prompts)),
+            temperature=req.temperature, max_tokens=req.max_tokens, purpose=check.revision)
+        if again is None:
+            return first
+        second = self._plain(prompt, again)
+        recheck = self._check(prompt, second.text)
+        better = recheck is not None and recheck.rank() <= check.rank()
+        return replace(second if better else first, revised=check.revision, revision_kept=better)
 
     def _sources(self, prompt: Prompt) -> list[dict[str, Any]]:
         return [{"id": s.id, "title": s.title, "score": round(s.score, 3), "snippet": s.snippet}
                 for s in prompt.sources]
 
-    def _body(self, req: ChatRequest, prompt: Prompt, outcome: _Outcome, started: float, *,
+    def _body(self, req: ChatRequest, prompt: Prompt, outcome: Completion, started: float, *,
               cached: bool) -> dict[str, Any]:
         count = char_count(outcome.text)
         cited = {int(n) for n in _CITATION.findall(outcome.text)}
@@ -382,18 +374,6 @@ def _offline_kind(prompt: Prompt) -> str:
     if prompt.exam and prompt.material.strip():
         return "outline" if prompt.mode in ("analyze", "essay") else "extractive"
     return "method"
-
-
-def _outcome_dict(outcome: _Outcome) -> dict[str, Any]:
-    return {"text": outcome.text, "model": outcome.model, "usage": outcome.usage.as_dict(),
-            "citations": outcome.citations, "revised": outcome.revised,
-            "revision_kept": outcome.revision_kept}
-
-
-def _outcome_from_dict(data: dict[str, Any]) -> _Outcome:
-    return _Outcome(data["text"], data["model"], Usage(**data["usage"]),
-                    citations=list(data.get("citations") or []), revised=data.get("revised"),
-                    revision_kept=data.get("revision_kept"))
 
 
 class StreamCleaner:

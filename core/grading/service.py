@@ -25,24 +25,44 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
-from core.traffic.concurrency import ConcurrencySlots
-from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from core.grading.llm_grader import (GRADE_PROMPT_VERSION, LLMVerdict, build_messages,
-                                     first_json_object, retry_messages, validate)
+from core.chat.prompts import SYSTEM_PROMPTS, Prompt
+from core.chat.wordlimit import char_count, condense_messages, trim_to_limit
+from core.errors import InvalidRequest, UpstreamError
 from core.grading.exam import apply_caps, read_full_score, read_length
+from core.grading.llm_grader import (
+    GRADE_PROMPT_VERSION,
+    LLMVerdict,
+    build_messages,
+    first_json_object,
+    retry_messages,
+    validate,
+)
 from core.grading.points import Judgement, is_heading, quote_overlap
 from core.grading.practice import PracticeBank
 from core.grading.request import GradeRequest
-from core.grading.rubric import (DEFAULT_FULL_SCORES, DIMENSIONS, LLM_HIT_MIN_OVERLAP,
-                                 QUESTION_TYPES, RUBRIC_VERSION, json_number, round_score)
-from core.grading.rules import (MAX_SUGGESTIONS, DimensionScore, GradeInput, RuleGrade, credit_ratio,
-                                fit_dimensions, grade_by_rules, needs_how_for, relevance_factor)
+from core.grading.rubric import (
+    DEFAULT_FULL_SCORES,
+    DIMENSIONS,
+    LLM_HIT_MIN_OVERLAP,
+    QUESTION_TYPES,
+    RUBRIC_VERSION,
+    json_number,
+    round_score,
+)
+from core.grading.rules import (
+    MAX_SUGGESTIONS,
+    DimensionScore,
+    GradeInput,
+    RuleGrade,
+    credit_ratio,
+    fit_dimensions,
+    grade_by_rules,
+    needs_how_for,
+    relevance_factor,
+)
 from core.grading.structure import detect_genre, detect_question_type
 from core.grading.text import ensure_jieba, locate_quote, question_focus
-from core.llm import LLMMeter, LLMProvider, Usage
-from core.chat.prompts import SYSTEM_PROMPTS, Prompt
-from core.chat.wordlimit import char_count
-from core.chat.wordlimit import condense_messages, trim_to_limit
+from core.llm import LLMGateway, LLMSession, Usage
 
 log = logging.getLogger("shenlun.grading")
 
@@ -57,11 +77,10 @@ OFFLINE_NOTICE = ("离线模式：未配置大模型，本次评分完全由规�
 class GradingService:
     """Grades candidates' answers; one per process, built in `build_context`."""
 
-    def __init__(self, *, llm: LLMProvider, slots: ConcurrencySlots, meter: LLMMeter,
-                 executor: Executor, practice: PracticeBank, server_id: str) -> None:
-        self.llm = llm
-        self.meter = meter
-        self.slots = slots
+    def __init__(self, *, gateway: LLMGateway, executor: Executor, practice: PracticeBank,
+                 server_id: str) -> None:
+        self.gateway = gateway
+        self.llm = gateway.llm
         self.executor = executor
         self.practice = practice
         self.server_id = server_id
@@ -70,7 +89,7 @@ class GradingService:
 
     @property
     def offline(self) -> bool:
-        return self.llm.name == "offline"
+        return self.gateway.offline
 
     # --- the use case ---
 
@@ -122,39 +141,33 @@ class GradingService:
         rules: RuleGrade = await loop.run_in_executor(self.executor, grade_by_rules, inp)
         if self.offline:
             return self._body(rules, None, None, Usage(), self.llm.model, started)
-        async with self.slots.hold():
-            verdict, usage, model = await self._ask(rules)
-            note = await self._fit_improved(rules, verdict, usage)
-        return self._body(rules, verdict, note, usage, model, started)
+        async with self.gateway.session() as call:
+            verdict, model = await self._ask(call, rules)
+            note = await self._fit_improved(call, rules, verdict)
+        return self._body(rules, verdict, note, call.usage, model, started)
 
     # --- the model ---
 
-    async def _call(self, messages: list[dict[str, str]], max_tokens: int, usage: Usage) -> tuple[str, str]:
-        with self.meter.timed():
-            completion = await self.llm.complete_json(messages, temperature=GRADE_TEMPERATURE,
-                                                      max_tokens=max_tokens)
-        usage.prompt_tokens += completion.usage.prompt_tokens
-        usage.completion_tokens += completion.usage.completion_tokens
-        return completion.text, completion.model
-
-    async def _ask(self, rules: RuleGrade) -> tuple[LLMVerdict, Usage, str]:
-        """The model's judgement: one call, and one retry when it is malformed."""
+    async def _ask(self, call: LLMSession, rules: RuleGrade) -> tuple[LLMVerdict, str]:
+        """The model's judgement and model name: one call, and one retry when it is malformed."""
         messages = build_messages(rules)
         max_tokens = min(8192, 1500 + 2 * rules.inp.improved_limit)
-        usage = Usage()
-        text, model = await self._call(messages, max_tokens, usage)
+        answer = await call.complete_json(messages, temperature=GRADE_TEMPERATURE, max_tokens=max_tokens)
+        text = answer.text
         verdict, problems = validate(first_json_object(text), rules)
         if verdict is None:
             log.info("grade: malformed model answer (%s), retrying once", "；".join(problems))
-            text, model = await self._call(retry_messages(messages, text, problems), max_tokens, usage)
+            answer = await call.complete_json(retry_messages(messages, text, problems),
+                                              temperature=GRADE_TEMPERATURE, max_tokens=max_tokens)
+            text = answer.text
             verdict, still = validate(first_json_object(text), rules)
             if verdict is None:
                 raise UpstreamError("大模型返回的批改结果不是符合要求的 JSON（已重试一次）："
                                     + "；".join(still))
             verdict.repairs.insert(0, "首次输出不合要求（" + "；".join(problems) + "），已重试一次")
-        return verdict, usage, model
+        return verdict, answer.model
 
-    async def _fit_improved(self, rules: RuleGrade, verdict: LLMVerdict, usage: Usage) -> str | None:
+    async def _fit_improved(self, call: LLMSession, rules: RuleGrade, verdict: LLMVerdict) -> str | None:
         """Keep the improved answer within the limit: condense once, then trim."""
         limit = rules.inp.improved_limit
         if char_count(verdict.improved_answer) <= limit:
@@ -164,16 +177,10 @@ class GradingService:
                  {"role": "user", "content": f"【题目】\n{rules.inp.question}\n\n请写出示范答案。"}]
         prompt = Prompt(mode=rules.inp.question_type, question=rules.inp.question,
                         messages=condense_messages(asked, verdict.improved_answer, limit))
-        try:
-            with self.meter.timed():
-                completion = await self.llm.complete(prompt, temperature=GRADE_TEMPERATURE,
-                                                     max_tokens=min(8192, 500 + 2 * limit))
-            usage.prompt_tokens += completion.usage.prompt_tokens
-            usage.completion_tokens += completion.usage.completion_tokens
-            if char_count(completion.text) < original:
-                verdict.improved_answer = completion.text.strip()
-        except (UpstreamError, UpstreamTimeout):
-            log.warning("grade: condensing the improved answer failed; trimming instead")
+        condensed = await call.follow_up(prompt, temperature=GRADE_TEMPERATURE,
+                                         max_tokens=min(8192, 500 + 2 * limit), purpose="condense")
+        if condensed is not None and char_count(condensed.text) < original:
+            verdict.improved_answer = condensed.text.strip()
         if char_count(verdict.improved_answer) <= limit:
             return f"示范答案原有 {original} 字，超出 {limit} 字，已请大模型压缩一次"
         verdict.improved_answer = trim_to_limit(verdict.improved_answer, limit)

@@ -1,71 +1,112 @@
-"""Per-instance metrics, their Prometheus rendering, and the fleet board.
+"""Per-instance metrics on the process's `prometheus_client` registry, and the fleet board.
 
-`Metrics` counts what this process answered. `FleetBoard` lives on the shared store
-(diskcache for one machine, Redis for several hosts): each instance publishes its snapshot every
-`METRICS_COLLECTION_INTERVAL` seconds with an expiry of a few intervals, and removes
-it on shutdown, so the board lists the live instances only.
+`Metrics` records what this process answered as labelled collectors on one
+`CollectorRegistry`, built in `build_context` and passed in (never the library's global
+default registry). `/metrics` is that registry's exposition; the JSON view
+(`snapshot()`) is read back from the same collectors, so the two cannot disagree.
+
+`FleetBoard` lives on the shared store (diskcache for one machine, Redis for several
+hosts): each instance publishes its snapshot every `METRICS_COLLECTION_INTERVAL` seconds
+with an expiry of a few intervals, and removes it on shutdown, so the board lists the
+live instances only.
 """
 from __future__ import annotations
 
-import bisect
-import math
 import os
 import time
-from collections import Counter, deque
-from typing import Any, Iterable
+from collections import Counter as Tally
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.samples import Sample
 
 from core.store import SharedStore, StoreUnavailable
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Cache hits answer in about a millisecond: the first buckets are fine-grained.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0)
 RECENT_LATENCIES = 4096  # window of the JSON percentiles
+QUANTILES = (50, 95, 99)
+EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
 # Monitoring traffic is not counted as requests: a scraper must not move the figures.
 UNCOUNTED_PATHS = frozenset({"/health", "/metrics", "/api/metrics"})
 
+_RequestKey = tuple[str, str, int, str | None, str | None]  # endpoint, method, status, code, cache
 
-class Histogram:
-    """Cumulative-bucket latency histogram in seconds (Prometheus semantics)."""
 
-    def __init__(self, buckets: Iterable[float] = LATENCY_BUCKETS) -> None:
-        self.bounds = tuple(buckets)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.total = 0.0
-        self.count = 0
+class RecentLatency:
+    """A collector of the exact p50/p95/p99 over the last `RECENT_LATENCIES` requests.
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-        self.count += 1
+    Kept beside the histogram on purpose: the console charts the *recent* p95 (the
+    histogram is cumulative since start), and cache hits of about a millisecond all
+    fall in one bucket, where bucket interpolation would report a made-up figure.
+    Appending to a bounded deque costs ~40 ns per request; sorting happens per scrape."""
 
-    def cumulative(self) -> list[tuple[str, int]]:
-        rows, running = [], 0
-        for bound, n in zip((*map(_fmt, self.bounds), "+Inf"), self.counts):
-            running += n
-            rows.append((bound, running))
-        return rows
+    def __init__(self, server_id: str, size: int = RECENT_LATENCIES) -> None:
+        self.server_id = server_id
+        self._window: deque[float] = deque(maxlen=size)
+        self.append = self._window.append
+
+    def quantiles(self) -> dict[int, float]:
+        """Seconds at each of `QUANTILES` (0 with no request yet)."""
+        ordered = sorted(self._window)
+        if not ordered:
+            return {q: 0.0 for q in QUANTILES}
+        return {q: ordered[max(0, -(-q * len(ordered) // 100) - 1)] for q in QUANTILES}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("shenlun_request_latency_recent_seconds",
+                                   f"Latency quantiles over the last {RECENT_LATENCIES} requests.",
+                                   labels=["server_id", "quantile"])
+        for q, seconds in self.quantiles().items():
+            family.add_metric([self.server_id, str(q / 100)], seconds)
+        yield family
 
 
 class Metrics:
-    """Counters and latencies of this process since it started."""
+    """Counters and latencies of this process since it started, on `registry`.
 
-    def __init__(self, server_id: str, version: str) -> None:
+    Recording a request is one dict lookup of its pre-bound children, one counter
+    increment and one histogram observation (bench/b11_metrics_record.py)."""
+
+    def __init__(self, registry: CollectorRegistry, server_id: str, version: str) -> None:
+        self.registry = registry
         self.server_id = server_id
         self.version = version
         self.started = time.time()
+        self.in_flight = 0
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)  # prime: the next call measures since now
-        self.total_requests = 0
-        self.in_flight = 0
-        self.by_endpoint_status: Counter[tuple[str, str, int]] = Counter()
-        self.rate_limited = 0
-        self.busy_rejections = 0
-        self.upstream_errors = 0
-        self.upstream_timeouts = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.latency = Histogram()
-        self._recent: deque[float] = deque(maxlen=RECENT_LATENCIES)
+        # server_id on every series: several instances scraped through one balancer,
+        # or summed in Prometheus, stay told apart.
+        Gauge("shenlun_info", "Instance information.", ["server_id", "version"],
+              registry=registry).labels(server_id, version).set(1)
+        self._requests = Counter(
+            "shenlun_requests", "Requests answered, by endpoint, method, status, error code "
+            "and cache result (X-Cache).", ["server_id", "endpoint", "method", "status", "code", "cache"],
+            registry=registry)
+        self._duration = Histogram(
+            "shenlun_request_duration_seconds", "Time to answer a request, by endpoint and method.",
+            ["server_id", "endpoint", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+        Gauge("shenlun_requests_in_flight", "Requests being answered now.", ["server_id"],
+              registry=registry).labels(server_id).set_function(lambda: self.in_flight)
+        self._cache_entries = Gauge("shenlun_cache_entries", "Entries in the shared response cache.",
+                                    ["server_id"], registry=registry).labels(server_id)
+        self._recent = RecentLatency(server_id)
+        registry.register(self._recent)
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes…
+        self._bound: dict[_RequestKey, tuple[Any, Any]] = {}
 
     def request_started(self, path: str) -> None:
         if path not in UNCOUNTED_PATHS:
@@ -77,107 +118,85 @@ class Metrics:
         if path in UNCOUNTED_PATHS:
             return
         self.in_flight -= 1
-        self.total_requests += 1
-        self.by_endpoint_status[(endpoint, method, status)] += 1
-        self.latency.observe(seconds)
+        key = (endpoint, method, status, error_code, cache)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = (
+                self._requests.labels(self.server_id, endpoint, method, str(status),
+                                      error_code or "", cache or ""),
+                self._duration.labels(self.server_id, endpoint, method))
+        bound[0].inc()
+        bound[1].observe(seconds)
         self._recent.append(seconds)
-        if cache == "HIT":
-            self.cache_hits += 1
-        elif cache == "MISS":
-            self.cache_misses += 1
-        if error_code == "rate_limited":
-            self.rate_limited += 1
-        elif error_code == "server_busy":
-            self.busy_rejections += 1
-        elif error_code == "upstream_error":
-            self.upstream_errors += 1
-        elif error_code == "upstream_timeout":
-            self.upstream_timeouts += 1
 
-    def snapshot(self, *, cache_size: int, llm_calls: int, llm_seconds: float) -> dict[str, Any]:
-        """The JSON view: the seed's six fields first, then the rest."""
-        looked_up = self.cache_hits + self.cache_misses
-        recent = sorted(self._recent)
-        memory = self._process.memory_info().rss
-        by_endpoint: Counter[str] = Counter()
-        by_status: Counter[str] = Counter()
-        for (endpoint, method, status), n in self.by_endpoint_status.items():
-            by_endpoint[f"{method} {endpoint}"] += n
-            by_status[str(status)] += n
-        cpu = self._process.cpu_times()
+    def set_cache_entries(self, entries: int) -> None:
+        """The shared cache's size, read by the caller (it is a store call)."""
+        self._cache_entries.set(entries)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (`EXPOSITION_CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON view, read from the registry: the seed's six fields first, then the rest."""
+        samples = _samples(self.registry)
+
+        def total(name: str, **match: str) -> float:
+            return sum(s.value for s in samples[name]
+                       if all(s.labels.get(k) == v for k, v in match.items()))
+
+        by_endpoint: Tally[str] = Tally()
+        by_status: Tally[str] = Tally()
+        by_code: Tally[str] = Tally()
+        for s in samples["shenlun_requests_total"]:
+            n = int(s.value)
+            by_endpoint[f"{s.labels['method']} {s.labels['endpoint']}"] += n
+            by_status[s.labels["status"]] += n
+            by_code[s.labels["code"]] += n
+        answered = int(total("shenlun_requests_total"))
+        hits = int(total("shenlun_requests_total", cache="HIT"))
+        misses = int(total("shenlun_requests_total", cache="MISS"))
+        timed = total("shenlun_request_duration_seconds_count")
+        llm_calls = int(total("shenlun_llm_call_duration_seconds_count"))
+        llm_seconds = total("shenlun_llm_call_duration_seconds_sum")
+        recent = {s.labels["quantile"]: s.value for s in samples["shenlun_request_latency_recent_seconds"]}
         return {
-            "total_requests": self.total_requests,
-            "concurrent_requests": self.in_flight,
-            "cache_hit_rate": round(self.cache_hits / looked_up, 4) if looked_up else 0.0,
-            "rate_limited_requests": self.rate_limited,
-            "average_response_time": round(self.latency.total / self.latency.count, 6)
-            if self.latency.count else 0.0,
-            "cache_size": cache_size,
+            "total_requests": answered,
+            "concurrent_requests": int(total("shenlun_requests_in_flight")),
+            "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+            "rate_limited_requests": by_code["rate_limited"],
+            "average_response_time": round(total("shenlun_request_duration_seconds_sum") / timed, 6)
+            if timed else 0.0,
+            "cache_size": int(total("shenlun_cache_entries")),
             "server_id": self.server_id,
             "version": self.version,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
-            "cache_hits": self.cache_hits,
-            "cache_misses": self.cache_misses,
-            "busy_rejections": self.busy_rejections,
-            "upstream_errors": self.upstream_errors,
-            "upstream_timeouts": self.upstream_timeouts,
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "busy_rejections": by_code["server_busy"],
+            "upstream_errors": by_code["upstream_error"],
+            "upstream_timeouts": by_code["upstream_timeout"],
             "requests_by_endpoint": dict(sorted(by_endpoint.items())),
             "requests_by_status": dict(sorted(by_status.items())),
-            "latency_ms": {f"p{q}": round(_percentile(recent, q) * 1000, 3) for q in (50, 95, 99)},
+            "latency_ms": {f"p{q}": round(recent.get(str(q / 100), 0.0) * 1000, 3) for q in QUANTILES},
             "llm_calls": llm_calls,
             "llm_average_seconds": round(llm_seconds / llm_calls, 6) if llm_calls else 0.0,
             "llm_seconds_total": round(llm_seconds, 6),
-            "memory_rss_bytes": memory,
+            "memory_rss_bytes": int(total("process_resident_memory_bytes")),
             "cpu_percent": self._process.cpu_percent(None),
-            "cpu_seconds_total": round(cpu.user + cpu.system, 3),
+            "cpu_seconds_total": round(total("process_cpu_seconds_total"), 3),
             "published_at": time.time(),
         }
 
-    def prometheus(self, snap: dict[str, Any]) -> str:
-        """This process's metrics in the Prometheus text exposition format (0.0.4)."""
-        lines: list[str] = []
-        label = f'server_id="{_escape(self.server_id)}"'
 
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, Any]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{{{label}{labels}}} {_fmt(value)}")
-
-        metric("shenlun_info", "gauge", "Instance information.",
-               [(f',version="{_escape(self.version)}"', 1)])
-        metric("shenlun_requests_total", "counter", "Requests answered, by endpoint, method and status.",
-               [(f',endpoint="{_escape(e)}",method="{m}",status="{s}"', n)
-                for (e, m, s), n in sorted(self.by_endpoint_status.items())])
-        metric("shenlun_requests_in_flight", "gauge", "Requests being answered now.",
-               [("", self.in_flight)])
-        lines.append("# HELP shenlun_request_duration_seconds Time to answer a request.")
-        lines.append("# TYPE shenlun_request_duration_seconds histogram")
-        for bound, n in self.latency.cumulative():
-            lines.append(f'shenlun_request_duration_seconds_bucket{{{label},le="{bound}"}} {n}')
-        lines.append(f"shenlun_request_duration_seconds_sum{{{label}}} {_fmt(self.latency.total)}")
-        lines.append(f"shenlun_request_duration_seconds_count{{{label}}} {self.latency.count}")
-        for name, help_text, value in (
-            ("shenlun_rate_limited_requests_total", "Requests refused with 429.", self.rate_limited),
-            ("shenlun_busy_rejections_total", "Requests refused with 503 server_busy.", self.busy_rejections),
-            ("shenlun_upstream_errors_total", "Requests answered 502 upstream_error.", self.upstream_errors),
-            ("shenlun_upstream_timeouts_total", "Requests answered 504 upstream_timeout.", self.upstream_timeouts),
-            ("shenlun_cache_hits_total", "Chat answers served from the shared cache.", self.cache_hits),
-            ("shenlun_cache_misses_total", "Chat answers not found in the shared cache.", self.cache_misses),
-            ("shenlun_llm_calls_total", "Calls made to the LLM.", snap["llm_calls"]),
-            ("shenlun_llm_call_seconds_total", "Time spent waiting on the LLM.", snap["llm_seconds_total"]),
-            ("process_cpu_seconds_total", "User and system CPU time of the process.", snap["cpu_seconds_total"]),
-        ):
-            metric(name, "counter", help_text, [("", value)])
-        for name, help_text, value in (
-            ("shenlun_cache_entries", "Entries in the shared response cache.", snap["cache_size"]),
-            ("process_resident_memory_bytes", "Resident memory of the process.", snap["memory_rss_bytes"]),
-            ("process_start_time_seconds", "Start time of the process (Unix time).", self.started),
-            ("shenlun_uptime_seconds", "Seconds since the process started.", snap["uptime_s"]),
-        ):
-            metric(name, "gauge", help_text, [("", value)])
-        return "\n".join(lines) + "\n"
+def _samples(registry: CollectorRegistry) -> dict[str, list[Sample]]:
+    """Every sample the registry holds now, by sample name (one collection pass)."""
+    by_name: dict[str, list[Sample]] = defaultdict(list)
+    for family in registry.collect():
+        for sample in family.samples:
+            by_name[sample.name].append(sample)
+    return by_name
 
 
 # Fields of the fleet view that add up across instances.
@@ -228,7 +247,7 @@ class FleetBoard:
             sum(r["average_response_time"] * r["total_requests"] for r in rows) / answered, 6) \
             if answered else 0.0
         totals["cache_size"] = max((r["cache_size"] for r in rows), default=0)  # one shared cache
-        statuses: Counter[str] = Counter()
+        statuses: Tally[str] = Tally()
         for r in rows:
             statuses.update(r.get("requests_by_status", {}))
         totals["requests_by_status"] = dict(sorted(statuses.items()))
@@ -240,26 +259,3 @@ class FleetBoard:
         if degraded:
             view["degraded"] = True
         return view
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
-    return ordered[rank]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
-    return str(value)
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

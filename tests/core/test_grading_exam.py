@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.traffic.concurrency import ConcurrencySlots
+from core.chat.wordlimit import char_count
 from core.errors import InvalidRequest
 from core.grading import GradeRequest, GradingService, PracticeBank
 from core.grading.calibration import load_cases
@@ -17,8 +17,8 @@ from core.grading.lexicon import head_words
 from core.grading.points import ScoringPoint, is_heading, judge, points_from_material
 from core.grading.rules import needs_how_for
 from core.grading.structure import structure_checks
-from core.llm import LLMMeter, OfflineProvider
-from core.chat.wordlimit import char_count
+from core.llm import LLMGateway, LLMMeter, OfflineProvider
+from core.traffic.concurrency import ConcurrencySlots
 
 BANK = PracticeBank.load(strict=True)
 SIX_HEADINGS = "1.挖掘特色。2.规范服务管理。3.加强人才培训。4.完善基础设施。5.拓宽营销渠道。6.优化审批服务。"
@@ -36,7 +36,7 @@ PROPOSAL = ("垃圾分类倡议书\n全市广大居民朋友们：\n目前，我
 @pytest.fixture(scope="module")
 def grade():
     executor = ThreadPoolExecutor(1)
-    service = GradingService(llm=OfflineProvider(), slots=ConcurrencySlots(1), meter=LLMMeter(),
+    service = GradingService(gateway=LLMGateway(OfflineProvider(), ConcurrencySlots(1), LLMMeter()),
                              executor=executor, practice=BANK, server_id="test")
 
     def run(payload):

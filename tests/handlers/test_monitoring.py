@@ -151,7 +151,7 @@ async def test_prometheus_text_parses_and_agrees_with_json(http_server_client, f
     requests = families["shenlun_requests"]  # the parser drops the _total suffix
     assert requests.type == "counter"
     assert sum(s.value for s in requests.samples if s.name == "shenlun_requests_total") == snap["total_requests"]
-    hits = [s.value for s in families["shenlun_cache_hits"].samples][0]
+    hits = sum(s.value for s in requests.samples if s.labels.get("cache") == "HIT")
     assert hits == snap["cache_hits"] == 1
     histogram = families["shenlun_request_duration_seconds"]
     count = [s.value for s in histogram.samples if s.name.endswith("_count")][0]
