@@ -7,6 +7,7 @@ its own pid. Servers listen on free loopback ports; nothing leaves the machine.
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import http.client as httpclient
 import json
@@ -41,7 +42,7 @@ def ensure_venv() -> None:
     except ImportError:
         if VENV_PY.exists() and Path(sys.executable).resolve() != VENV_PY.resolve():
             os.execv(str(VENV_PY), [str(VENV_PY), *sys.argv])
-        raise SystemExit("bench: run scripts/bootstrap.sh first (no .venv with the dependencies)")
+        raise SystemExit("bench: run scripts/bootstrap.sh first (no .venv with the dependencies)") from None
 
 
 for _path in (ROOT, SERVICE_ROOT):  # SERVICE_ROOT ends up first: its core/ is the one measured
@@ -52,7 +53,7 @@ for _path in (ROOT, SERVICE_ROOT):  # SERVICE_ROOT ends up first: its core/ is t
 
 # --- processes ---
 
-_PROCS: list["Proc"] = []
+_PROCS: list[Proc] = []
 _TMP: list[Path] = []
 
 
@@ -150,9 +151,8 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         conn.close()
 
 
-def cache_hit_args(doc: str, argv: list[str] | None) -> "argparse.Namespace":
+def cache_hit_args(doc: str, argv: list[str] | None) -> argparse.Namespace:
     """The options of a cache-hit bench: --duration, --rounds, --concurrency, --tool."""
-    import argparse
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -161,7 +161,7 @@ def cache_hit_args(doc: str, argv: list[str] | None) -> "argparse.Namespace":
     return ap.parse_args(argv)
 
 
-def service_on_bundled_corpus(work: Path) -> tuple[Path, "Upstream", "Server"]:
+def service_on_bundled_corpus(work: Path) -> tuple[Path, Upstream, Server]:
     """A fake upstream and one server on a copy of the indexed bundled corpus, in `work`:
     (log folder, upstream, server)."""
     logs = work / "logs"
@@ -469,10 +469,10 @@ def table(rows: list[dict[str, Any]] | list[Row], markdown: bool = False) -> str
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
         return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in body]
     return "\n".join(out)
 
 

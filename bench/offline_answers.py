@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.chat import ChatRequest, ChatService  # noqa: E402
-from core.concurrency import ConcurrencySlots  # noqa: E402
-from core.grading import GradeRequest, GradingService, PracticeBank  # noqa: E402
-from core.llm import LLMMeter, OfflineProvider  # noqa: E402
-from core.prompts import char_count  # noqa: E402
-from core.wordlimit import has_markdown  # noqa: E402
+from core.chat import ChatRequest, ChatService
+from core.concurrency import ConcurrencySlots
+from core.grading import GradeRequest, GradingService, PracticeBank
+from core.llm import LLMMeter, OfflineProvider
+from core.prompts import char_count
+from core.wordlimit import has_markdown
 
 GATED = ("summarize", "countermeasure", "document")
 _MARKER = re.compile(r"\[\d{1,3}\]")

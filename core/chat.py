@@ -20,16 +20,26 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from core.llm import Completion, LLMMeter, LLMProvider, Usage
 from core.offline import OFFLINE_NOTICE, retrieval_query
-from core.prompts import (MODES, PROMPT_VERSION, Prompt, PromptBook, Source,
-                          build_prompt, char_count, default_book, resolve_mode)
+from core.prompts import (
+    MODES,
+    PROMPT_VERSION,
+    Prompt,
+    PromptBook,
+    Source,
+    build_prompt,
+    char_count,
+    default_book,
+    resolve_mode,
+)
 from core.store import StoreUnavailable
 from core.validation import read_bool, read_float, read_int, read_str, require_object
 from core.wordlimit import GROUNDS, SelfCheck, plain_answer, revision_messages, self_check
@@ -64,7 +74,7 @@ class ChatRequest:
     max_tokens: int = 1024
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "ChatRequest":
+    def from_payload(cls, payload: Any) -> ChatRequest:
         """Validate a decoded JSON body; raises InvalidRequest naming the field."""
         data = require_object(payload)
         message = read_str(data, "message", max_len=MAX_MESSAGE_CHARS)

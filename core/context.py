@@ -1,9 +1,10 @@
 """The process's shared resources, built once from the settings and handed to the app."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from core import __version__
 from core.auth import KeyRing

@@ -12,10 +12,11 @@ import itertools
 import json
 import math
 import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import httpx
 import openai
@@ -304,7 +305,7 @@ class _JsonModeRefused(Exception):
     """The endpoint rejected `response_format` (internal to `complete_json`)."""
 
 
-def _error_text(exc: "openai.APIStatusError") -> str:
+def _error_text(exc: openai.APIStatusError) -> str:
     try:
         return (exc.response.text or "") + " " + str(exc.message)
     except Exception:

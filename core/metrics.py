@@ -12,7 +12,8 @@ import math
 import os
 import time
 from collections import Counter, deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import psutil
 
@@ -40,7 +41,7 @@ class Histogram:
 
     def cumulative(self) -> list[tuple[str, int]]:
         rows, running = [], 0
-        for bound, n in zip((*map(_fmt, self.bounds), "+Inf"), self.counts):
+        for bound, n in zip((*map(_fmt, self.bounds), "+Inf"), self.counts, strict=True):
             running += n
             rows.append((bound, running))
         return rows

@@ -29,11 +29,12 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import diskcache
 import redis.asyncio as aioredis

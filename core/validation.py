@@ -6,7 +6,8 @@ endpoint rejects bad input the same way. JSON booleans are not numbers here.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from core.errors import InvalidRequest
 

@@ -16,8 +16,7 @@ from tornado.web import HTTPError
 
 from core.auth import ADMIN, PUBLIC, Access, allows
 from core.clients import client_identity
-from core.errors import (Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError,
-                         Unauthorized)
+from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError, Unauthorized
 
 log = logging.getLogger("shenlun.http")
 access_log = logging.getLogger("shenlun.access")

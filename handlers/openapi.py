@@ -12,9 +12,16 @@ from core.auth import CLIENT
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
 from core.grading.practice import MAX_THEME_CHARS
-from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS, MAX_PHRASING_CHARS,
-                                  MAX_PHRASINGS, MAX_POINT_LABEL, MAX_POINTS,
-                                  MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
+from core.grading.request import (
+    MAX_ANSWER_CHARS,
+    MAX_PHRASING_CHARS,
+    MAX_PHRASINGS,
+    MAX_POINT_LABEL,
+    MAX_POINTS,
+    MAX_REFERENCE_CHARS,
+)
+from core.grading.request import MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS
+from core.grading.request import MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS
 from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb

@@ -22,7 +22,6 @@ from tests.fake_llm import FakeLLM
 from tests.redis_server import RedisServer
 
 
-
 def both_backends(test):
     """Run `test` once per store backend (diskcache, redis)."""
     test = pytest.mark.parametrize("store_backend", ["diskcache", "redis"], indirect=True)(test)

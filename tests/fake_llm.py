@@ -11,7 +11,8 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -45,7 +46,7 @@ class FakeLLM:
 
     # --- lifecycle ---
 
-    def start(self) -> "FakeLLM":
+    def start(self) -> FakeLLM:
         ready = threading.Event()
 
         def run() -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from core.config import PROJECT_ROOT
 from core.grading.points import ScoringPoint
@@ -66,7 +67,7 @@ class PracticePaper:
     note: str = ""
     item_ids: tuple[str, ...] = ()
 
-    def summary(self, items: Iterable["PracticeItem"] = ()) -> dict[str, Any]:
+    def summary(self, items: Iterable[PracticeItem] = ()) -> dict[str, Any]:
         """The paper's metadata and the outline of its questions (`items`, in order)."""
         questions = [{"id": i.id, "order": i.paper.order, "question_type": i.question_type,
                       "genre": i.genre, "full_score": i.full_score, "word_limit": i.word_limit,
@@ -254,7 +255,7 @@ class PracticeBank:
             self._papers[paper.id] = replace(paper, item_ids=tuple(i.id for i in mine))
 
     @classmethod
-    def load(cls, directory: Path = PRACTICE_DIR, *, strict: bool = False) -> "PracticeBank":
+    def load(cls, directory: Path = PRACTICE_DIR, *, strict: bool = False) -> PracticeBank:
         """Read every `*.json` of `directory` and of its `papers/`; a bad file is skipped
         (raised if strict), and so is a paper whose questions do not make a paper."""
         papers = {p.id: p for path in sorted((Path(directory) / PAPERS_SUBDIR).glob("*.json"))

@@ -37,7 +37,7 @@ class GradeRequest:
     scoring_points: tuple[ScoringPoint, ...] = ()   # a teacher's own 评分细则 (empty: derived)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "GradeRequest":
+    def from_payload(cls, payload: Any) -> GradeRequest:
         """Validate a decoded JSON body; raises InvalidRequest naming the field."""
         data = require_object(payload)
         answer = read_str(data, "answer", max_len=MAX_ANSWER_CHARS, required=True)

@@ -27,16 +27,38 @@ from typing import Any
 
 from core.concurrency import ConcurrencySlots
 from core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from core.grading.llm_grader import (GRADE_PROMPT_VERSION, LLMVerdict, build_messages,
-                                     first_json_object, retry_messages, validate)
 from core.grading.exam import apply_caps, read_full_score, read_length
+from core.grading.llm_grader import (
+    GRADE_PROMPT_VERSION,
+    LLMVerdict,
+    build_messages,
+    first_json_object,
+    retry_messages,
+    validate,
+)
 from core.grading.points import Judgement, is_heading, quote_overlap
 from core.grading.practice import PracticeBank
 from core.grading.request import GradeRequest
-from core.grading.rubric import (DEFAULT_FULL_SCORES, DIMENSIONS, LLM_HIT_MIN_OVERLAP,
-                                 QUESTION_TYPES, RUBRIC_VERSION, json_number, round_score)
-from core.grading.rules import (MAX_SUGGESTIONS, DimensionScore, GradeInput, RuleGrade, credit_ratio,
-                                fit_dimensions, grade_by_rules, needs_how_for, relevance_factor)
+from core.grading.rubric import (
+    DEFAULT_FULL_SCORES,
+    DIMENSIONS,
+    LLM_HIT_MIN_OVERLAP,
+    QUESTION_TYPES,
+    RUBRIC_VERSION,
+    json_number,
+    round_score,
+)
+from core.grading.rules import (
+    MAX_SUGGESTIONS,
+    DimensionScore,
+    GradeInput,
+    RuleGrade,
+    credit_ratio,
+    fit_dimensions,
+    grade_by_rules,
+    needs_how_for,
+    relevance_factor,
+)
 from core.grading.structure import detect_genre, detect_question_type
 from core.grading.text import ensure_jieba, locate_quote, question_focus
 from core.llm import LLMMeter, LLMProvider, Usage

@@ -29,8 +29,8 @@ import re
 import threading
 import unicodedata
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jieba
 from whoosh.analysis import CompositeAnalyzer, Token, Tokenizer

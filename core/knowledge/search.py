@@ -24,12 +24,12 @@ import html
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Container, Iterable, Iterator, Mapping, Sequence
 
-from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
 from whoosh.codec.whoosh3 import W3LeafMatcher
+from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
 from whoosh.query import And, AndMaybe, Or, Phrase, Query, Term
 from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
@@ -181,7 +181,7 @@ class _Word:
     def __init__(self, text: str, startchar: int, endchar: int, matched: bool) -> None:
         self.text, self.startchar, self.endchar, self.matched, self.boost = text, startchar, endchar, matched, 1.0
 
-    def copy(self) -> "_Word":
+    def copy(self) -> _Word:
         return _Word(self.text, self.startchar, self.endchar, self.matched)
 
 
@@ -288,7 +288,7 @@ def _blocks(matcher: object) -> Iterator[tuple[Sequence[int], Sequence[float]]]:
 
 
 SCORED_FIELDS = ("title", "content")
-_SEGMENT_CACHE: "OrderedDict[tuple[str, str, int], _SegmentData]" = OrderedDict()
+_SEGMENT_CACHE: OrderedDict[tuple[str, str, int], _SegmentData] = OrderedDict()
 _SEGMENT_LOCK = threading.Lock()
 _SEGMENTS_KEPT = 256  # segments whose decoded columns a process keeps
 
@@ -341,7 +341,7 @@ class IndexView:
         self._norm_cache: dict[tuple[str, int], tuple[float, ...]] = {}
 
     @classmethod
-    def of(cls, searcher: Searcher) -> "IndexView":
+    def of(cls, searcher: Searcher) -> IndexView:
         """The view of a searcher (built on first use, then kept with it)."""
         view = getattr(searcher, "_shenlun_view", None)
         if view is None:
@@ -394,7 +394,7 @@ class IndexView:
         get = into.get
         for offset, ids, weights, data in self.postings(field_name, token):
             norms = self._norms(field_name, data)
-            for n, tf in zip(ids, weights):
+            for n, tf in zip(ids, weights, strict=True):
                 # whoosh.scoring.bm25(), operation for operation, then the Term's boost
                 norm = norms[n]
                 n += offset
@@ -437,7 +437,7 @@ class _Credits:
         self.whole, self.partial = whole, partial
 
     @classmethod
-    def of_words(cls, view: IndexView, words: Sequence[str]) -> "_Credits":
+    def of_words(cls, view: IndexView, words: Sequence[str]) -> _Credits:
         """From the posting lists alone (no scoring)."""
         whole = {word: view.word_ids(word, whole_only=True) for word in words}
         return cls(whole, {word: view.word_ids(word) for word in words})

@@ -16,11 +16,12 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from core.errors import ServerBusy
 
@@ -52,7 +53,7 @@ _COLUMNS = "id, title, content, category, tags, source, created_at, updated_at"
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Document:
                 "category": self.category, "tags": list(self.tags), "source": self.source,
                 "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
 
-    def same_content(self, other: "Document") -> bool:
+    def same_content(self, other: Document) -> bool:
         """Whether two versions differ in nothing but their timestamps."""
         return (self.title, self.content, self.category, self.tags, self.source) == \
             (other.title, other.content, other.category, other.tags, other.source)

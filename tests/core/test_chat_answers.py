@@ -8,8 +8,7 @@ import pytest
 
 from core.chat import StreamCleaner
 from core.grading import TYPE_ALIASES
-from core.prompts import (MODE_ALIASES, PROMPTS_DIR, PromptBook, build_prompt, char_count, read_task,
-                          resolve_mode)
+from core.prompts import MODE_ALIASES, PROMPTS_DIR, PromptBook, build_prompt, char_count, read_task, resolve_mode
 from core.wordlimit import plain_answer, revision_messages, self_check
 
 SPEECH_TASK = "假如你是H镇党委书记，将在全镇非遗传承工作座谈会上讲话。请写一篇讲话稿。（25分）要求：无需标题，不超过500字。"
