@@ -20,7 +20,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -191,7 +191,7 @@ class ChatService:
         return ChatResult(self._body(req, prompt, outcome, started, cached=False),
                           "MISS" if key is not None else "BYPASS")
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """The answer as events: ("start", {"cache": HIT|MISS|BYPASS}), then
         ("sources", …) when knowledge was used, ("delta", {"delta": …})…, ("done", meta).
 
@@ -236,7 +236,7 @@ class ChatService:
         outcome = self._plain(prompt, _Outcome("".join(parts), self.llm.model, usage))
         # Only a stream that ran to its end reaches this line, so cut-off answers
         # are never cached.
-        if key is not None:
+        if key is not None and self.cache is not None:
             await self.cache.set(key, _outcome_dict(outcome))
         meta = self._body(req, prompt, outcome, started, cached=False)
         meta.pop("answer")
@@ -244,13 +244,10 @@ class ChatService:
 
     # --- parts ---
 
-    def _caching(self, req: ChatRequest) -> bool:
-        return self.cache is not None and req.cache
-
     async def _lookup(self, req: ChatRequest, sources: Sequence[Source]) -> tuple[str | None, dict[str, Any] | None]:
         """(cache key, cached value). The key is None when the answer bypasses the
         cache: asked to, caching off, or the shared store unreachable (degraded)."""
-        if not self._caching(req):
+        if self.cache is None or not req.cache:
             return None, None
         key = self._cache_key(req, sources)
         try:
@@ -290,7 +287,7 @@ class ChatService:
         return "chat:" + hashlib.sha256(blob).hexdigest()
 
     async def _complete_once(self, key: str | None, req: ChatRequest, prompt: Prompt) -> _Outcome:
-        if key is None:
+        if key is None or self.cache is None:
             return await self._complete(req, prompt)
         pending = self._inflight.get(key)
         if pending is not None:
@@ -346,7 +343,8 @@ class ChatService:
         usage = Usage(first.usage.prompt_tokens + again.usage.prompt_tokens,
                       first.usage.completion_tokens + again.usage.completion_tokens)
         second = self._plain(prompt, _Outcome(again.text, again.model, usage))
-        better = self._check(prompt, second.text).rank() <= check.rank()
+        second_check = self._check(prompt, second.text)  # not None: same prompt as `check`
+        better = second_check is not None and second_check.rank() <= check.rank()
         kept = second if better else replace(first, usage=usage)
         return replace(kept, revised=check.revision, revision_kept=better)
 

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from core.errors import UpstreamError, UpstreamTimeout
 from core.health import UpstreamState
@@ -199,7 +200,9 @@ class OpenAIProvider:
                 # (bench/b9_stream_relay.py). Leaving the block closes the response, and
                 # with it the upstream connection, so a vanished client stops generation.
                 async with self._client.chat.completions.with_streaming_response.create(
-                        model=self.model, messages=prompt.messages, temperature=temperature,
+                        # {role, content} dicts: the shape openai's message TypedDicts describe.
+                        model=self.model, messages=cast("list[ChatCompletionMessageParam]", prompt.messages),
+                        temperature=temperature,
                         max_tokens=max_tokens, stream=True) as response:
                     async for text in sse_deltas(response.http_response.aiter_bytes(), usage):
                         deadline.reschedule(loop.time() + self.timeout)

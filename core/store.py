@@ -29,12 +29,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import diskcache
 import redis.asyncio as aioredis
@@ -45,6 +45,7 @@ from redis.backoff import NoBackoff
 from core.disk import DataDisk
 
 log = logging.getLogger("shenlun.store")
+T = TypeVar("T")
 TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be
 BREAKER_SECONDS = 2.0   # how long Redis is skipped after a failure
 REDIS_TIMEOUT = 0.5     # socket connect/read timeout (seconds)
@@ -202,9 +203,9 @@ class DiskStore:
         await self._off_loop(self._write_sync, lambda: self._cache.delete(key, retry=True))
 
     async def clear(self) -> int:
-        return await self._off_loop(self._write_sync, lambda: self._cache.clear(retry=True))
+        return int(await self._off_loop(self._write_sync, lambda: self._cache.clear(retry=True)))
 
-    def _write_sync(self, write: Any) -> Any:
+    def _write_sync(self, write: Callable[[], T]) -> T:
         with self._writing():
             return write()
 
@@ -258,7 +259,7 @@ class DiskStore:
                 raise OSError("store directory read-back mismatch")
             probe_file.unlink()
 
-    async def _off_loop(self, fn: Any, *args: Any) -> Any:
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
@@ -400,7 +401,7 @@ class RedisConnection:
                          ("count", _COUNT), ("clear", _CLEAR))}
         self._warned = False
 
-    async def call(self, operation: Any) -> Any:
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Await `operation()` unless the breaker is open; connection failures and
         timeouts open it and become StoreUnavailable."""
         if self.breaker.open:

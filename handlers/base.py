@@ -16,6 +16,7 @@ from tornado.web import HTTPError
 
 from core.auth import ADMIN, PUBLIC, Access, allows
 from core.clients import client_identity
+from core.context import AppContext
 from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError, Unauthorized
 
 log = logging.getLogger("shenlun.http")
@@ -73,7 +74,7 @@ class BaseHandler(tornado.web.RequestHandler):
     # --- shared resources ---
 
     @property
-    def ctx(self) -> Any:
+    def ctx(self) -> AppContext:
         """The process's `AppContext` (built once in `server.py`)."""
         return self.application.settings["ctx"]
 

@@ -162,7 +162,7 @@ def judge(point: ScoringPoint, text: str, topic: str = "", *, needs_how: bool = 
         if status == "missed":
             continue
         item = next((i for i in items if i.start <= span.start < i.end), span)
-        evidence = span
+        evidence: Span | None = span
         if is_heading(span.text):
             # A heading is quoted with the sentence that says how (in the same item).
             rest = [s for s in sentences(text[item.start:item.end]) if s.start + item.start > span.start]
@@ -174,10 +174,10 @@ def judge(point: ScoringPoint, text: str, topic: str = "", *, needs_how: bool = 
                 status, evidence = "partial", None
         if (_RANK[status], share, evidence is not None) > (_RANK[best[0]], best[1], best[2] is not None):
             best = (status, share, evidence)
-    status, share, span = best
+    status, share, quoted = best
     j = Judgement(point=point, status=status, coverage=round(share, 3),
-                  evidence=[span.text] if span is not None and status != "missed" else [])
-    if status == "partial" and span is None and bare_heading:
+                  evidence=[quoted.text] if quoted is not None and status != "missed" else [])
+    if status == "partial" and quoted is None and bare_heading:
         j.note = f"「{bare_heading}」只是标题，没有写清怎么做（主体、措施、目的），至多按部分命中计"
     return j
 
@@ -283,7 +283,7 @@ def points_from_material(material: str, question: str, question_type: str) -> li
         if len(chosen) == wanted:
             break
     chosen.sort(key=lambda c: c[0])  # in the material's order, as an examiner reads it
-    points = []
+    points: list[ScoringPoint] = []
     for _, clause, span, key_words in chosen:
         label = examiner_label(clause, kind, question_type)
         points.append(ScoringPoint(id=f"m{len(points) + 1}", label=label, phrasings=(label,),

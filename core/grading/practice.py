@@ -12,6 +12,7 @@ own: the paper's material is written once and lent to each of them at load time.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -290,7 +291,7 @@ class PracticeBank:
     def paper(self, paper_id: str) -> PracticePaper | None:
         return self._papers.get(paper_id)
 
-    def papers(self) -> list[PracticePaper]:
+    def papers(self) -> builtins.list[PracticePaper]:  # `list` here is the method above
         return list(self._papers.values())
 
     def paper_summary(self, paper: PracticePaper) -> dict[str, Any]:

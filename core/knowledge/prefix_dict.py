@@ -203,6 +203,6 @@ def install(tokenizer: jieba.Tokenizer) -> None:
     else:
         codes, total = loaded
     tokenizer.FREQ, tokenizer.total = CompactFreq(codes), total
-    tokenizer.get_DAG = types.MethodType(_get_dag, tokenizer)  # type: ignore[method-assign]
-    tokenizer.calc = types.MethodType(_calc, tokenizer)  # type: ignore[method-assign]
+    tokenizer.get_DAG = types.MethodType(_get_dag, tokenizer)
+    tokenizer.calc = types.MethodType(_calc, tokenizer)
     tokenizer.initialized = True

@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 from whoosh.codec.whoosh3 import W3LeafMatcher
 from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
@@ -135,7 +136,7 @@ def _plain(text: str) -> str:
     return html.escape(_SPACE.sub(" ", _MARKUP.sub("", text)), quote=False)
 
 
-class _EmFormatter(Formatter):
+class _EmFormatter(Formatter):  # type: ignore[misc]  # Whoosh has no type hints: Formatter is Any
     """Matched words in <em>, everything else HTML-escaped, whitespace collapsed, "…"
     where a fragment does not reach the passage's start or end."""
 
@@ -144,11 +145,11 @@ class _EmFormatter(Formatter):
     def _text(self, text: str) -> str:
         return _plain(text)
 
-    def format_token(self, text: str, token: object, replace: bool = False) -> str:
+    def format_token(self, text: str, token: Any, replace: bool = False) -> str:
         return "<em>" + html.escape(text[token.startchar:token.endchar], quote=False) + "</em>"
 
-    def format_fragment(self, fragment: object, replace: bool = False) -> str:
-        out = super().format_fragment(fragment, replace).replace("</em><em>", "")
+    def format_fragment(self, fragment: Any, replace: bool = False) -> str:
+        out: str = super().format_fragment(fragment, replace).replace("</em><em>", "")
         if fragment.startchar > 0:
             out = "…" + out.lstrip()
         if fragment.endchar < len(fragment.text):
@@ -244,7 +245,7 @@ def snippet(text: str, terms: frozenset[str], ends: bytes | None = None) -> str:
     fragmenter = ContextFragmenter(maxchars=SNIPPET_CHARS, surround=SNIPPET_SURROUND)
     fragments = _merge(_top_fragments(fragmenter.fragment_tokens(text, tokens), SNIPPET_FRAGMENTS))
     if fragments:
-        return _EmFormatter()(text, fragments)
+        return str(_EmFormatter()(text, fragments))
     if tokens and tokens[0].startchar > 0:
         tokens = _words_near(text, frozenset(), ends)  # matches somewhere, none a whole word
     end = 0
@@ -268,12 +269,13 @@ def _blocks(matcher: object) -> Iterator[tuple[Sequence[int], Sequence[float]]]:
     few documents) come as a ListMatcher, read through its public methods.
     """
     if not isinstance(matcher, W3LeafMatcher):
-        ids, weights = [], []
+        listed_ids: list[int] = []
+        listed_weights: list[float] = []
         while matcher.is_active():  # type: ignore[attr-defined]
-            ids.append(matcher.id())  # type: ignore[attr-defined]
-            weights.append(matcher.weight())  # type: ignore[attr-defined]
+            listed_ids.append(matcher.id())  # type: ignore[attr-defined]
+            listed_weights.append(matcher.weight())  # type: ignore[attr-defined]
             matcher.next()  # type: ignore[attr-defined]
-        yield ids, weights
+        yield listed_ids, listed_weights
         return
     while matcher.is_active():
         matcher._read_data()
@@ -346,7 +348,7 @@ class IndexView:
         view = getattr(searcher, "_shenlun_view", None)
         if view is None:
             view = cls(searcher)
-            searcher._shenlun_view = view  # type: ignore[attr-defined]
+            searcher._shenlun_view = view
         return view
 
     def postings(self, field_name: str, token: str) -> Iterator[tuple[int, Sequence[int], Sequence[float], _SegmentData]]:
@@ -491,7 +493,7 @@ class SearchPage:
     """One page of document results and the true number of matching documents."""
 
     total: int
-    results: list[dict]
+    results: list[dict[str, Any]]
 
 
 def _best_passages(view: IndexView, scores: Mapping[int, float]) -> dict[str, tuple[float, int]]:

@@ -280,7 +280,7 @@ class KnowledgeBase:
         if known is not None and version is not None and known[0] == version:
             self._retrieved.move_to_end(key)
             return list(known[1])
-        sources = await self._run_search(self.healer.read,
+        sources: list[Source] = await self._run_search(self.healer.read,
                                          lambda searcher: searching.retrieve(searcher, query, limit))
         if version is None:
             return sources

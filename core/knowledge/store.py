@@ -250,7 +250,7 @@ class DocumentStore:
         with self._write() as conn:
             if conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,)).rowcount == 0:
                 return None
-            seq = conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0] + 1
+            seq = int(conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]) + 1
             conn.execute("INSERT OR REPLACE INTO deleted (id, seq) VALUES (?, ?)", (doc_id, seq))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (seq,))
         return seq
@@ -272,12 +272,12 @@ class DocumentStore:
     def count(self) -> int:
         """How many documents there are."""
         with self._busy():
-            return self._conn().execute("SELECT count(*) FROM documents").fetchone()[0]
+            return int(self._conn().execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def seq(self) -> int:
         """The sequence number of the latest change."""
         with self._busy():
-            return self._conn().execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
+            return int(self._conn().execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
 
     def __iter__(self) -> Iterator[Document]:
         """Every document, by id."""
