@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ for _path in (ROOT, SERVICE_ROOT):  # SERVICE_ROOT ends up first: its core/ is t
         sys.path.remove(str(_path))
     sys.path.insert(0, str(_path))
 
+from testkit import free_port  # noqa: E402  (shared with tests/; importable once ROOT is on the path)
 
 # --- processes ---
 
@@ -120,12 +120,6 @@ def tmpdir(prefix: str = "shenlun-bench-") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     _TMP.append(path)
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- HTTP ---
@@ -264,7 +258,7 @@ class Upstream:
 def start_upstream(*, log_dir: Path, latency: float = 0.0, chunk_delay: float = 0.0,
                    answer_chars: int = ANSWER_CHARS, chunk_chars: int = 8,
                    name: str = "fake-upstream") -> Upstream:
-    """tests/fake_llm.py's fake OpenAI-compatible server in a process of its own."""
+    """testkit/fake_llm.py's fake OpenAI-compatible server in a process of its own."""
     proc = Proc(name, [sys.executable, str(BENCH / "fake_upstream.py"), "--latency", str(latency),
                        "--chunk-delay", str(chunk_delay), "--answer-chars", str(answer_chars),
                        "--chunk-chars", str(chunk_chars)],

@@ -125,12 +125,6 @@ class OpenAIProvider:
         """The client for the next call (round robin over the shards)."""
         return next(self._next_client)
 
-    @_client.setter
-    def _client(self, client: AsyncOpenAI) -> None:
-        """Use this one client for every call (tests point it elsewhere)."""
-        self._clients = [client]
-        self._next_client = itertools.cycle(self._clients)
-
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
 

@@ -2,7 +2,8 @@
 
 Mark a test `@pytest.mark.settings(name=value, …)` to override settings; by default
 the app talks to the fake LLM. `@pytest.mark.settings(offline=True)` uses the
-built-in offline provider instead.
+built-in offline provider instead; `@pytest.mark.upstream("fixture")` the server that
+fixture returns (anything with a `base_url`, e.g. `unreachable_llm`).
 
 Decorate a test with `@both_backends` to run it on the diskcache store and on Redis
 (a session-wide `redis-server` on a free loopback port, emptied before each test).
@@ -12,13 +13,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from core.config import Settings
 from server import make_app
-from tests.fake_llm import FakeLLM
+from testkit import free_port
+from testkit.fake_llm import FakeLLM
 from tests.redis_server import RedisServer
 
 
@@ -60,6 +63,12 @@ def fake_llm(fake_llm_server):
     return fake_llm_server
 
 
+@pytest.fixture
+def unreachable_llm() -> SimpleNamespace:
+    """An OpenAI-compatible base URL on a loopback port where nothing listens."""
+    return SimpleNamespace(base_url=f"http://127.0.0.1:{free_port()}/v1")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """One redis-server for the session (tests that stop Redis start their own)."""
@@ -93,7 +102,9 @@ def settings(request, data_dir, fake_llm, store_backend) -> Settings:
     if overrides.pop("offline", False):
         llm = {"openai_api_key": "", "openai_base_url": ""}
     else:
-        llm = {"openai_api_key": "sk-test-upstream-key-0001", "openai_base_url": fake_llm.base_url}
+        upstream = request.node.get_closest_marker("upstream")
+        server = request.getfixturevalue(upstream.args[0]) if upstream else fake_llm
+        llm = {"openai_api_key": "sk-test-upstream-key-0001", "openai_base_url": server.base_url}
     return Settings.from_env({}, **{"data_dir": data_dir, "llm_model": "fake-model",
                                     **llm, **store_backend, **overrides})
 

@@ -34,9 +34,9 @@ from urllib.parse import quote
 
 import psutil
 import pytest
+import yaml
 
 from core.config import Settings
-from tests import miniyaml
 from tests.procs import ROOT
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
@@ -745,7 +745,7 @@ def test_docker_nginx_conf_is_the_template_generated_with_defaults():
 
 
 def test_docker_files_run_what_supervisord_runs():
-    compose = miniyaml.loads((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     defaults = Settings()
     services = compose["services"]
     servers = {name: svc for name, svc in services.items() if name.startswith("server-")}
