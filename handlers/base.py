@@ -9,15 +9,17 @@ import json
 import logging
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from tornado.web import HTTPError
 
 from core.auth import ADMIN, PUBLIC, Access, allows
 from core.clients import client_identity
-from core.context import AppContext
 from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError, Unauthorized
+
+if TYPE_CHECKING:  # the type only: the HTTP layer does not import every core module
+    from core.context import AppContext
 
 log = logging.getLogger("shenlun.http")
 access_log = logging.getLogger("shenlun.access")
