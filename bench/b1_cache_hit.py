@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import Report, finish  # noqa: E402
+import common
+from common import Report, finish
 
 common.ensure_venv()
 import loadgen  # noqa: E402
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("b1_cache_hit", "cache hit vs bare Tornado, 1 process each")
     logs, upstream, server = common.service_on_bundled_corpus(common.tmpdir())
     hit_kn = common.prime_cache(server.url, "/api/chat", chat_body(True))
-    hit_plain = common.prime_cache(server.url, "/api/chat", chat_body(False))
+    common.prime_cache(server.url, "/api/chat", chat_body(False))
     size = len(json.dumps(hit_kn, ensure_ascii=False).encode())
     bare = common.start_bare(hit_kn, log_dir=logs)
     c = args.concurrency

@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import Report, finish  # noqa: E402
+import common
+from common import Report, finish
 
 common.ensure_venv()
 import loadgen  # noqa: E402
+
 from core.chat.prompts import build_prompt  # noqa: E402
 
 SLOTS = 100

@@ -35,8 +35,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import Report, finish  # noqa: E402
+import common
+from common import Report, finish
 
 common.ensure_venv()
 from core.knowledge import KnowledgeBase, SearchRequest, analyzer  # noqa: E402
@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # Search in process: the service's search function vs FTS5, same queries.
         kb = KnowledgeBase.open(data, executor)
-        ours = latencies(lambda q: kb._search(SearchRequest(q=q, limit=10)), QUERIES, args.search_seconds)
+        ours = latencies(lambda q, kb=kb: kb._search(SearchRequest(q=q, limit=10)), QUERIES, args.search_seconds)
         conn = sqlite3.connect(work / f"fts-{n}.sqlite3")
-        ref = latencies(lambda q: fts_search(conn, q), QUERIES, args.search_seconds)
+        ref = latencies(lambda q, conn=conn: fts_search(conn, q), QUERIES, args.search_seconds)
         conn.close()
         kb.close()
         for q in (50, 99):

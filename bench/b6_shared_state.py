@@ -15,13 +15,13 @@ import pickle
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import Report, finish  # noqa: E402
+import common
+from common import Report, finish
 
 common.ensure_venv()
 from prometheus_client import CollectorRegistry  # noqa: E402

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import Report, finish  # noqa: E402
+import common
+from common import Report, finish
 
 common.ensure_venv()
 

@@ -15,9 +15,8 @@ import json
 import sys
 
 import tornado.web
-from tornado.httpclient import AsyncHTTPClient
-
 from bare_server import serve_until_signalled
+from tornado.httpclient import AsyncHTTPClient
 
 
 class RelayHandler(tornado.web.RequestHandler):

@@ -32,14 +32,14 @@ class HealthHandler(tornado.web.RequestHandler):
         self.finish({"status": "ok"})
 
 
-async def main() -> int:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--answer", required=True)
     args = parser.parse_args()
     with open(args.answer, encoding="utf-8") as fh:
         answer = json.load(fh)
-    await serve_until_signalled([(r"/api/chat", ChatHandler, {"answer": answer})], args.port)
+    asyncio.run(serve_until_signalled([(r"/api/chat", ChatHandler, {"answer": answer})], args.port))
     return 0
 
 
@@ -56,4 +56,4 @@ async def serve_until_signalled(routes: list, port: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

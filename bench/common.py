@@ -7,13 +7,13 @@ its own pid. Servers listen on free loopback ports; nothing leaves the machine.
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import http.client as httpclient
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +41,7 @@ def ensure_venv() -> None:
     except ImportError:
         if VENV_PY.exists() and Path(sys.executable).resolve() != VENV_PY.resolve():
             os.execv(str(VENV_PY), [str(VENV_PY), *sys.argv])
-        raise SystemExit("bench: run scripts/bootstrap.sh first (no .venv with the dependencies)")
+        raise SystemExit("bench: run scripts/bootstrap.sh first (no .venv with the dependencies)") from None
 
 
 for _path in (ROOT, SERVICE_ROOT):  # SERVICE_ROOT ends up first: its core/ is the one measured
@@ -49,10 +49,11 @@ for _path in (ROOT, SERVICE_ROOT):  # SERVICE_ROOT ends up first: its core/ is t
         sys.path.remove(str(_path))
     sys.path.insert(0, str(_path))
 
+from testkit import free_port  # noqa: E402  (shared with tests/; importable once ROOT is on the path)
 
 # --- processes ---
 
-_PROCS: list["Proc"] = []
+_PROCS: list[Proc] = []
 _TMP: list[Path] = []
 
 
@@ -121,12 +122,6 @@ def tmpdir(prefix: str = "shenlun-bench-") -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- HTTP ---
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
@@ -150,9 +145,8 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         conn.close()
 
 
-def cache_hit_args(doc: str, argv: list[str] | None) -> "argparse.Namespace":
+def cache_hit_args(doc: str, argv: list[str] | None) -> argparse.Namespace:
     """The options of a cache-hit bench: --duration, --rounds, --concurrency, --tool."""
-    import argparse
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -161,7 +155,7 @@ def cache_hit_args(doc: str, argv: list[str] | None) -> "argparse.Namespace":
     return ap.parse_args(argv)
 
 
-def service_on_bundled_corpus(work: Path) -> tuple[Path, "Upstream", "Server"]:
+def service_on_bundled_corpus(work: Path) -> tuple[Path, Upstream, Server]:
     """A fake upstream and one server on a copy of the indexed bundled corpus, in `work`:
     (log folder, upstream, server)."""
     logs = work / "logs"
@@ -264,7 +258,7 @@ class Upstream:
 def start_upstream(*, log_dir: Path, latency: float = 0.0, chunk_delay: float = 0.0,
                    answer_chars: int = ANSWER_CHARS, chunk_chars: int = 8,
                    name: str = "fake-upstream") -> Upstream:
-    """tests/fake_llm.py's fake OpenAI-compatible server in a process of its own."""
+    """testkit/fake_llm.py's fake OpenAI-compatible server in a process of its own."""
     proc = Proc(name, [sys.executable, str(BENCH / "fake_upstream.py"), "--latency", str(latency),
                        "--chunk-delay", str(chunk_delay), "--answer-chars", str(answer_chars),
                        "--chunk-chars", str(chunk_chars)],
@@ -469,10 +463,10 @@ def table(rows: list[dict[str, Any]] | list[Row], markdown: bool = False) -> str
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
         return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in body]
     return "\n".join(out)
 
 

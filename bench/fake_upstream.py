@@ -1,4 +1,4 @@
-"""tests/fake_llm.py's fake OpenAI-compatible server, in a process of its own.
+"""testkit/fake_llm.py's fake OpenAI-compatible server, in a process of its own.
 
     python bench/fake_upstream.py [--latency S] [--chunk-delay S] [--answer-chars N] [--chunk-chars N]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_llm import FakeLLM  # noqa: E402
+from testkit.fake_llm import FakeLLM  # noqa: E402
 
 SAMPLE = ("归纳概括题要求全面准确地从给定资料中提炼要点，忠于资料原意，不展开分析、不提对策；"
           "按总括句加分条要点作答，要点用序号标出，每条以关键词开头，同类合并、避免重复。")

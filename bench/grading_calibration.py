@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ensure_venv  # noqa: E402
+from bench.common import ensure_venv
 
 ensure_venv()
 
-from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
 from core.grading import GradingService, PracticeBank  # noqa: E402
 from core.grading.calibration import CalibrationCase, load_cases  # noqa: E402
 from core.llm import LLMGateway, LLMMeter, OfflineProvider  # noqa: E402
+from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -48,7 +48,7 @@ def spearman(xs: list[float], ys: list[float]) -> float:
         return float("nan")
     rx, ry = ranks(xs), ranks(ys)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
     vx = sum((a - mx) ** 2 for a in rx) ** 0.5
     vy = sum((b - my) ** 2 for b in ry) ** 0.5
     return cov / (vx * vy) if vx and vy else float("nan")
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = load_cases()
     grades = asyncio.run(grade_all(cases))
-    pairs = list(zip(cases, grades))
+    pairs = list(zip(cases, grades, strict=True))
     print("| type            |   n | inside |   MAE |  MAE % | Spearman |")
     print("| --------------- | --- | ------ | ----- | ------ | -------- |")
     for qtype in dict.fromkeys(c.question_type for c in cases):

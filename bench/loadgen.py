@@ -23,8 +23,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 MAX_REQUESTS = 2_000_000  # hard cap on one run, whatever the duration
@@ -309,7 +309,7 @@ async def _first_events(target: Target, marker: bytes, concurrency: int, duratio
             seen = bytearray()
             first: list[float] = []
 
-            def on_data(data: bytes) -> None:
+            def on_data(data: bytes, seen: bytearray = seen, first: list[float] = first) -> None:
                 if not first:
                     seen.extend(data)
                     if marker in seen:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.chat.prompts import char_count  # noqa: E402
-from core.chat.service import ChatRequest, ChatService  # noqa: E402
-from core.chat.wordlimit import has_markdown  # noqa: E402
-from core.grading import GradeRequest, GradingService, PracticeBank  # noqa: E402
-from core.llm import LLMGateway, LLMMeter, OfflineProvider  # noqa: E402
-from core.traffic.concurrency import ConcurrencySlots  # noqa: E402
+from core.chat.prompts import char_count
+from core.chat.service import ChatRequest, ChatService
+from core.chat.wordlimit import has_markdown
+from core.grading import GradeRequest, GradingService, PracticeBank
+from core.llm import LLMGateway, LLMMeter, OfflineProvider
+from core.traffic.concurrency import ConcurrencySlots
 
 GATED = ("summarize", "countermeasure", "document")
 _MARKER = re.compile(r"\[\d{1,3}\]")

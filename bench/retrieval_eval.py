@@ -29,15 +29,16 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 common.ensure_venv()
 from b5_knowledge import build_fts, fts_search  # noqa: E402
+
 from core.knowledge import analyzer  # noqa: E402
 from core.knowledge import search as searching  # noqa: E402
 from core.knowledge.index import SharedIndex, rebuild  # noqa: E402
@@ -90,7 +91,7 @@ class Corpus:
     _fts: sqlite3.Connection | None = None
 
     @classmethod
-    def build(cls, work: Path, source: Path = CORPUS) -> "Corpus":
+    def build(cls, work: Path, source: Path = CORPUS) -> Corpus:
         analyzer.initialize()
         docs, problems = _reindex_module().read_folder(source)
         if problems:
@@ -154,7 +155,7 @@ def evaluate(rank: Ranker, judged: Sequence[Judged]) -> tuple[dict[str, Scores],
     groups: dict[str, list[tuple[float, float, float]]] = {"all": [s for _, s in per_query]}
     for style, s in per_query:
         groups.setdefault(style, []).append(s)
-    return ({name: Scores(len(rows), *(sum(col) / len(rows) for col in zip(*rows)))
+    return ({name: Scores(len(rows), *(sum(col) / len(rows) for col in zip(*rows, strict=True)))
              for name, rows in groups.items()}, misses)
 
 

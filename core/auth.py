@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 _HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 

@@ -1,9 +1,10 @@
 """The process's shared resources, built once from the settings and handed to the app."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -51,11 +52,11 @@ class AppContext:
     # /health's own thread, so its probe never queues behind searches or indexing.
     health_executor: ThreadPoolExecutor
     health: HealthProbes
-    knowledge: Any = None
-    grading: GradingService | None = None
+    knowledge: KnowledgeBase
+    grading: GradingService
     inflight_requests: int = 0  # per process, for the graceful drain
     draining: bool = False
-    closers: list[Callable[[], Any]] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
     history: MetricsHistory = field(default_factory=MetricsHistory)  # per process, for the console
 
     async def metrics_snapshot(self) -> dict[str, Any]:

@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.chat.offline import offline_answer
@@ -251,12 +252,6 @@ class OpenAIProvider:
         """The client for the next call (round robin over the shards)."""
         return next(self._next_client)
 
-    @_client.setter
-    def _client(self, client: AsyncOpenAI) -> None:
-        """Use this one client for every call (tests point it elsewhere)."""
-        self._clients = [client]
-        self._next_client = itertools.cycle(self._clients)
-
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
 
@@ -326,7 +321,9 @@ class OpenAIProvider:
                 # (bench/b9_stream_relay.py). Leaving the block closes the response, and
                 # with it the upstream connection, so a vanished client stops generation.
                 async with self._client.chat.completions.with_streaming_response.create(
-                        model=self.model, messages=prompt.messages, temperature=temperature,
+                        # {role, content} dicts: the shape openai's message TypedDicts describe.
+                        model=self.model, messages=cast("list[ChatCompletionMessageParam]", prompt.messages),
+                        temperature=temperature,
                         max_tokens=max_tokens, stream=True) as response:
                     async for text in sse_deltas(response.http_response.aiter_bytes(), usage):
                         deadline.reschedule(loop.time() + self.timeout)
@@ -432,7 +429,7 @@ class _JsonModeRefused(Exception):
     """The endpoint rejected `response_format` (internal to `complete_json`)."""
 
 
-def _error_text(exc: "openai.APIStatusError") -> str:
+def _error_text(exc: openai.APIStatusError) -> str:
     try:
         return (exc.response.text or "") + " " + str(exc.message)
     except Exception:

@@ -6,7 +6,8 @@ endpoint rejects bad input the same way. JSON booleans are not numbers here.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, overload
 
 from core.errors import InvalidRequest
 
@@ -37,8 +38,16 @@ def read_str(data: Mapping[str, Any], name: str, *, max_len: int, required: bool
     return value
 
 
+@overload
+def read_int(data: Mapping[str, Any], name: str, *, lo: int, hi: int, default: int) -> int: ...
+@overload
+def read_int(data: Mapping[str, Any], name: str, *, lo: int, hi: int, default: None = None) -> int | None: ...
+
+
 def read_int(data: Mapping[str, Any], name: str, *, lo: int, hi: int,
              default: int | None = None) -> int | None:
+    """The integer field `name` within [lo, hi]; `default` when absent or null (an int
+    default: the result is an int)."""
     value = data.get(name, _MISSING)
     if value is _MISSING or value is None:
         return default

@@ -9,15 +9,17 @@ import json
 import logging
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from tornado.web import HTTPError
 
 from core.auth import ADMIN, PUBLIC, Access, allows
+from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError, Unauthorized
 from core.traffic.clients import client_identity
-from core.errors import (Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError,
-                         Unauthorized)
+
+if TYPE_CHECKING:  # the type only: the HTTP layer does not import every core module
+    from core.context import AppContext
 
 log = logging.getLogger("shenlun.http")
 access_log = logging.getLogger("shenlun.access")
@@ -74,7 +76,7 @@ class BaseHandler(tornado.web.RequestHandler):
     # --- shared resources ---
 
     @property
-    def ctx(self) -> Any:
+    def ctx(self) -> AppContext:
         """The process's `AppContext` (built once in `server.py`)."""
         return self.application.settings["ctx"]
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from tornado.iostream import StreamClosedError
 
@@ -28,7 +29,7 @@ class EventStreamHandler(BaseHandler):
         """The SSE text for one event ("" to send nothing)."""
         raise NotImplementedError
 
-    async def relay(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+    async def relay(self, events: AsyncGenerator[tuple[str, dict[str, Any]], None]) -> None:
         """Stream `events` to the client until they end or the client leaves."""
         # The first event ("start") comes once the answer is committed: an error before
         # it (busy) is raised here and answered with its own status.
@@ -52,7 +53,7 @@ class EventStreamHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
 
     async def _send_events(self, first: tuple[str, dict[str, Any]],
-                           events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+                           events: AsyncGenerator[tuple[str, dict[str, Any]], None]) -> None:
         # Nothing goes out before the first delta (start and sources wait for it): an
         # upstream that fails before it, unreachable say, is then a plain error answer
         # (502 that Nginx may retry elsewhere), not a 200 stream that only carries an error.

@@ -17,8 +17,8 @@ from pathlib import Path
 import tornado.web
 
 from core.auth import PUBLIC
-from core.config import PROJECT_ROOT
 from core.chat.prompts import MODES
+from core.config import PROJECT_ROOT
 from handlers.base import BaseHandler
 
 _PAGE = Path(__file__).with_name("console.html")

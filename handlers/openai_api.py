@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 from core.auth import CLIENT
-from core.grading import GradeRequest, render_text
 from core.chat.openai_compat import Completion, CompletionRequest, error_body, model_list
+from core.grading import GradeRequest, render_text
 from handlers.base import BaseHandler
 from handlers.chat import EventStreamHandler
 

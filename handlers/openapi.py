@@ -9,17 +9,24 @@ from typing import Any
 
 from core import __version__
 from core.auth import CLIENT
+from core.chat.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
+from core.chat.prompts import MODE_ALIASES, MODES
 from core.chat.service import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
 from core.grading.practice import MAX_THEME_CHARS
-from core.grading.request import (MAX_ANSWER_CHARS, MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS, MAX_PHRASING_CHARS,
-                                  MAX_PHRASINGS, MAX_POINT_LABEL, MAX_POINTS,
-                                  MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS, MAX_REFERENCE_CHARS)
+from core.grading.request import (
+    MAX_ANSWER_CHARS,
+    MAX_PHRASING_CHARS,
+    MAX_PHRASINGS,
+    MAX_POINT_LABEL,
+    MAX_POINTS,
+    MAX_REFERENCE_CHARS,
+)
+from core.grading.request import MAX_MATERIAL_CHARS as GRADE_MATERIAL_CHARS
+from core.grading.request import MAX_QUESTION_CHARS as GRADE_QUESTION_CHARS
 from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
 from core.knowledge import service as kb
-from core.chat.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
-from core.chat.prompts import MODE_ALIASES, MODES
 from handlers.base import BaseHandler
 
 _ERROR_STATUSES = {

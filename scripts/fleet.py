@@ -45,8 +45,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import ConfigError, Settings  # noqa: E402
 from nginx_conf import METRICS_ALLOW_DEFAULT  # noqa: E402  (scripts/, beside this file)
+
+from core.config import ConfigError, Settings  # noqa: E402
 
 CONF = Path(os.environ.get("SHENLUN_SUPERVISOR_CONF") or ROOT / "supervisord.conf").resolve()
 HERE = CONF.parent
@@ -433,7 +434,7 @@ def cmd_status(settings: Settings) -> int:
         rows.append(("nginx", str(settings.nginx_port), "-", "STOPPED", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0 if healthy else 1
 
 

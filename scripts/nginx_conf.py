@@ -50,7 +50,7 @@ class Layout:
 
     @classmethod
     def local(cls, run_dir: Path, log_dir: Path, host: str, port: int,
-              metrics_allow: tuple[str, ...]) -> "Layout":
+              metrics_allow: tuple[str, ...]) -> Layout:
         prefix = run_dir / "nginx"
         return cls(listen=f"{host}:{port}", upstream_host="127.0.0.1",
                    pid_file=str(prefix / "nginx.pid"), error_log=str(log_dir / "nginx-error.log"),
@@ -58,7 +58,7 @@ class Layout:
                    metrics_allow=metrics_allow)
 
     @classmethod
-    def docker(cls, metrics_allow: tuple[str, ...]) -> "Layout":
+    def docker(cls, metrics_allow: tuple[str, ...]) -> Layout:
         # The official nginx image: logs to the container's stdout/stderr, state in /tmp,
         # which exists in every image (Nginx creates the temp folders in it, not their parent).
         return cls(listen="8080", upstream_host="server-{n}", pid_file="/tmp/nginx.pid",
@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         allow = parse_allow(args.metrics_allow)
         if args.docker:
             layout, output = Layout.docker(allow), args.output or DOCKER_CONF
-            note = "# GENERATED from nginx/shenlun.conf.template by `python scripts/nginx_conf.py --docker`\n# with INSTANCES=%d BASE_PORT=%d: regenerate after changing the template." % (
-                settings.instances, settings.base_port)
+            note = ("# GENERATED from nginx/shenlun.conf.template by `python scripts/nginx_conf.py --docker`\n"
+                    f"# with INSTANCES={settings.instances} BASE_PORT={settings.base_port}: "
+                    "regenerate after changing the template.")
         else:
             run_dir, log_dir = args.run_dir.resolve(), args.log_dir.resolve()
             layout = Layout.local(run_dir, log_dir, args.listen, settings.nginx_port, allow)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Set up everything the tests need and run the whole suite. Extra arguments go to pytest.
+# Set up everything the tests need, run ruff and mypy, then the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 bash scripts/bootstrap.sh --test
+# Lint and types first (seconds, not minutes): any finding fails the run. Config: ruff.toml, setup.cfg [mypy].
+"$ROOT/.venv/bin/ruff" check .
+"$ROOT/.venv/bin/mypy"
 # The fleet tests run a real Nginx: install it when missing (as root, quietly; CI is root).
 bash scripts/install_nginx.sh || echo "==> Nginx missing: tests/test_fleet.py is skipped (and fails when CI is set)" >&2
 # The Redis-backend tests start their own redis-server on a loopback port: install it when missing.

@@ -2,26 +2,33 @@
 
 Mark a test `@pytest.mark.settings(name=value, …)` to override settings; by default
 the app talks to the fake LLM. `@pytest.mark.settings(offline=True)` uses the
-built-in offline provider instead.
+built-in offline provider instead; `@pytest.mark.upstream("fixture")` the server that
+fixture returns (anything with a `base_url`, e.g. `unreachable_llm`).
 
 Decorate a test with `@both_backends` to run it on the diskcache store and on Redis
 (a session-wide `redis-server` on a free loopback port, emptied before each test).
 
 `console(base_url)` opens a chromium tab on the web console (tests/browser.py).
+When the session ends, every log it wrote is scanned for the keys the tests use
+(tests/log_secrets.py): a key in a log fails the run.
 """
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from core.config import Settings
 from server import make_app
+from testkit import free_port
+from testkit.fake_llm import FakeLLM
+from tests import log_secrets
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, Console, missing_browser
-from tests.fake_llm import FakeLLM
+from tests.procs import SERVER_LOGS
 from tests.redis_server import RedisServer
 
 
@@ -31,6 +38,7 @@ def both_backends(test):
     return pytest.mark.usefixtures("store_backend")(test)
 
 SESSION_LOGS: list[Path] = []
+_APPS_BUILT = [0]  # in-process apps of this session: their records must reach SESSION_LOGS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,6 +69,12 @@ def fake_llm_server():
 def fake_llm(fake_llm_server):
     fake_llm_server.reset()
     return fake_llm_server
+
+
+@pytest.fixture
+def unreachable_llm() -> SimpleNamespace:
+    """An OpenAI-compatible base URL on a loopback port where nothing listens."""
+    return SimpleNamespace(base_url=f"http://127.0.0.1:{free_port()}/v1")
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +137,9 @@ def settings(request, data_dir, fake_llm, store_backend) -> Settings:
     if overrides.pop("offline", False):
         llm = {"openai_api_key": "", "openai_base_url": ""}
     else:
-        llm = {"openai_api_key": "sk-test-upstream-key-0001", "openai_base_url": fake_llm.base_url}
+        upstream = request.node.get_closest_marker("upstream")
+        server = request.getfixturevalue(upstream.args[0]) if upstream else fake_llm
+        llm = {"openai_api_key": "sk-test-upstream-key-0001", "openai_base_url": server.base_url}
     return Settings.from_env({}, **{"data_dir": data_dir, "llm_model": "fake-model",
                                     **llm, **store_backend, **overrides})
 
@@ -131,6 +147,7 @@ def settings(request, data_dir, fake_llm, store_backend) -> Settings:
 @pytest.fixture
 def app(settings, io_loop):
     application = make_app(settings)
+    _APPS_BUILT[0] += 1
     yield application
     io_loop.run_sync(application.settings["ctx"].close)
 
@@ -142,6 +159,28 @@ def ctx(app):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "settings(**overrides): settings for the app fixture")
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown: every log is closed
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a log written during it holds a key, or when the check read
+    none of the logs the servers and in-process apps of this session wrote."""
+    if not SESSION_LOGS:  # no test ran (collection only, or every test deselected)
+        return
+    basetemp = SESSION_LOGS[0].parent.parent  # this session's tmp_path root
+    keys = log_secrets.keys_in_tests()
+    result = log_secrets.scan([*basetemp.rglob("*.log"), *SESSION_LOGS, *SERVER_LOGS], keys)
+    found = log_secrets.problems(result, keys, server_logs=SERVER_LOGS, session_log=SESSION_LOGS[0],
+                                 apps_built=_APPS_BUILT[0])
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        verdict = f"{len(found)} problem(s), the run fails" if found else "none found"
+        reporter.write_line(f"\nsecrets in logs: {len(result.logs)} logs ({result.size} characters) scanned "
+                            f"for {len(keys)} keys: {verdict}", red=bool(found))
+        for problem in found:
+            reporter.write_line(f"  {problem}", red=True)
+    if found:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 async def post_json(client, path: str, body: Any, **kwargs):

@@ -9,17 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tornado.testing import bind_unused_port
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every server log of this test session, for the check that no key is ever logged.
 SERVER_LOGS: list[Path] = []
-
-
-def free_port() -> int:
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
 
 
 class ServerProcess:
@@ -40,7 +34,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 30) -> "ServerProcess":
+    def wait_ready(self, timeout: float = 30) -> ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

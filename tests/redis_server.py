@@ -31,7 +31,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10) -> "RedisServer":
+    def start(self, timeout: float = 10) -> RedisServer:
         if not redis_available():
             # CI installs it (scripts/test.sh): there a missing redis-server fails.
             (pytest.fail if os.environ.get("CI") else pytest.skip)(

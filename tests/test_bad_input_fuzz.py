@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.procs import http as http_call, start_server
+from tests.procs import http as http_call
+from tests.procs import start_server
 
 EXAMPLES = 300
 FIELDS = ["message", "messages", "mode", "material", "question", "word_limit", "use_knowledge",

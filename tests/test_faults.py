@@ -12,25 +12,26 @@ import asyncio
 import errno
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from core.ops.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState, classify
 from core.errors import InsufficientStorage
 from core.knowledge import KnowledgeBase, SearchRequest, parse_documents
 from core.knowledge.index import REINDEX_LOCK, file_lock
 from core.knowledge.store import CorruptStore
+from core.ops.disk import OK, READ_ONLY, RESERVE_BYTES, DataDisk, DiskState, classify
 from tests.conftest import error_of, post_json
-from tests.procs import free_port, http, start_server, ServerProcess
+from tests.procs import ServerProcess, free_port, http, start_server
 
 TOPICS = ["乡村振兴", "基层治理", "生态保护", "数字政府", "营商环境", "共同富裕"]
 
@@ -149,7 +150,7 @@ async def test_full_disk_refuses_writes_keeps_reads_and_recovers_without_restart
         assert "/" not in error["message"]  # the data directory's state, never a path
     response = await client.fetch("/api/knowledge/before0-0", method="DELETE", raise_error=False)
     assert tally.saw("delete", response.code) == 507
-    for n in range(10):
+    for _ in range(10):
         response, found = await get_json(client, search_path("乡村振兴"))
         assert tally.saw("search", response.code) == 200 and found["results"] == found_before["results"]
         # The rate limit's shared buckets cannot be written: each instance takes its share.
@@ -295,7 +296,7 @@ async def test_deleted_index_directory_heals_while_running(http_server_client, d
     before = {t: json.loads((await client.fetch(search_path(t))).body)["results"] for t in TOPICS}
 
     broken = live_index(data_dir)
-    subprocess.run(["rm", "-rf", str(broken)], check=True)
+    shutil.rmtree(broken)
     started = time.monotonic()
     unavailable = 0
     while True:

@@ -29,15 +29,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psutil
 import pytest
+import yaml
 
 from core.config import Settings
-from tests import miniyaml
 from tests.procs import ROOT
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
@@ -280,7 +281,7 @@ class Load:
         self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
         self.threads += [threading.Thread(target=self._streamer, args=(i,), daemon=True) for i in range(streams)]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self.started = time.monotonic()
         for thread in self.threads:
             thread.start()
@@ -436,7 +437,7 @@ def test_streamed_chat_arrives_incrementally_through_nginx(fleet, fake_llm):
     finally:
         conn.close()
     assert done
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in pairwise(arrivals)]
     print(f"\nstream through nginx: {len(arrivals)} deltas over {arrivals[-1] - arrivals[0]:.2f}s, "
           f"gaps {[round(g, 2) for g in gaps]}")
     assert len(arrivals) >= 5
@@ -827,7 +828,7 @@ def test_docker_nginx_conf_is_the_template_generated_with_defaults():
 
 
 def test_docker_files_run_what_supervisord_runs():
-    compose = miniyaml.loads((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     defaults = Settings()
     services = compose["services"]
     servers = {name: svc for name, svc in services.items() if name.startswith("server-")}
@@ -857,7 +858,7 @@ def test_docker_files_run_what_supervisord_runs():
 
     lb = services["nginx"]
     assert "profiles" not in lb
-    assert lb["ports"] == ["${NGINX_PORT:-%d}:8080" % defaults.nginx_port]
+    assert lb["ports"] == [f"${{NGINX_PORT:-{defaults.nginx_port}}}:8080"]
     assert "./nginx/docker.conf:/etc/nginx/nginx.conf:ro" in lb["volumes"]
     assert "listen 8080;" in (ROOT / "nginx" / "docker.conf").read_text()
     nginx_ip = lb["networks"]["shenlun"]["ipv4_address"]

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from core.chat.prompts import MODES, Prompt, PromptBook, TaskSpec, default_book, read_task
-from core.chat.wordlimit import char_count
-from core.chat.wordlimit import band, strip_markdown, trim_to_limit
+from core.chat.wordlimit import band, char_count, strip_markdown, trim_to_limit
 
 OFFLINE_NOTICE = {
     "extractive": ("离线模式：未配置大模型。本答案由程序从给定资料中按题型规则摘取原句、压缩、编号而成"
@@ -241,7 +241,7 @@ def asked_kinds(task: str, spec: TaskSpec) -> list[str]:
     return kinds[:2] if spec.labels else kinds[:1]
 
 
-def extract_points(sentences: list[str], kind: str, *, exclude: set[int] = frozenset(),
+def extract_points(sentences: list[str], kind: str, *, exclude: Collection[int] = frozenset(),
                    least: float = 0.6) -> list[Point]:
     """One point per sentence that carries `kind` (cue score ≥ `least`): its strongest
     clause is the head, the other carrying clauses the detail; repeats merged."""
@@ -406,7 +406,8 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
     out: list[Point] = []
     for problem in problems:
         carrying = [c for c in problem.text().replace("：", "，").split("，") if cue_score(c, PROBLEM_CUES) >= 1]
-        turned = [(c, m) for c in carrying if (m := invert(c))][:2] or [(carrying[0] if carrying else "", None)]
+        turned: Sequence[tuple[str, str | None]] = [(c, m) for c in carrying if (m := invert(c))][:2]
+        turned = turned or [(carrying[0] if carrying else "", None)]
         for nth, (clause, key) in enumerate(turned):
             pool = [(overlap(sents[problem.order], e), e) for e, _, _ in experiences if e not in taken]
             score, how = max(pool, default=(0.0, ""))
@@ -436,8 +437,8 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
         taken.add(exp)
         # The sentence's other practice clauses say how (一是…二是… in one sentence).
         more: list[str] = []
-        for e, m, _ in experiences:
-            if m == n and e not in taken and char_count("".join(more) + e) <= 40:
+        for e, order, _ in experiences:
+            if order == n and e not in taken and char_count("".join(more) + e) <= 40:
                 more.append(e)
         taken.update(more)
         out.append(Point(head=exp, detail="，".join(more), order=len(out),

@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from core.chat.service import ChatRequest
 from core.errors import InvalidRequest, NotFound
@@ -99,7 +100,7 @@ class CompletionRequest:
     include_usage: bool = False
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "CompletionRequest":
+    def from_payload(cls, payload: Any) -> CompletionRequest:
         """Validate the OpenAI-shaped parts; the chat and grade validators check the rest."""
         data = require_object(payload)
         model = data.get("model")

@@ -14,9 +14,9 @@ import functools
 import hashlib
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 from core.config import PROJECT_ROOT
 
@@ -89,7 +89,7 @@ class PromptBook:
     genres: Mapping[str, GenreFormat]
 
     @classmethod
-    def load(cls, directory: Path = PROMPTS_DIR) -> "PromptBook":
+    def load(cls, directory: Path = PROMPTS_DIR) -> PromptBook:
         """Read every prompt file of `directory` (README.md aside)."""
         sections: dict[str, dict[str, str]] = {}
         digest = hashlib.sha256()

@@ -19,9 +19,10 @@ import json
 import re
 import time
 import uuid
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from core.chat.offline import OFFLINE_NOTICE, retrieval_query
 from core.chat.prompts import (
@@ -75,7 +76,7 @@ class ChatRequest:
     max_tokens: int = 1024
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "ChatRequest":
+    def from_payload(cls, payload: Any) -> ChatRequest:
         """Validate a decoded JSON body; raises InvalidRequest naming the field."""
         data = require_object(payload)
         message = read_str(data, "message", max_len=MAX_MESSAGE_CHARS)
@@ -181,7 +182,7 @@ class ChatService:
         return ChatResult(self._body(req, prompt, outcome, started, cached=False),
                           "MISS" if key is not None else "BYPASS")
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def stream(self, req: ChatRequest) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """The answer as events: ("start", {"cache": HIT|MISS|BYPASS}), then
         ("sources", …) when knowledge was used, ("delta", {"delta": …})…, ("done", meta).
 
@@ -224,7 +225,7 @@ class ChatService:
         outcome = self._plain(prompt, Completion("".join(parts), self.llm.model, call.usage))
         # Only a stream that ran to its end reaches this line, so cut-off answers
         # are never cached.
-        if key is not None:
+        if key is not None and self.cache is not None:
             await self.cache.set(key, outcome.as_dict())
         meta = self._body(req, prompt, outcome, started, cached=False)
         meta.pop("answer")
@@ -232,13 +233,10 @@ class ChatService:
 
     # --- parts ---
 
-    def _caching(self, req: ChatRequest) -> bool:
-        return self.cache is not None and req.cache
-
     async def _lookup(self, req: ChatRequest, sources: Sequence[Source]) -> tuple[str | None, dict[str, Any] | None]:
         """(cache key, cached value). The key is None when the answer bypasses the
         cache: asked to, caching off, or the shared store unreachable (degraded)."""
-        if not self._caching(req):
+        if self.cache is None or not req.cache:
             return None, None
         key = self._cache_key(req, sources)
         try:
@@ -278,7 +276,7 @@ class ChatService:
         return "chat:" + hashlib.sha256(blob).hexdigest()
 
     async def _complete_once(self, key: str | None, req: ChatRequest, prompt: Prompt) -> Completion:
-        if key is None:
+        if key is None or self.cache is None:
             return await self._complete(req, prompt)
         pending = self._inflight.get(key)
         if pending is not None:

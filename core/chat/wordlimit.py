@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from core.chat.prompts import BAND_LOW, EXAM_MODES, PromptBook, TaskSpec, default_book, fill
 

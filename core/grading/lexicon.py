@@ -13,7 +13,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-
 from core.config import PROJECT_ROOT
 from core.grading.text import STOPWORDS, compact, ensure_jieba, posseg
 

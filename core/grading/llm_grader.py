@@ -163,7 +163,7 @@ class LLMVerdict:
 
 def _dimension_entries(raw: Any) -> dict[str, Any] | None:
     """Dimensions keyed by our keys, accepting Chinese names and a list shape."""
-    names = {}
+    names: dict[str, str] = {}
     for dims in DIMENSIONS.values():
         for d in dims:
             names[d.name] = d.key
@@ -172,7 +172,8 @@ def _dimension_entries(raw: Any) -> dict[str, Any] | None:
         raw = {str(e.get("key") or e.get("name")): e for e in raw if isinstance(e, dict)}
     if not isinstance(raw, dict):
         return None
-    return {names.get(k, k): v for k, v in raw.items()}
+    entries: dict[str, Any] = raw  # keys are strings: JSON object keys, or str() above
+    return {names.get(k, k): v for k, v in entries.items()}
 
 
 def validate(obj: Any, grade: RuleGrade) -> tuple[LLMVerdict | None, list[str]]:

@@ -20,11 +20,29 @@ import jieba
 
 from core.grading.exam import MEASURE_CUES, PROBLEM_CUES, has_cue, item_kind, question_asks
 from core.grading.lexicon import head_match, head_words, present
-from core.grading.rubric import (CREDIT, EXTRACTED_HIT_COVERAGE, EXTRACTED_PARTIAL_COVERAGE,
-                                 EXTRACTED_POINTS, HIT_COVERAGE, PARTIAL_COVERAGE)
-from core.grading.text import (Span, compact, ensure_jieba, head_of, item_spans, keywords, posseg,
-                               paragraphs, question_focus, sentences, split_items, strip_marker,
-                               without_topic)
+from core.grading.rubric import (
+    CREDIT,
+    EXTRACTED_HIT_COVERAGE,
+    EXTRACTED_PARTIAL_COVERAGE,
+    EXTRACTED_POINTS,
+    HIT_COVERAGE,
+    PARTIAL_COVERAGE,
+)
+from core.grading.text import (
+    Span,
+    compact,
+    ensure_jieba,
+    head_of,
+    item_spans,
+    keywords,
+    paragraphs,
+    posseg,
+    question_focus,
+    sentences,
+    split_items,
+    strip_marker,
+    without_topic,
+)
 
 MAX_REFERENCE_POINTS = 12
 POINT_KEYWORDS = 5
@@ -101,7 +119,7 @@ def keyword_status(words: tuple[str, ...], text: str, source: str) -> tuple[str,
     flat = compact(text)
     forms = [present(w, flat) for w in words]
     total = sum(len(w) for w in words)
-    share = sum(len(w) for w, f in zip(words, forms) if f) / total
+    share = sum(len(w) for w, f in zip(words, forms, strict=True) if f) / total
     found = sum(1 for f in forms if f)
     hit, partial = (HIT_COVERAGE, PARTIAL_COVERAGE) if source == "rubric" else \
         (EXTRACTED_HIT_COVERAGE, EXTRACTED_PARTIAL_COVERAGE)
@@ -144,7 +162,7 @@ def judge(point: ScoringPoint, text: str, topic: str = "", *, needs_how: bool = 
         if status == "missed":
             continue
         item = next((i for i in items if i.start <= span.start < i.end), span)
-        evidence = span
+        evidence: Span | None = span
         if is_heading(span.text):
             # A heading is quoted with the sentence that says how (in the same item).
             rest = [s for s in sentences(text[item.start:item.end]) if s.start + item.start > span.start]
@@ -156,10 +174,10 @@ def judge(point: ScoringPoint, text: str, topic: str = "", *, needs_how: bool = 
                 status, evidence = "partial", None
         if (_RANK[status], share, evidence is not None) > (_RANK[best[0]], best[1], best[2] is not None):
             best = (status, share, evidence)
-    status, share, span = best
+    status, share, quoted = best
     j = Judgement(point=point, status=status, coverage=round(share, 3),
-                  evidence=[span.text] if span is not None and status != "missed" else [])
-    if status == "partial" and span is None and bare_heading:
+                  evidence=[quoted.text] if quoted is not None and status != "missed" else [])
+    if status == "partial" and quoted is None and bare_heading:
         j.note = f"「{bare_heading}」只是标题，没有写清怎么做（主体、措施、目的），至多按部分命中计"
     return j
 
@@ -265,8 +283,8 @@ def points_from_material(material: str, question: str, question_type: str) -> li
         if len(chosen) == wanted:
             break
     chosen.sort(key=lambda c: c[0])  # in the material's order, as an examiner reads it
-    points = []
-    for n, clause, span, key_words in chosen:
+    points: list[ScoringPoint] = []
+    for _, clause, span, key_words in chosen:
         label = examiner_label(clause, kind, question_type)
         points.append(ScoringPoint(id=f"m{len(points) + 1}", label=label, phrasings=(label,),
                                    keywords=tuple(key_words), source="material",

@@ -12,12 +12,14 @@ own: the paper's material is written once and lent to each of them at load time.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from core.config import PROJECT_ROOT
 from core.grading.points import ScoringPoint
@@ -66,7 +68,7 @@ class PracticePaper:
     note: str = ""
     item_ids: tuple[str, ...] = ()
 
-    def summary(self, items: Iterable["PracticeItem"] = ()) -> dict[str, Any]:
+    def summary(self, items: Iterable[PracticeItem] = ()) -> dict[str, Any]:
         """The paper's metadata and the outline of its questions (`items`, in order)."""
         questions = [{"id": i.id, "order": i.paper.order, "question_type": i.question_type,
                       "genre": i.genre, "full_score": i.full_score, "word_limit": i.word_limit,
@@ -254,7 +256,7 @@ class PracticeBank:
             self._papers[paper.id] = replace(paper, item_ids=tuple(i.id for i in mine))
 
     @classmethod
-    def load(cls, directory: Path = PRACTICE_DIR, *, strict: bool = False) -> "PracticeBank":
+    def load(cls, directory: Path = PRACTICE_DIR, *, strict: bool = False) -> PracticeBank:
         """Read every `*.json` of `directory` and of its `papers/`; a bad file is skipped
         (raised if strict), and so is a paper whose questions do not make a paper."""
         papers = {p.id: p for path in sorted((Path(directory) / PAPERS_SUBDIR).glob("*.json"))
@@ -289,7 +291,7 @@ class PracticeBank:
     def paper(self, paper_id: str) -> PracticePaper | None:
         return self._papers.get(paper_id)
 
-    def papers(self) -> list[PracticePaper]:
+    def papers(self) -> builtins.list[PracticePaper]:  # `list` here is the method above
         return list(self._papers.values())
 
     def paper_summary(self, paper: PracticePaper) -> dict[str, Any]:

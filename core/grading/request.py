@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.chat.prompts import resolve_mode
 from core.errors import InvalidRequest
 from core.grading.points import ScoringPoint
 from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
-from core.chat.prompts import resolve_mode
 from core.validation import read_int, read_str, require_object
 
 MAX_ANSWER_CHARS = 10_000
@@ -37,7 +37,7 @@ class GradeRequest:
     scoring_points: tuple[ScoringPoint, ...] = ()   # a teacher's own 评分细则 (empty: derived)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "GradeRequest":
+    def from_payload(cls, payload: Any) -> GradeRequest:
         """Validate a decoded JSON body; raises InvalidRequest naming the field."""
         data = require_object(payload)
         answer = read_str(data, "answer", max_len=MAX_ANSWER_CHARS, required=True)

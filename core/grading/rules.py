@@ -12,18 +12,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from core.grading.exam import (GENRE_CAP_SHARE, TASK_CAP_SHARE, Cap, EssayClass, TaskCheck,
-                               answer_genre, apply_caps, check_task, copy_cap, essay_class, ordered,
-                               over_limit_cap, question_asks, round_score_down, same_genre,
-                               short_answer_cap)
-from core.grading.points import (Judgement, ScoringPoint, judge, points_from_material,
-                                 points_from_reference, theme_point)
-from core.grading.rubric import (DIMENSIONS, QUESTION_TYPES, RELEVANCE_GATE, TYPICAL_WORD_LIMITS,
-                                 dimension_maxima, json_number, round_score)
+from core.chat.wordlimit import char_count, counted_prefix, trim_to_limit
+from core.grading.exam import (
+    GENRE_CAP_SHARE,
+    TASK_CAP_SHARE,
+    Cap,
+    EssayClass,
+    TaskCheck,
+    answer_genre,
+    apply_caps,
+    check_task,
+    copy_cap,
+    essay_class,
+    ordered,
+    over_limit_cap,
+    question_asks,
+    round_score_down,
+    same_genre,
+    short_answer_cap,
+)
+from core.grading.points import Judgement, ScoringPoint, judge, points_from_material, points_from_reference, theme_point
+from core.grading.rubric import (
+    DIMENSIONS,
+    QUESTION_TYPES,
+    RELEVANCE_GATE,
+    TYPICAL_WORD_LIMITS,
+    dimension_maxima,
+    json_number,
+    round_score,
+)
 from core.grading.structure import Check, structure_checks
 from core.grading.text import compact, paragraphs, question_focus, sentences
-from core.chat.wordlimit import char_count
-from core.chat.wordlimit import counted_prefix, trim_to_limit
 
 COPY_RUN = 15              # characters copied verbatim in a row that count as 照抄
 LONG_SENTENCE = 80         # average sentence length (characters) that reads as 冗长
@@ -344,7 +363,7 @@ def fit_dimensions(dims: list[DimensionScore], total: float) -> None:
         if halves[i] < dims[i].max * 2:
             halves[i] += 1
             left -= 1
-    for d, h in zip(dims, halves):
+    for d, h in zip(dims, halves, strict=True):
         d.score = h / 2
 
 

@@ -7,14 +7,14 @@ event loop run them in the executor.
 from __future__ import annotations
 
 import re
-from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
+from typing import Any
 
 import jieba
 
 from core.knowledge import analyzer
-
 
 # Function words that carry no point content. Single characters that do carry it in
 # 申论 (难, 低, 少, 弱, 乱, 慢 …) are deliberately kept.
@@ -198,7 +198,7 @@ def split_items(text: str) -> list[str]:
         if len(lead) >= 8:
             items.append(lead)
         cuts = [m.start() for m in marks] + [len(line)]
-        items += [strip_marker(line[a:b]).rstrip("；;，,") for a, b in zip(cuts, cuts[1:])]
+        items += [strip_marker(line[a:b]).rstrip("；;，,") for a, b in pairwise(cuts)]
     return [i for i in items if i.strip()]
 
 
@@ -240,7 +240,7 @@ def item_spans(text: str) -> list[Span]:
         if len(cuts) < 2:
             cuts = []
         bounds = [line_start] + [c for c in cuts if c > line_start] + [line_end]
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in pairwise(bounds):
             _add_span(spans, text, a, b)
     return spans
 

@@ -29,8 +29,8 @@ import re
 import threading
 import unicodedata
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jieba
 from whoosh.analysis import CompositeAnalyzer, Token, Tokenizer
@@ -304,7 +304,7 @@ def phrase_tokens(text: str) -> list[str]:
     return [piece for word in words(text) for piece, _, _ in _pieces(word)]
 
 
-class JiebaTokenizer(Tokenizer):
+class JiebaTokenizer(Tokenizer):  # type: ignore[misc]  # Whoosh has no type hints: Tokenizer is Any
     """A Whoosh tokenizer doing steps 1–4 of the module docstring.
 
     Modes: "index" and "query" emit every token; "highlight" emits the words only (no

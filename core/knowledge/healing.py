@@ -26,14 +26,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from whoosh import index as whoosh_index
 from whoosh.searching import Searcher
 
-from core.ops.disk import classify
 from core.errors import IndexUnavailable, ServiceError
 from core.knowledge.index import SCHEMA, RebuildRunning, SharedIndex, rebuild
+from core.ops.disk import classify
 
 log = logging.getLogger("shenlun.knowledge")
 

@@ -24,9 +24,9 @@ import os
 import tempfile
 import types
 from array import array
+from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Iterator
 
 import jieba
 
@@ -157,9 +157,9 @@ def _load(path: Path) -> tuple[dict[int, int], int] | None:
     if len(short_keys) + len(lo_keys) + len(rest) != len(counts) or len(lo_keys) != len(hi_keys):
         return None
     del short, lo, hi, freqs
-    keys = chain(short_keys, ((h << 64) | l for h, l in zip(hi_keys, lo_keys)), rest)
+    keys = chain(short_keys, ((h << 64) | lo for h, lo in zip(hi_keys, lo_keys, strict=True)), rest)
     shared: dict[int, int] = {}  # equal frequencies share one int (~5,000 distinct)
-    return dict(zip(keys, map(shared.setdefault, counts, counts))), total
+    return dict(zip(keys, map(shared.setdefault, counts, counts), strict=True)), total
 
 
 def _save(path: Path, codes: dict[int, int], total: int) -> None:
@@ -203,6 +203,6 @@ def install(tokenizer: jieba.Tokenizer) -> None:
     else:
         codes, total = loaded
     tokenizer.FREQ, tokenizer.total = CompactFreq(codes), total
-    tokenizer.get_DAG = types.MethodType(_get_dag, tokenizer)  # type: ignore[method-assign]
-    tokenizer.calc = types.MethodType(_calc, tokenizer)  # type: ignore[method-assign]
+    tokenizer.get_DAG = types.MethodType(_get_dag, tokenizer)
+    tokenizer.calc = types.MethodType(_calc, tokenizer)
     tokenizer.initialized = True

@@ -24,18 +24,19 @@ import html
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Container, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
 from whoosh.codec.whoosh3 import W3LeafMatcher
+from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
 from whoosh.query import And, AndMaybe, Or, Phrase, Query, Term
 from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
 
-from core.knowledge import analyzer
 from core.chat.prompts import Source
+from core.knowledge import analyzer
 
 TITLE_BOOST = 2.5       # a title match is worth this many content matches
 SUBWORD_WEIGHT = 0.4    # 振兴 found for the query word 乡村振兴: partial credit
@@ -135,7 +136,7 @@ def _plain(text: str) -> str:
     return html.escape(_SPACE.sub(" ", _MARKUP.sub("", text)), quote=False)
 
 
-class _EmFormatter(Formatter):
+class _EmFormatter(Formatter):  # type: ignore[misc]  # Whoosh has no type hints: Formatter is Any
     """Matched words in <em>, everything else HTML-escaped, whitespace collapsed, "…"
     where a fragment does not reach the passage's start or end."""
 
@@ -144,11 +145,11 @@ class _EmFormatter(Formatter):
     def _text(self, text: str) -> str:
         return _plain(text)
 
-    def format_token(self, text: str, token: object, replace: bool = False) -> str:
+    def format_token(self, text: str, token: Any, replace: bool = False) -> str:
         return "<em>" + html.escape(text[token.startchar:token.endchar], quote=False) + "</em>"
 
-    def format_fragment(self, fragment: object, replace: bool = False) -> str:
-        out = super().format_fragment(fragment, replace).replace("</em><em>", "")
+    def format_fragment(self, fragment: Any, replace: bool = False) -> str:
+        out: str = super().format_fragment(fragment, replace).replace("</em><em>", "")
         if fragment.startchar > 0:
             out = "…" + out.lstrip()
         if fragment.endchar < len(fragment.text):
@@ -181,7 +182,7 @@ class _Word:
     def __init__(self, text: str, startchar: int, endchar: int, matched: bool) -> None:
         self.text, self.startchar, self.endchar, self.matched, self.boost = text, startchar, endchar, matched, 1.0
 
-    def copy(self) -> "_Word":
+    def copy(self) -> _Word:
         return _Word(self.text, self.startchar, self.endchar, self.matched)
 
 
@@ -244,7 +245,7 @@ def snippet(text: str, terms: frozenset[str], ends: bytes | None = None) -> str:
     fragmenter = ContextFragmenter(maxchars=SNIPPET_CHARS, surround=SNIPPET_SURROUND)
     fragments = _merge(_top_fragments(fragmenter.fragment_tokens(text, tokens), SNIPPET_FRAGMENTS))
     if fragments:
-        return _EmFormatter()(text, fragments)
+        return str(_EmFormatter()(text, fragments))
     if tokens and tokens[0].startchar > 0:
         tokens = _words_near(text, frozenset(), ends)  # matches somewhere, none a whole word
     end = 0
@@ -268,12 +269,13 @@ def _blocks(matcher: object) -> Iterator[tuple[Sequence[int], Sequence[float]]]:
     few documents) come as a ListMatcher, read through its public methods.
     """
     if not isinstance(matcher, W3LeafMatcher):
-        ids, weights = [], []
+        listed_ids: list[int] = []
+        listed_weights: list[float] = []
         while matcher.is_active():  # type: ignore[attr-defined]
-            ids.append(matcher.id())  # type: ignore[attr-defined]
-            weights.append(matcher.weight())  # type: ignore[attr-defined]
+            listed_ids.append(matcher.id())  # type: ignore[attr-defined]
+            listed_weights.append(matcher.weight())  # type: ignore[attr-defined]
             matcher.next()  # type: ignore[attr-defined]
-        yield ids, weights
+        yield listed_ids, listed_weights
         return
     while matcher.is_active():
         matcher._read_data()
@@ -288,7 +290,7 @@ def _blocks(matcher: object) -> Iterator[tuple[Sequence[int], Sequence[float]]]:
 
 
 SCORED_FIELDS = ("title", "content")
-_SEGMENT_CACHE: "OrderedDict[tuple[str, str, int], _SegmentData]" = OrderedDict()
+_SEGMENT_CACHE: OrderedDict[tuple[str, str, int], _SegmentData] = OrderedDict()
 _SEGMENT_LOCK = threading.Lock()
 _SEGMENTS_KEPT = 256  # segments whose decoded columns a process keeps
 
@@ -341,12 +343,12 @@ class IndexView:
         self._norm_cache: dict[tuple[str, int], tuple[float, ...]] = {}
 
     @classmethod
-    def of(cls, searcher: Searcher) -> "IndexView":
+    def of(cls, searcher: Searcher) -> IndexView:
         """The view of a searcher (built on first use, then kept with it)."""
         view = getattr(searcher, "_shenlun_view", None)
         if view is None:
             view = cls(searcher)
-            searcher._shenlun_view = view  # type: ignore[attr-defined]
+            searcher._shenlun_view = view
         return view
 
     def postings(self, field_name: str, token: str) -> Iterator[tuple[int, Sequence[int], Sequence[float], _SegmentData]]:
@@ -394,7 +396,7 @@ class IndexView:
         get = into.get
         for offset, ids, weights, data in self.postings(field_name, token):
             norms = self._norms(field_name, data)
-            for n, tf in zip(ids, weights):
+            for n, tf in zip(ids, weights, strict=True):
                 # whoosh.scoring.bm25(), operation for operation, then the Term's boost
                 norm = norms[n]
                 n += offset
@@ -437,7 +439,7 @@ class _Credits:
         self.whole, self.partial = whole, partial
 
     @classmethod
-    def of_words(cls, view: IndexView, words: Sequence[str]) -> "_Credits":
+    def of_words(cls, view: IndexView, words: Sequence[str]) -> _Credits:
         """From the posting lists alone (no scoring)."""
         whole = {word: view.word_ids(word, whole_only=True) for word in words}
         return cls(whole, {word: view.word_ids(word) for word in words})
@@ -491,7 +493,7 @@ class SearchPage:
     """One page of document results and the true number of matching documents."""
 
     total: int
-    results: list[dict]
+    results: list[dict[str, Any]]
 
 
 def _best_passages(view: IndexView, scores: Mapping[int, float]) -> dict[str, tuple[float, int]]:

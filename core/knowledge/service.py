@@ -17,19 +17,21 @@ import random
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
-from core.ops.disk import DataDisk, refusal
+from core.chat.prompts import Source
 from core.errors import IndexUnavailable, InsufficientStorage, InvalidRequest, NotFound
-from core.knowledge import analyzer, search as searching
+from core.knowledge import analyzer
+from core.knowledge import search as searching
 from core.knowledge.healing import IndexHealer
 from core.knowledge.index import POINTER, SharedIndex, busy
 from core.knowledge.store import CorruptStore, Document, DocumentStore
-from core.chat.prompts import Source
+from core.ops.disk import DataDisk, refusal
 from core.validation import read_str, read_str_list, require_object
 
 MAX_BATCH = 100
@@ -134,7 +136,7 @@ class SearchRequest:
     mode: str = "or"
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "SearchRequest":
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> SearchRequest:
         """Validate query-string parameters (name → values); raises InvalidRequest."""
         q = (params.get("q") or [""])[-1]
         if not q.strip():
@@ -163,7 +165,7 @@ class ListRequest:
     category: str = ""
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "ListRequest":
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> ListRequest:
         """Validate query-string parameters (name → values); raises InvalidRequest."""
         category = (params.get("category") or [""])[-1].strip()
         if len(category) > MAX_CATEGORY_CHARS:
@@ -196,7 +198,7 @@ class KnowledgeBase:
 
     @classmethod
     def open(cls, data_dir: Path, executor: Executor, *, write_timeout: float = WRITE_TIMEOUT,
-             disk: DataDisk | None = None) -> "KnowledgeBase":
+             disk: DataDisk | None = None) -> KnowledgeBase:
         """Open (creating if needed) the store and the index under `data_dir/knowledge`.
 
         Blocking (loads jieba's dictionaries, ~1 s; SQLite's integrity check of the
@@ -278,7 +280,7 @@ class KnowledgeBase:
         if known is not None and version is not None and known[0] == version:
             self._retrieved.move_to_end(key)
             return list(known[1])
-        sources = await self._run_search(self.healer.read,
+        sources: list[Source] = await self._run_search(self.healer.read,
                                          lambda searcher: searching.retrieve(searcher, query, limit))
         if version is None:
             return sources
@@ -305,7 +307,7 @@ class KnowledgeBase:
             return "rebuilding", documents
         return ("ok" if documents else "empty"), documents
 
-    def _writing(self) -> ContextManager[None]:
+    def _writing(self) -> AbstractContextManager[None]:
         # 507 up front while the data directory's disk cannot take writes; the disk
         # refusing one half-way (SQLite rolled it back) is a 507 too.
         return self.disk.writing() if self.disk is not None else nullcontext()

@@ -16,11 +16,12 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from core.errors import ServerBusy
 
@@ -52,7 +53,7 @@ _COLUMNS = "id, title, content, category, tags, source, created_at, updated_at"
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Document:
                 "category": self.category, "tags": list(self.tags), "source": self.source,
                 "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at)}
 
-    def same_content(self, other: "Document") -> bool:
+    def same_content(self, other: Document) -> bool:
         """Whether two versions differ in nothing but their timestamps."""
         return (self.title, self.content, self.category, self.tags, self.source) == \
             (other.title, other.content, other.category, other.tags, other.source)
@@ -249,7 +250,7 @@ class DocumentStore:
         with self._write() as conn:
             if conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,)).rowcount == 0:
                 return None
-            seq = conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0] + 1
+            seq = int(conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]) + 1
             conn.execute("INSERT OR REPLACE INTO deleted (id, seq) VALUES (?, ?)", (doc_id, seq))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (seq,))
         return seq
@@ -271,12 +272,12 @@ class DocumentStore:
     def count(self) -> int:
         """How many documents there are."""
         with self._busy():
-            return self._conn().execute("SELECT count(*) FROM documents").fetchone()[0]
+            return int(self._conn().execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def seq(self) -> int:
         """The sequence number of the latest change."""
         with self._busy():
-            return self._conn().execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
+            return int(self._conn().execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
 
     def __iter__(self) -> Iterator[Document]:
         """Every document, by id."""

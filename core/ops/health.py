@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from core.ops.disk import DataDisk
 from core.store import StoreUnavailable
@@ -56,7 +57,7 @@ async def run_checks(probes: dict[str, Callable[[], Any]], executor: Executor,
             results[name] = value.state if isinstance(value, Reading) else "ok"
             if isinstance(value, Reading) and figures is not None:
                 figures.update(value.figures)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             results[name] = "fail: timed out"
         except StoreUnavailable:
             results[name] = "degraded"
@@ -158,4 +159,4 @@ class UpstreamState:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")

@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 # Bearer tokens and key-looking values, wherever they appear in a message.
 _SECRET_PATTERNS = [

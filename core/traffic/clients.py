@@ -6,8 +6,8 @@ client cannot pick its own bucket by sending `X-Forwarded-For`.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Iterable, Mapping
 
 
 class TrustedProxies:
@@ -16,7 +16,8 @@ class TrustedProxies:
     def __init__(self, networks: Iterable[str]) -> None:
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
-    @lru_cache(maxsize=1024)
+    # One instance per process, kept for its life: the cache holding `self` is no leak.
+    @lru_cache(maxsize=1024)  # noqa: B019
     def trusts(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)

@@ -6,8 +6,8 @@ of the upstream; the fleet-wide limit is the rate limiter's job.
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import tornado.util
 from tornado.locks import Semaphore

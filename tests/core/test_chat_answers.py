@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 
-from core.chat.service import StreamCleaner
-from core.grading import TYPE_ALIASES
 from core.chat.prompts import MODE_ALIASES, PROMPTS_DIR, PromptBook, build_prompt, read_task, resolve_mode
-from core.chat.wordlimit import char_count
-from core.chat.wordlimit import plain_answer, revision_messages, self_check
+from core.chat.service import StreamCleaner
+from core.chat.wordlimit import char_count, plain_answer, revision_messages, self_check
+from core.grading import TYPE_ALIASES
 
 SPEECH_TASK = "假如你是H镇党委书记，将在全镇非遗传承工作座谈会上讲话。请写一篇讲话稿。（25分）要求：无需标题，不超过500字。"
 

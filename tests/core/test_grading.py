@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+from core.chat.wordlimit import char_count, counted_prefix, trim_to_limit
 from core.grading.llm_grader import first_json_object, validate
 from core.grading.practice import PracticeBank, PracticeError, parse_item
 from core.grading.rubric import DEFAULT_FULL_SCORES, dimension_maxima
 from core.grading.rules import GradeInput, grade_by_rules
 from core.grading.structure import detect_genre, detect_question_type, structure_checks
 from core.grading.text import locate_quote
-from core.chat.wordlimit import char_count
-from core.chat.wordlimit import counted_prefix, trim_to_limit
 
 BANK = PracticeBank.load(strict=True)
 WASTE = BANK.get("sum-waste-sorting")

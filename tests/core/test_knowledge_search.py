@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.knowledge import KnowledgeBase, SearchRequest
-from core.knowledge import analyzer, search as searching
+from core.knowledge import KnowledgeBase, SearchRequest, analyzer
+from core.knowledge import search as searching
 from core.knowledge.store import Document
 
 CORPUS = [

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from core.traffic.concurrency import ConcurrencySlots
+from core.chat.prompts import Prompt
 from core.errors import ServerBusy, UpstreamError
 from core.llm import LLMGateway, LLMMeter, OpenAIProvider
-from core.chat.prompts import Prompt
+from core.traffic.concurrency import ConcurrencySlots
 
 
 def prompt(text: str) -> Prompt:
@@ -77,7 +77,7 @@ async def test_the_slot_is_released_when_a_call_fails(gateway, fake_llm, registr
 async def test_a_second_session_is_refused_while_the_only_slot_is_held(gateway, fake_llm):
     fake_llm.latency = 0.5
     first = asyncio.ensure_future(_one_answer(gateway))
-    while gateway.slots.in_use == 0:
+    while gateway.slots.in_use == 0:  # noqa: ASYNC110 - polls another task's state; the test timeout bounds it
         await asyncio.sleep(0.01)
     with pytest.raises(ServerBusy):
         async with gateway.session():

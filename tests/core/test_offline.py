@@ -5,11 +5,10 @@ import re
 
 import pytest
 
-from core.grading import PracticeBank
 from core.chat.offline import invert, offline_answer, retrieval_query, task_focus
 from core.chat.prompts import Source, build_prompt
-from core.chat.wordlimit import char_count
-from core.chat.wordlimit import has_markdown, self_check
+from core.chat.wordlimit import char_count, has_markdown, self_check
+from core.grading import PracticeBank
 
 # The items this answerer was tuned and measured on; bench/offline_answers.py measures
 # every item of data/practice/, new ones included (and tells which miss the bar).

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from core.knowledge.store import Document
 from core.chat.prompts import MODES
 from core.chat.wordlimit import char_count
+from core.knowledge.store import Document
 from tests.conftest import error_of, post_json
 
 
@@ -170,11 +170,8 @@ async def test_slow_upstream_is_504_after_one_timeout(http_server_client, fake_l
     assert elapsed < 1.5  # one timeout, not three
 
 
-async def test_unreachable_upstream_is_502(http_server_client, fake_llm, ctx):
-    from tornado.testing import bind_unused_port
-    sock, port = bind_unused_port()
-    sock.close()  # nothing listens there now
-    ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+@pytest.mark.upstream("unreachable_llm")
+async def test_unreachable_upstream_is_502(http_server_client):
     response = await post_json(http_server_client, "/api/chat", {"message": "hi", "use_knowledge": False})
     assert response.code == 502
     assert error_of(response)["code"] == "upstream_error"
@@ -261,12 +258,8 @@ async def test_stream_upstream_error_before_any_delta_is_a_plain_error(http_serv
     assert stream_error(response, chunks)["code"] == "upstream_error"
 
 
-async def test_stream_to_an_unreachable_upstream_is_a_plain_502_even_with_sources(
-        http_server_client, fake_llm, ctx):
-    from tornado.testing import bind_unused_port
-    sock, port = bind_unused_port()
-    sock.close()  # nothing listens there now
-    ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+@pytest.mark.upstream("unreachable_llm")
+async def test_stream_to_an_unreachable_upstream_is_a_plain_502_even_with_sources(http_server_client, ctx):
     await ctx.knowledge.add([Document(id="d1", title="枫桥经验", content="枫桥经验就地化解矛盾纠纷。")])
     response, chunks = await stream_chat(http_server_client, {"message": "枫桥经验是什么？"})
     assert response.code == 502

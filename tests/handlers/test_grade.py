@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 
-from core.grading import GRADE_PROMPT_VERSION, RUBRIC_VERSION
 from core.chat.wordlimit import char_count
+from core.grading import GRADE_PROMPT_VERSION, RUBRIC_VERSION
 from tests.conftest import error_of, post_json
 from tests.handlers.test_chat import parse_sse, stream_chat
 
@@ -312,40 +310,16 @@ async def test_grading_holds_a_concurrency_slot(http_server_client, fake_llm, ct
 
 # --- JSON mode fallback ---
 
-class _NoJsonMode(tornado.web.RequestHandler):
-    """An OpenAI-compatible endpoint that refuses `response_format`."""
-
-    def initialize(self, seen: list[dict[str, Any]]) -> None:
-        self.seen = seen
-
-    def post(self) -> None:
-        body = json.loads(self.request.body)
-        self.seen.append(body)
-        if "response_format" in body:
-            self.set_status(400)
-            self.finish({"error": {"message": "Unsupported parameter: response_format",
-                                   "type": "invalid_request_error"}})
-            return
-        self.finish({"id": "x", "object": "chat.completion", "created": 0, "model": "plain",
-                     "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                         "role": "assistant", "content": json.dumps(llm_grade(), ensure_ascii=False)}}]})
-
-
-async def test_an_endpoint_without_json_mode_is_asked_prompt_only(http_server_client, ctx):
-    seen: list[dict[str, Any]] = []
-    sock, port = bind_unused_port()
-    server = HTTPServer(tornado.web.Application([(r"/v1/chat/completions", _NoJsonMode, {"seen": seen})]))
-    server.add_sockets([sock])
-    try:
-        ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
-        first, g = await grade(http_server_client, grade_body())
-        assert first.code == 200 and g["model"] == "plain"
-        assert len(seen) == 2 and "response_format" not in seen[1]
-        second, _ = await grade(http_server_client, grade_body())
-        assert second.code == 200
-        assert len(seen) == 3 and "response_format" not in seen[2]  # remembered
-    finally:
-        server.stop()
+async def test_an_endpoint_without_json_mode_is_asked_prompt_only(http_server_client, fake_llm):
+    fake_llm.refuse_json_mode = True
+    fake_llm.reply = lambda body: json.dumps(llm_grade(), ensure_ascii=False)
+    seen = fake_llm.requests
+    first, g = await grade(http_server_client, grade_body())
+    assert first.code == 200 and g["model"] == "fake-model"
+    assert len(seen) == 2 and "response_format" in seen[0] and "response_format" not in seen[1]
+    second, _ = await grade(http_server_client, grade_body())
+    assert second.code == 200
+    assert len(seen) == 3 and "response_format" not in seen[2]  # remembered
 
 
 # --- the chat alias ---

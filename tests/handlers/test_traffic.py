@@ -197,8 +197,8 @@ async def test_stream_then_cache_then_stream(http_server_client, fake_llm):
     first, chunks1 = await stream_chat(http_server_client, CHAT)
     second, chunks2 = await stream_chat(http_server_client, CHAT)
     assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
-    text = lambda chunks: "".join(d["delta"] for n, d in parse_sse(b"".join(c for _, c in chunks).decode())
-                                  if n == "message")
+    def text(chunks):
+        return "".join(d["delta"] for n, d in parse_sse(b"".join(c for _, c in chunks).decode()) if n == "message")
     assert text(chunks1) == text(chunks2) == fake_llm.reply({})
     done = parse_sse(b"".join(c for _, c in chunks2).decode())[-1]
     assert done[0] == "done" and done[1]["cached"] is True

@@ -11,7 +11,8 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -31,6 +32,7 @@ class FakeLLM:
         self.chunk_delay = 0.0        # seconds between stream chunks
         self.status = 200             # an error status to answer with
         self.garbage = False          # answer 200 with a body that is not JSON
+        self.refuse_json_mode = False  # 400 to a request with `response_format`, as some servers do
         self.fail_after_chunks: int | None = None  # drop the stream after n chunks
         self.chunk_chars = 8          # characters per stream chunk
         self.reply: Callable[[dict[str, Any]], str] = lambda body: "这是模拟大模型的回答：" + \
@@ -45,7 +47,7 @@ class FakeLLM:
 
     # --- lifecycle ---
 
-    def start(self) -> "FakeLLM":
+    def start(self) -> FakeLLM:
         ready = threading.Event()
 
         def run() -> None:
@@ -92,6 +94,11 @@ class _Completions(tornado.web.RequestHandler):
         if fake.status != 200:
             self.set_status(fake.status)
             self.finish({"error": {"message": "fake failure", "type": "server_error"}})
+            return
+        if fake.refuse_json_mode and "response_format" in body:
+            self.set_status(400)
+            self.finish({"error": {"message": "Unsupported parameter: response_format",
+                                   "type": "invalid_request_error"}})
             return
         if fake.garbage:
             self.set_header("Content-Type", "application/json")

@@ -1,0 +1,84 @@
+"""ChatService without HTTP: the real OpenAI provider against the fake LLM on loopback,
+the real response cache in a diskcache directory and real concurrency slots."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from core.chat.service import ChatRequest, ChatService
+from core.errors import ServerBusy
+from core.llm import LLMGateway, LLMMeter, OpenAIProvider
+from core.store import open_stores
+from core.traffic.cache import ResponseCache
+from core.traffic.concurrency import ConcurrencySlots
+
+ASK = {"message": "归纳概括题怎么答？", "use_knowledge": False}
+
+
+@pytest.fixture
+def registry():
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def service(tmp_path, fake_llm, io_loop, registry):
+    executor = ThreadPoolExecutor(2)
+    stores = open_stores("diskcache", data_dir=tmp_path, redis_url="", executor=executor,
+                         cache_max_bytes=2 ** 24)
+    llm = OpenAIProvider(api_key="sk-test-upstream-key-0001", base_url=fake_llm.base_url,
+                         model="fake-model", timeout=10)
+    gateway = LLMGateway(llm, ConcurrencySlots(2), LLMMeter(registry, "server-t"))
+    chat = ChatService(gateway=gateway, server_id="server-t",
+                       cache=ResponseCache(stores.cache, ttl_seconds=60, max_entries=100), executor=executor)
+    yield chat
+    io_loop.run_sync(llm.close)
+    io_loop.run_sync(stores.aclose)
+    executor.shutdown()
+
+
+async def test_a_miss_calls_the_llm_once_and_the_same_question_is_then_a_hit(service, fake_llm, registry):
+    first = await service.answer(ChatRequest.from_payload(ASK))
+    second = await service.answer(ChatRequest.from_payload(ASK))
+    assert (first.cache_status, second.cache_status) == ("MISS", "HIT")
+    assert first.body["answer"] == second.body["answer"] == fake_llm.reply(fake_llm.requests[0])
+    assert (first.body["cached"], second.body["cached"]) == (False, True)
+    assert first.body["server_id"] == "server-t" and first.body["model"] == "fake-model"
+    calls = registry.get_sample_value("shenlun_llm_call_duration_seconds_count",
+                                      {"server_id": "server-t", "outcome": "ok"})
+    assert fake_llm.calls == 1 and calls == 1
+
+
+async def test_asking_not_to_use_the_cache_calls_the_llm_every_time(service, fake_llm):
+    for _ in range(2):
+        result = await service.answer(ChatRequest.from_payload({**ASK, "cache": False}))
+        assert result.cache_status == "BYPASS"
+    assert fake_llm.calls == 2
+
+
+async def test_a_different_temperature_is_a_different_answer(service, fake_llm):
+    await service.answer(ChatRequest.from_payload(ASK))
+    other = await service.answer(ChatRequest.from_payload({**ASK, "temperature": 0.1}))
+    assert other.cache_status == "MISS" and fake_llm.calls == 2
+    assert fake_llm.requests[-1]["temperature"] == 0.1
+
+
+async def test_with_every_slot_held_a_miss_is_busy_before_any_call(service, fake_llm):
+    async with service.gateway.slots.hold(), service.gateway.slots.hold():
+        with pytest.raises(ServerBusy):
+            await service.answer(ChatRequest.from_payload(ASK))
+    assert fake_llm.calls == 0 and service.gateway.slots.in_use == 0
+
+
+async def test_a_streamed_answer_is_cached_once_complete_and_replayed_as_a_hit(service, fake_llm):
+    fake_llm.reply = lambda body: "分条作答，每条以关键词开头，同类合并。" * 3
+
+    async def events():
+        return [event async for event in service.stream(ChatRequest.from_payload({**ASK, "stream": True}))]
+
+    first, second = await events(), await events()
+    for run, status in ((first, "MISS"), (second, "HIT")):
+        assert run[0] == ("start", {"cache": status}) and run[-1][0] == "done"
+        assert "".join(data["delta"] for kind, data in run if kind == "delta") == fake_llm.reply({})
+    assert fake_llm.calls == 1
