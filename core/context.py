@@ -114,7 +114,8 @@ def build_context(settings: Settings) -> AppContext:
                              server_id=settings.server_id)
     health_executor = ThreadPoolExecutor(1, thread_name_prefix="shenlun-health")
     health = HealthProbes({"disk": disk_probe(disk), "cache": cache.check,
-                           "index": knowledge_probe(knowledge.status)}, health_executor)
+                           "index": knowledge_probe(knowledge.status)}, health_executor,
+                          stores=stores, llm_name=llm.name)
     ctx = AppContext(settings=settings, llm=llm, meter=meter, slots=slots, chat=chat, executor=executor,
                      cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),

@@ -10,8 +10,8 @@ from tornado.iostream import StreamClosedError
 
 from core.auth import CLIENT
 from core.chat.service import ChatRequest
-from core.errors import InvalidRequest, ServiceError
-from core.grading import GradeRequest, is_grade_request, render_text
+from core.errors import ServiceError
+from core.grading import is_grade_request
 from handlers.base import STATUS_BY_CODE, BaseHandler, log
 
 
@@ -120,15 +120,10 @@ class ChatHandler(EventStreamHandler):
         await self.relay(self.ctx.chat.stream(req))
 
     async def _grade(self, payload: dict[str, Any]) -> None:
-        """`mode: "grade"` with an `answer`: the grader's result (as `POST /api/grade`),
-        plus `answer` as readable text so a chat client can show it."""
-        if payload.get("stream") is True:
-            raise InvalidRequest("字段 stream：批改结果不支持流式输出，请去掉 stream 或改用 POST /api/grade")
-        grade = await self.ctx.grading.grade(GradeRequest.from_payload(payload))
+        body = await self.ctx.grading.grade_in_chat(payload)
         self.cache_status = "BYPASS"
         self.set_header("X-Cache", "BYPASS")
-        self.write_json({**grade, "mode": "grade", "answer": render_text(grade),
-                         "sources": [], "cached": False})
+        self.write_json(body)
 
     def format_event(self, kind: str, data: dict[str, Any]) -> str:
         if kind == "start":

@@ -7,7 +7,6 @@ import time
 from core import __version__
 from core.auth import ADMIN, CLIENT, PUBLIC
 from core.errors import InvalidRequest, NotFound
-from core.ops.health import healthy
 from core.ops.metrics import EXPOSITION_CONTENT_TYPE
 from handlers.base import BaseHandler
 
@@ -19,14 +18,7 @@ class HealthHandler(BaseHandler):
         settings = self.ctx.settings
         if not settings.health_check_enabled:
             raise NotFound()
-        checks: dict[str, str] = await self.ctx.health.run()
-        ok = healthy(checks)
-        # Redis unreachable is "degraded", not a failure: this instance still answers
-        # (cache bypassed, local rate limit), so it stays in the balancer's rotation.
-        checks["store"] = await self.ctx.stores.ping()
-        if checks["store"] == "degraded" and self.ctx.stores.backend == "redis":
-            checks["cache"] = "degraded"
-        checks["llm"] = self.ctx.llm.name
+        ok, checks = await self.ctx.health.report()
         self.write_json({
             "status": "ok" if ok else "fail",
             "server_id": settings.server_id, "pid": os.getpid(), "version": __version__,

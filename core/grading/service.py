@@ -146,6 +146,14 @@ class GradingService:
             note = await self._fit_improved(call, rules, verdict)
         return self._body(rules, verdict, note, call.usage, model, started)
 
+    async def grade_in_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`/api/chat` with `mode: "grade"` and an `answer`: the grade (as `POST /api/grade`)
+        plus `answer` as readable text, so a chat client can show it. Never streamed."""
+        if payload.get("stream") is True:
+            raise InvalidRequest("字段 stream：批改结果不支持流式输出，请去掉 stream 或改用 POST /api/grade")
+        grade = await self.grade(GradeRequest.from_payload(payload))
+        return {**grade, "mode": "grade", "answer": render_text(grade), "sources": [], "cached": False}
+
     # --- the model ---
 
     async def _ask(self, call: LLMSession, rules: RuleGrade) -> tuple[LLMVerdict, str]:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.ops.disk import DataDisk
-from core.store import StoreUnavailable
+from core.store import Stores, StoreUnavailable
 
 log = logging.getLogger("shenlun.health")
 PROBE_DEADLINE_SECONDS = 2.0
@@ -98,9 +98,12 @@ def knowledge_probe(status: Callable[[], tuple[str, int]]) -> Callable[[], Readi
 class HealthProbes:
     """The readiness probes of one process (per process: each checks its own view)."""
 
-    def __init__(self, probes: dict[str, Callable[[], Any]], executor: Executor,
+    def __init__(self, probes: dict[str, Callable[[], Any]], executor: Executor, *,
+                 stores: Stores | None = None, llm_name: str = "",
                  fresh_seconds: float = FRESH_SECONDS) -> None:
         self._probes = probes
+        self._stores = stores
+        self._llm_name = llm_name
         self._executor = executor
         self._fresh_seconds = fresh_seconds
         self._passed_at: float | None = None
@@ -121,6 +124,21 @@ class HealthProbes:
         else:
             self._passed_at = None
         return results
+
+
+    async def report(self) -> tuple[bool, dict[str, str]]:
+        """Whether this instance is ready (200), and the checks /health shows: the
+        probes, the shared store and the LLM provider's name."""
+        checks = await self.run()
+        ok = healthy(checks)
+        if self._stores is not None:
+            # Redis unreachable is "degraded", not a failure: this instance still answers
+            # (cache bypassed, local rate limit), so it stays in the balancer's rotation.
+            checks["store"] = await self._stores.ping()
+            if checks["store"] == "degraded" and self._stores.backend == "redis":
+                checks["cache"] = "degraded"
+        checks["llm"] = self._llm_name
+        return ok, checks
 
 
 class UpstreamState:
