@@ -25,9 +25,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from core.prompts import MODES, Prompt, PromptBook, TaskSpec, char_count, default_book, read_task
+from core.prompts import (
+    MODES,
+    Prompt,
+    PromptBook,
+    TaskSpec,
+    char_count,
+    default_book,
+    read_task,
+    section_number,
+)
 from core.wordlimit import band, strip_markdown, trim_to_limit
 
 OFFLINE_NOTICE = {
@@ -54,7 +63,9 @@ PROBLEM_CUES = ("不足", "不够", "不高", "不强", "不明确", "不清", "
                 "各管一摊", "缓慢", "不归", "拖着", "推着", "分不清", "多此一举", "白分", "满溢", "味道", "老旧", "噱头",
                 "助长", "讲排场", "过量", "倒掉", "扔掉", "剩下", "没动", "常事", "一哄而上", "空着", "碰壁",
                 "紧张", "被拒", "重复", "没兑现", "少有人知", "拼价格", "抢原料", "外流", "答非所问", "等很久",
-                "不高",
+                "不高", "年久失修", "失修", "隐患", "堵住", "堵塞", "积水", "锈迹", "冷清", "撤并", "独自",
+                "凑合", "时有时无", "卡顿", "虚假", "以次充好", "货不对板", "投诉", "差评", "坏了", "噪声", "噪音",
+                "占道", "私拉", "私自", "乱停", "飞线", "三无", "图省事", "偷偷", "堆放", "找不到", "批不下来", "压价", "所剩无几", "一等就是",
                 "低", "少", "难", "缺", "只", "无", "不", "乱", "弱", "偏", "过度", "严重")
 CAUSE_CUES = ("因为", "由于", "原因", "导致", "造成", "致使", "所以", "缺乏", "没有", "意识", "观念", "机制",
               "投入", "不足", "不够", "不明确")
@@ -67,24 +78,63 @@ PRACTICE_CUES = ("建立", "建起", "推行", "实行", "实施", "开展", "�
                  "要求", "形成", "转向", "列成", "决定", "调整", "带着", "优先", "提醒", "打包", "兑换",
                  "上线", "列出", "提示", "转成", "提炼", "推荐", "生成", "规定", "保留", "脱敏", "审核",
                  "合并", "压缩", "精简", "清理", "取消", "重申", "开通", "核查", "通报", "查摆", "整改", "督促",
-                 "协调", "对照", "调研", "配备", "增设", "安装", "试点", "推广", "设置", "聘", "派驻", "跟踪")
+                 "协调", "对照", "调研", "配备", "增设", "安装", "试点", "推广", "设置", "聘", "派驻", "跟踪",
+                 "改成", "建设", "注册", "吸纳", "流转", "入股", "贴息", "免租", "担保", "检测",
+                 "分级", "溯源", "预冷", "牵头", "授信", "排查", "划定", "约定", "公约", "错峰", "新建", "组成",
+                 "巡查", "劝导", "免费")
 EFFECT_CUES = ("明显", "显著", "提升", "提高", "增加", "减少", "下降", "增长", "改善", "受欢迎", "满意", "变化",
                "如今", "成效", "效果", "带动", "实现", "亮了", "解决", "好转", "倍", "%", "成为", "办到", "订单")
 ADVICE_CUES = ("建议", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
                "下一步", "打算", "计划")
+# Problem shapes a word list cannot hold: 批不下来 / 招不到 / 进不来 (a verb with a
+# negated result), 比县城高出一截 (worse than), 盖好几个章 (too many), 越来越空, 偏大.
+_PROBLEM_SHAPES = re.compile(r"[\u4e00-\u9fff]不(?:到|下来|下去|进来|进去|起来|上来|出来|动|好|住|起|了|够|着)|"
+                             r"比[^，。；]{1,10}(?:高|贵|慢|难|差|低|少|长|远)|好几(?:个|遍|次|趟|天)|"
+                             r"越来越(?:少|空|难|差|冷清|老|贵|低|弱)|偏(?:大|高|少|低|弱|小|多|远)|"
+                             r"(?:被|遭)[^，。；]{0,8}(?:堵|占|拒|压|坏|骗)")
 _NOT_PROBLEM = ("不少", "不仅", "不断", "不同", "不过", "不管", "不论", "少数", "无论", "不久", "难忘", "只要",
                 "只有", "低偿", "减少", "不要紧", "不允许", "不再", "不浪费", "还不浪费", "不是不想")
 _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|老人|游客|市民|书记|站长|经理|店主|民宿主|"
                         r"老艺人|师傅|阿姨|大爷|先生|女士|小\w|一位|有的|有人)[^，。]{0,12}(?:说|表示|介绍|坦言|"
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
+# A clause that only introduces what follows (Z县县委要求, 消防部门提醒): no content.
+_INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
                    r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
                    r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是)[，,]?")
-_HEADING = re.compile(r"^\s*(?:给定)?资料\s*[\d一二三四五六七八九十]+\s*[：:]?\s*$")
+# A section heading of the 给定资料: 资料1 / 【给定资料二】 / 材料3： alone on its line.
+_HEADING = re.compile(r"^\s*[【\[（(]?\s*(?:给定)?(?:资料|材料)\s*([0-9０-９一二三四五六七八九十]{1,3})\s*[】\]）)]?\s*[：:]?\s*$")
 _STOP_CHARS = set("的了是在和也都就不我有这一他她们你着说要会到为把被让给对从与及或而但等个中上下里年月日")
 
 
 # --- splitting ---
+
+def material_sections(material: str) -> dict[int, str]:
+    """The material's numbered sections (资料1 …), by number; {} when it has no headings
+    (text before the first heading is left out of the sections)."""
+    sections: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in material.splitlines():
+        head = _HEADING.match(line)
+        if head:
+            current = sections.setdefault(section_number(head.group(1)), [])
+        elif current is not None:
+            current.append(line)
+    return {n: "\n".join(lines).strip() for n, lines in sections.items()}
+
+
+def scoped_material(material: str, sections: tuple[int, ...]) -> str:
+    """The part of the material a 题目 confines the answer to (根据给定资料3 → section
+    3), headings kept; the whole material when the 题目 names no section or the
+    material has none of the named ones."""
+    if not sections:
+        return material
+    found = material_sections(material)
+    named = [n for n in sections if found.get(n)]
+    if not named:
+        return material
+    return "\n".join(f"资料{n}\n{found[n]}" for n in named)
+
 
 def material_sentences(material: str) -> list[str]:
     """The material's sentences, headings (资料1) dropped, quotes kept as text."""
@@ -92,7 +142,8 @@ def material_sentences(material: str) -> list[str]:
     for line in material.splitlines():
         if not line.strip() or _HEADING.match(line):
             continue
-        for sent in re.split(r"(?<=[。！？!?])(?![”’\"])|(?<=[。！？!?][”’\"])", line.strip()):
+        # A ； ends a unit too: the items of a list (一是…；二是…) are points of their own.
+        for sent in re.split(r"(?<=[。！？!?；;])(?![”’\"])|(?<=[。！？!?；;][”’\"])", line.strip()):
             if char_count(sent) >= 4:
                 out.append(sent.strip())
     return out
@@ -105,7 +156,7 @@ def clauses(sentence: str) -> list[str]:
     kept = []
     for part in parts:
         part = part.strip(" 　\"'（）()…")
-        if len(part) < 2 or _REPORTING.search(part):
+        if len(part) < 2 or _REPORTING.search(part) or _INTRODUCER.match(part):
             continue
         kept.append(part)
     return kept
@@ -122,10 +173,12 @@ def compress(clause: str) -> str:
 def cue_score(text: str, cues: tuple[str, ...]) -> float:
     """How strongly a clause says what the cues name: two-character cues count 1,
     one-character ones 0.3 (不, 难 are everywhere)."""
+    shapes = 0.0
     if cues is PROBLEM_CUES:
         for word in _NOT_PROBLEM:
             text = text.replace(word, "")
-    return sum((1.0 if len(c) > 1 else 0.3) for c in cues if c in text)
+        shapes = float(len(_PROBLEM_SHAPES.findall(text)))
+    return shapes + sum((1.0 if len(c) > 1 else 0.3) for c in cues if c in text)
 
 
 def bigrams(text: str) -> set[str]:
@@ -240,7 +293,7 @@ def asked_kinds(task: str, spec: TaskSpec) -> list[str]:
     return kinds[:2] if spec.labels else kinds[:1]
 
 
-def extract_points(sentences: list[str], kind: str, *, exclude: set[int] = frozenset(),
+def extract_points(sentences: list[str], kind: str, *, exclude: set[int] | frozenset[int] = frozenset(),
                    least: float = 0.6) -> list[Point]:
     """One point per sentence that carries `kind` (cue score ≥ `least`): its strongest
     clause is the head, the other carrying clauses the detail; repeats merged."""
@@ -259,6 +312,9 @@ def extract_points(sentences: list[str], kind: str, *, exclude: set[int] = froze
         # The head is the strongest clause that says something (Z县县委要求 does not).
         head_i = max(carrying, key=lambda t: (len(t[2]) >= 6, t[0], -len(t[2])))[1]
         head = parts[head_i]
+        # 公务接待方面，… : the sentence names its field first, the point's 关键词.
+        if head_i > 0 and parts[0].endswith("方面") and len(parts[0]) <= 10:
+            head = parts[0] + "，" + head
         # A short predicate clause (形式单一) reads better with its subject clause.
         if len(head) <= 6 and head_i > 0 and char_count(parts[head_i - 1]) <= 16:
             head = parts[head_i - 1] + "，" + head
@@ -303,11 +359,12 @@ def numbered(items: list[str]) -> list[str]:
 
 # (cue, measure): {s} is what comes before the cue in the clause (its subject), {r}
 # what follows it. Longer cues first: 不够明确 before 不够.
-_INVERSE = (("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
+_INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"), ("好几遍", "精简{s}"), ("好几个", "精简{s}"),
+            ("跟不上", "完善{s}"), ("占道", "治理{s}占道{r}"), ("高出", "降低{s}"), ("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
             ("不够明确", "明确{s}"), ("不明确", "明确{s}"), ("推进缓慢", "加快推进{s}"), ("不清楚", "明确{r}"), ("衔接不畅", "畅通{s}衔接"),
             ("不畅", "畅通{s}"), ("各管一摊", "推动{s}协同合作"), ("几乎是空白", "填补{s}空白"),
             ("是空白", "填补{s}空白"), ("空白", "填补{s}空白"), ("招不来", "让{s}引得来、留得住"),
-            ("留不住", "让{s}引得来、留得住"), ("跟不上", "完善{s}"), ("滞后", "加快完善{s}"),
+            ("留不住", "让{s}引得来、留得住"), ("滞后", "加快完善{s}"),
             ("不足", "补齐{s}短板"), ("不够", "增加{s}"), ("单一", "丰富{s}"), ("不高", "提高{s}"),
             ("不强", "增强{s}"), ("上不去", "提高{s}"), ("卖不出去", "拓宽{s}销路"), ("没人买", "拓宽{s}销路"),
             ("销路", "拓宽{s}销路"), ("狭窄", "拓宽{s}"), ("老化", "更新改造{s}"), ("脱节", "推动{s}衔接"),
@@ -319,23 +376,40 @@ _SUBJECT_FILLER = re.compile(r"^(?:某[县市区镇村乡]|可|不少|一些|部
                              r"(?:几乎|基本|也|都|还|很|较|比较|的|了|是|得)+$")
 
 
+# 贷款批不下来 → 确保贷款批得下来: a verb with a negated result, turned positive.
+_CANNOT = re.compile(r"^(?P<s>[^，。；、不]{2,14}?)(?P<v>[\u4e00-\u9fff])不(?P<r>到|下来|进来|上来|出来|好|住|动|起)"
+                     r"(?P<o>[^，。；、是的]{0,6})$")
+
+
 def invert(clause: str) -> str | None:
     """A measure that answers a problem clause (宣传形式单一 → 丰富宣传形式), or None
-    when the clause does not read as a subject and a problem word."""
+    when the clause does not read as a subject and a problem word. Problems listed
+    with 、 (村道年久失修、饮水设施老化) are turned round one by one."""
     text = compress(clause)
     if _PRONOUN.search(text) or char_count(text) > 22:
         return None
+    parts = [part for part in text.split("、") if part]
+    if len(parts) > 1 and all(len(part) >= 4 for part in parts):
+        turned = [invert(part) for part in parts]
+        if all(turned):
+            return "、".join(t for t in turned if t)
     for cue, measure in _INVERSE:
         at = text.find(cue)
         if at < 0:
             continue
-        subject = _SUBJECT_FILLER.sub("", _SUBJECT_FILLER.sub("", text[:at].strip("，, ")))
+        # 物流成本比县城高出一截: the subject ends where the comparison starts.
+        subject = _SUBJECT_FILLER.sub("", _SUBJECT_FILLER.sub("", re.sub(r"比[^，,]*$", "", text[:at].strip("，, "))))
         rest = text[at + len(cue):].strip("，, 了的")
         if ("{s}" in measure and not 2 <= len(subject) <= 14) or ("{r}" in measure and not 2 <= len(rest) <= 14):
             continue
         if subject.endswith(("来", "去", "出", "说", "要")):
             continue
         return measure.replace("{s}", subject).replace("{r}", rest)
+    cannot = _CANNOT.match(text)
+    # 不到三成 is a quantity, not a verb that fails; 吵得老人睡不好 is about the 老人.
+    if (cannot and cannot["v"] not in "的得地了是有" and not re.match(r"[\d一二三四五六七八九十两几半百千万成]", cannot["o"])):
+        subject = _SUBJECT_FILLER.sub("", cannot["s"].rpartition("得")[2])
+        return f"确保{subject}{cannot['v']}得{cannot['r']}{cannot['o']}" if len(subject) >= 2 else None
     return None
 
 
@@ -355,6 +429,9 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
     lines: list[str] = []
     used: set[int] = set()
     per_part = target // len(kinds)
+    # A sentence that restates the 题目 (全党开展…学习教育) is its background, not a point.
+    focus = task_focus(prompt.task or prompt.question)
+    used = {n for n, sent in enumerate(sents) if overlap(sent, focus) >= 0.7}
     for kind in kinds:
         points = extract_points(sents, kind, exclude=used)
         if sum(char_count(p.text()) for p in points) < per_part:  # thin: weaker cues too
@@ -383,13 +460,17 @@ def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]
         for clause in clauses(sent):
             clause = compress(clause)
             if (len(clause) < 4 or char_count(clause) > 30 or re.search(r"[我你]", clause)
-                    or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如"))
+                    # 有的把车推进电梯: what some people do is a case of the problem
+                    or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如", "有的", "有人", "少数", "个别"))
                     or (task and overlap(clause, task) >= 0.6) or _META.search(clause)):
                 continue
             if cue_score(clause, PROBLEM_CUES) >= 1:
                 continue
             practice = cue_score(clause, PRACTICE_CUES) >= 1
-            if (practice and (advice or cue_score(sent, PROBLEM_CUES) < 2)) or (advice and len(clause) >= 6):
+            # A practice inside a problem's sentence (卖给上门收购的茶贩，每斤只能卖十几元)
+            # is part of the problem, unless the sentence tells what it achieved.
+            told = cue_score(sent, PROBLEM_CUES) < 1 or cue_score(sent, EFFECT_CUES) >= 1
+            if (practice and (advice or told)) or (advice and len(clause) >= 6):
                 found.setdefault(clause, (n, advice))
     return [(clause, n, advice) for clause, (n, advice) in found.items()]
 
@@ -403,23 +484,45 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
     experiences = _experiences(sents, prompt.task or prompt.question)
     taken: set[str] = set()
     out: list[Point] = []
+    sentence_of = {e: n for e, n, _ in experiences}
+
+    def siblings(exp: str) -> list[str]:
+        """The other practice clauses of an experience's sentence: they say how
+        (一是…二是… in one sentence); taken with it."""
+        more: list[str] = []
+        for e, m, _ in experiences:
+            if m == sentence_of[exp] and e not in taken and e != exp and char_count("".join(more) + e) <= 60:
+                more.append(e)
+        taken.update(more)
+        return more
+
     for problem in problems:
         carrying = [c for c in problem.text().replace("：", "，").split("，") if cue_score(c, PROBLEM_CUES) >= 1]
-        turned = [(c, m) for c in carrying if (m := invert(c))][:2] or [(carrying[0] if carrying else "", None)]
+        turned: list[tuple[str, str | None]] = [(c, m) for c in carrying if (m := invert(c))][:2]
+        turned = turned or [(carrying[0] if carrying else "", None)]
         for nth, (clause, key) in enumerate(turned):
-            pool = [(overlap(sents[problem.order], e), e) for e, _, _ in experiences if e not in taken]
+            # The experience that shares the problem's words (贷款批不下来 ↔ 创业担保贷款):
+            # by its sentence, or — a weaker tie — by the problem clause alone.
+            pool = [(max(overlap(sents[problem.order], e), overlap(clause, e) * 0.8 if clause else 0.0), e)
+                    for e, _, _ in experiences if e not in taken]
             score, how = max(pool, default=(0.0, ""))
-            how = how if score >= 0.34 else ""
+            how = how if score >= 0.3 else ""
             if key is None and not how:
                 continue
+            more: list[str] = []
             if how:
                 taken.add(how)
+                more = siblings(how)
             turned_round = key is not None
             key = key or how
             if any(overlap(key, p.head) >= 0.7 for p in out):
                 continue
+            # A measure says what to do; naming the problem it answers is its 针对性, as
+            # long as the problem does not outweigh the measure (改变村道年久失修的状况
+            # after a short key reads to an examiner as one more problem).
             aim = clause if clause and not _PRONOUN.search(clause) and "要" not in clause and char_count(clause) <= 16 else ""
-            detail = "，".join(part for part in (how if how != key else "", f"改变{aim}的状况" if aim else "") if part)
+            aim = f"切实解决{aim}的问题" if aim and not how and char_count(key) >= char_count(aim) else ""
+            detail = "，".join([how] * (how != key) + more) or aim
             # A problem's second turn-round ranks below the experiences (资料 has the better words).
             # A bare turn-round (提高价格) ranks below the material's own measures.
             if nth:
@@ -433,13 +536,7 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
         if exp in taken or any(overlap(exp, p.head + p.detail) >= 0.5 for p in out):
             continue
         taken.add(exp)
-        # The sentence's other practice clauses say how (一是…二是… in one sentence).
-        more: list[str] = []
-        for e, m, _ in experiences:
-            if m == n and e not in taken and char_count("".join(more) + e) <= 40:
-                more.append(e)
-        taken.update(more)
-        out.append(Point(head=exp, detail="，".join(more), order=len(out),
+        out.append(Point(head=exp, detail="，".join(siblings(exp)), order=len(out),
                          weight=cue_score(exp, PRACTICE_CUES) * 0.5 + (1.5 if advice else 0.0)))
     return out
 
@@ -485,8 +582,13 @@ def countermeasure_answer(prompt: Prompt, spec: TaskSpec) -> str:
     subject = _subject(spec)
     intro = f"{subject}应针对资料反映的问题，借鉴资料中的经验做法，采取以下对策："
     budget = int((low + high) / 2) - char_count(intro)
-    chosen = fit_points(all_measures(prompt, spec, budget), budget, per_point_cost=4,
-                        most=spec.points[1] if spec.points else 10)
+    found = all_measures(prompt, spec, budget)
+    most = spec.points[1] if spec.points else 10
+    chosen = fit_points(found, budget, per_point_cost=4, most=most)
+    if sum(char_count(p.text(full)) + 4 for p, full in chosen) < low - char_count(intro):
+        # Short points leave the sheet half empty: more of them (the score's count is a
+        # guide, the band is what the examiner sees).
+        chosen = fit_points(found, budget, per_point_cost=4, most=most + 3)
     text = "\n".join([intro, *numbered([p.text(full) for p, full in chosen])])
     return trim_to_limit(text, limit)
 
@@ -765,6 +867,8 @@ def offline_answer(prompt: Prompt, book: PromptBook | None = None) -> str:
     spec = prompt.spec or read_task(prompt.mode, prompt.task, prompt.word_limit, book)
     if not prompt.material.strip() or not prompt.exam:
         return method_answer(prompt, book)
+    # 审题 first: 根据给定资料3 means the points come from section 3 only.
+    prompt = replace(prompt, material=scoped_material(prompt.material, spec.sections))
     answer = {"summarize": summarize_answer, "countermeasure": countermeasure_answer,
               "document": document_answer, "analyze": analyze_answer, "essay": essay_answer}[prompt.mode]
     return answer(prompt, spec)
