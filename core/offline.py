@@ -1,7 +1,8 @@
 """The offline answerer: answers a 申论 question from the candidate's own material, with
 no model, deterministically.
 
-It is extractive and says so (`OFFLINE_NOTICE`): sentences of the 给定资料 that carry
+It is extractive and says so (`OFFLINE_NOTICE`). 审题 first: a 题目 that names its
+sections (根据“给定资料3～4”) is answered from those sections only. Sentences that carry
 what the 题目 asks are found by cue words, cut to their clauses, compressed and
 numbered; nothing is invented but the connecting words of a format (倡议书's 为此，
 我们倡议, 讲话稿's 谢谢大家). Per type:
@@ -97,6 +98,8 @@ _NOT_PROBLEM = ("不少", "不仅", "不断", "不同", "不过", "不管", "不
 _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|老人|游客|市民|书记|站长|经理|店主|民宿主|"
                         r"老艺人|师傅|阿姨|大爷|先生|女士|小\w|一位|有的|有人)[^，。]{0,12}(?:说|表示|介绍|坦言|"
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
+# 有的把车推进电梯: what some people do is a case of the problem, never a practice.
+_CASES = ("有的", "有人", "少数", "个别")
 # A clause that only introduces what follows (Z县县委要求, 消防部门提醒): no content.
 _INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
@@ -303,7 +306,7 @@ def extract_points(sentences: list[str], kind: str, *, exclude: set[int] | froze
         if n in exclude:
             continue
         parts = [compress(c) for c in clauses(sent)]
-        parts = [c for c in parts if len(c) >= 2]
+        parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES))]
         scored = [(cue_score(c, cues), i, c) for i, c in enumerate(parts)]
         carrying = [(s, i, c) for s, i, c in scored if s >= least]
         if not carrying:
@@ -460,8 +463,7 @@ def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]
         for clause in clauses(sent):
             clause = compress(clause)
             if (len(clause) < 4 or char_count(clause) > 30 or re.search(r"[我你]", clause)
-                    # 有的把车推进电梯: what some people do is a case of the problem
-                    or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如", "有的", "有人", "少数", "个别"))
+                    or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如") + _CASES)
                     or (task and overlap(clause, task) >= 0.6) or _META.search(clause)):
                 continue
             if cue_score(clause, PROBLEM_CUES) >= 1:
@@ -498,7 +500,7 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
 
     for problem in problems:
         carrying = [c for c in problem.text().replace("：", "，").split("，") if cue_score(c, PROBLEM_CUES) >= 1]
-        turned: list[tuple[str, str | None]] = [(c, m) for c in carrying if (m := invert(c))][:2]
+        turned: list[tuple[str, str | None]] = [(c, invert(c)) for c in carrying if invert(c)][:2]
         turned = turned or [(carrying[0] if carrying else "", None)]
         for nth, (clause, key) in enumerate(turned):
             # The experience that shares the problem's words (贷款批不下来 ↔ 创业担保贷款):
@@ -521,7 +523,8 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
             # long as the problem does not outweigh the measure (改变村道年久失修的状况
             # after a short key reads to an examiner as one more problem).
             aim = clause if clause and not _PRONOUN.search(clause) and "要" not in clause and char_count(clause) <= 16 else ""
-            aim = f"切实解决{aim}的问题" if aim and not how and char_count(key) >= char_count(aim) else ""
+            named = aim and not how and char_count(key) >= char_count(aim) and cue_score(aim, PROBLEM_CUES) < 2
+            aim = f"切实解决{aim}的问题" if named else ""
             detail = "，".join([how] * (how != key) + more) or aim
             # A problem's second turn-round ranks below the experiences (资料 has the better words).
             # A bare turn-round (提高价格) ranks below the material's own measures.

@@ -6,8 +6,9 @@ import re
 import pytest
 
 from core.grading import PracticeBank
+from core.grading.exam import item_kind
 from core.offline import invert, offline_answer, retrieval_query, task_focus
-from core.prompts import Source, build_prompt, char_count
+from core.prompts import Source, build_prompt, char_count, read_task
 from core.wordlimit import has_markdown, self_check
 
 # The items this answerer was tuned and measured on; bench/offline_answers.py measures
@@ -67,3 +68,98 @@ def test_method_answers_are_plain_and_cut_at_sentence_ends():
     assert "#" not in text and "**" not in text and "《四步法》：审题：明确对象。" in text
     excerpt = text.splitlines()[1]
     assert excerpt.endswith("。") and char_count(excerpt) < 260
+
+
+@pytest.mark.parametrize("task, sections", [
+    ("根据“给定资料3～4”，针对返乡青年创业中遇到的困难，提出解决建议。", (3, 4)),
+    ("根据给定资料2、3，概括主要做法。", (2, 3)),
+    ("阅读资料1和资料3，谈谈你的理解。", (1, 3)),
+    ("结合给定资料二至四，写一份倡议书。", (2, 3, 4)),
+    ("根据给定资料，概括存在的问题。", ()),
+    # A quote's source is not the answer's scope; 参考给定资料 is the whole material.
+    ("“给定资料5”中写道：“县域兴，则乡村兴。”请参考给定资料，写一篇文章。", ()),
+])
+def test_the_task_names_the_material_sections_to_answer_from(task, sections):
+    assert read_task("summarize", task).sections == sections
+
+
+def offline(mode, material, task):
+    """The offline answer to a 题目 on a material, and its prompt."""
+    prompt = build_prompt(mode=mode, question="作答", material=material, task=task)
+    return prompt, offline_answer(prompt)
+
+
+def numbered_items(text):
+    return [line for line in text.splitlines() if re.match(r"\d+\. ", line)]
+
+
+SECTIONED = ("资料1\n甲村修建了茶叶加工厂，注册了自己的品牌，茶叶销路打开了。\n"
+             "资料2\n乙镇建立了垃圾分类积分制度，开展入户宣传，设置了智能回收箱。"
+             "乙镇还组织志愿者在投放点值守，推行定时定点投放。\n"
+             "资料3\n丙县引进了物流企业，建设了县级仓储中心。")
+
+
+def test_an_offline_answer_draws_only_on_the_sections_the_task_names():
+    _, text = offline("summarize", SECTIONED, "根据“给定资料2”，概括乙镇推进垃圾分类的做法。（10分）要求：不超过150字。")
+    assert "积分" in text and "智能回收箱" in text
+    assert not any(word in text for word in ("茶叶", "加工厂", "物流", "仓储"))
+    # Without a named section the whole material is the scope.
+    _, whole = offline("summarize", SECTIONED, "根据给定资料，概括各地的做法。（10分）要求：不超过150字。")
+    assert "积分" in whole and any(word in whole for word in ("茶叶", "物流"))
+
+
+HOLLOW = ("资料1\n某村村民把鲜叶卖给上门收购的茶贩，每斤只能卖十几元。村里没有卫生室，买药要走十几里山路。"
+          "村道年久失修、饮水设施老化，项目很难进来。\n"
+          "资料2\n邻近的K村建起茶叶加工车间，注册了自己的品牌，吸纳村民在家门口就业；"
+          "村里把闲置校舍改成了互助养老点，每天提供午餐，志愿者定期上门巡访。")
+
+
+def test_a_countermeasure_takes_measures_not_the_problems_that_mention_a_practice():
+    _, text = offline("countermeasure", HOLLOW, "针对某村存在的问题，提出解决对策。（20分）要求：不超过300字。")
+    items = numbered_items(text)
+    assert items and "上门收购" not in text and "茶贩" not in text   # part of a problem, not an experience
+    assert "加工车间" in text and "互助养老" in text                 # the neighbour's experiences are
+    assert not [i for i in items if item_kind(i) == "problem"]     # no item reads as a problem
+
+
+@pytest.mark.parametrize("problem, measure", [
+    ("银行贷款批不下来", "批得下来"),
+    ("物流成本比县城高出一截", "降低物流成本"),
+    ("用地审批一等就是大半年", "缩短用地审批时限"),
+])
+def test_more_problem_shapes_are_turned_round(problem, measure):
+    turned = invert(problem)
+    assert turned and measure in turned and "不" not in turned.replace("不只", "")
+
+
+def test_problems_listed_with_a_comma_are_turned_round_one_by_one():
+    turned = invert("村道年久失修、饮水设施老化")
+    assert turned and turned.count("、") == 1 and "失修" not in turned and "老化" not in turned
+    assert invert("参加职工社会保险的不到三成") is None    # a share, not a verb that fails
+
+
+SHORT_POINTS = "资料1\n" + "".join(f"{place}{thing}规则不够明确。" for place, thing in (
+    ("东区", "停车管理"), ("西区", "充电收费"), ("南区", "养老补贴"), ("北区", "托育收费"), ("城中", "公厕保洁"),
+    ("城东", "路灯维修"), ("城西", "场地预约"), ("城南", "摊位分配"), ("城北", "消防检查"), ("新区", "公交调度"),
+    ("老城", "绿地养护")))
+
+
+def test_a_countermeasure_of_short_points_still_fills_the_sheet():
+    # Eleven one-line problems turned round into short measures: the 6–8 points the
+    # score suggests fill less than 60 % of the limit, so the answer takes more of them
+    # rather than leave the sheet half empty.
+    prompt, text = offline("countermeasure", SHORT_POINTS, "针对资料反映的问题，提出对策。（20分）要求：不超过250字。")
+    items = numbered_items(text)
+    assert prompt.spec.points and len(items) > prompt.spec.points[1]
+    assert 0.6 * 250 <= char_count(text) <= 250
+
+
+def test_a_letter_body_leaves_out_what_some_people_do():
+    material = ("资料1\n有的居民把电动车推进楼道充电，有的从窗口垂下电线飞线充电。\n"
+                "资料2\n街道与供电公司合作，在各小区新建充电棚和智能充电桩，充满自动断电；"
+                "党员志愿者组成劝导队，每晚在楼栋间巡查。")
+    _, text = offline("document", material,
+                      "请以某街道办事处的名义给辖区居民写一封公开信，引导居民规范使用电动自行车。（20分）要求：不超过400字。")
+    body = [line for line in text.splitlines() if re.match(r"[一二三四五六七八]、", line)]
+    assert body and not [line for line in body if "有的" in line]
+    assert "充电棚" in text
