@@ -101,7 +101,7 @@ _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|
 # 有的把车推进电梯: what some people do is a case of the problem, never a practice.
 _CASES = ("有的", "有人", "少数", "个别")
 # A clause that only introduces what follows (Z县县委要求, 消防部门提醒): no content.
-_INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现)$")
+_INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现|开始探索|开始尝试)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
                    r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
                    r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是)[，,]?")
@@ -362,7 +362,7 @@ def numbered(items: list[str]) -> list[str]:
 
 # (cue, measure): {s} is what comes before the cue in the clause (its subject), {r}
 # what follows it. Longer cues first: 不够明确 before 不够.
-_INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"), ("好几遍", "精简{s}"), ("好几个", "精简{s}"),
+_INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"),
             ("跟不上", "完善{s}"), ("占道", "治理{s}占道{r}"), ("高出", "降低{s}"), ("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
             ("不够明确", "明确{s}"), ("不明确", "明确{s}"), ("推进缓慢", "加快推进{s}"), ("不清楚", "明确{r}"), ("衔接不畅", "畅通{s}衔接"),
             ("不畅", "畅通{s}"), ("各管一摊", "推动{s}协同合作"), ("几乎是空白", "填补{s}空白"),
@@ -487,6 +487,7 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
     taken: set[str] = set()
     out: list[Point] = []
     sentence_of = {e: n for e, n, _ in experiences}
+    aims = 0
 
     def siblings(exp: str) -> list[str]:
         """The other practice clauses of an experience's sentence: they say how
@@ -523,7 +524,10 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
             # long as the problem does not outweigh the measure (改变村道年久失修的状况
             # after a short key reads to an examiner as one more problem).
             aim = clause if clause and not _PRONOUN.search(clause) and "要" not in clause and char_count(clause) <= 16 else ""
-            named = aim and not how and char_count(key) >= char_count(aim) and cue_score(aim, PROBLEM_CUES) < 2
+            # …and a 对策 answer must not read as a list of problems: at most every other point names one.
+            named = (aim and not how and char_count(key) * 5 >= char_count(aim) * 3 and cue_score(aim, PROBLEM_CUES) <= 2
+                     and aims * 2 < len(out) + 1)
+            aims += bool(named)
             aim = f"切实解决{aim}的问题" if named else ""
             detail = "，".join([how] * (how != key) + more) or aim
             # A problem's second turn-round ranks below the experiences (资料 has the better words).
@@ -600,13 +604,20 @@ _AUDIENCE = (("市民", "广大市民朋友们："), ("居民", "各位居民朋
              ("学生", "同学们："), ("游客", "各位游客朋友："), ("商户", "各位商户朋友："),
              ("家长", "各位家长朋友："), ("群众", "广大群众朋友们："))
 _MEETING = re.compile(r"在([^，,。]{2,24}?会)(?:议)?上")
-_PURPOSE = re.compile(r"(?:倡导|号召|呼吁|动员|推动|围绕|就)([^，,。（(]{2,30})")
+_PURPOSE = re.compile(r"(?:倡导|号召|呼吁|动员|推动|围绕|邀请|就)([^，,。（(]{2,30})")
+# 向在外的A县青年写一份倡议书 / 给全县经营主体写一封公开信: the 题目 names whom it is to.
+_ADDRESSEE = re.compile(r"(?:向|给)([^，,。；向给]{2,16}?)(?:写|发出|发布|拟写|起草)")
+# 邀请他们回乡创业: a letter that invites opens on how home has changed, not on its troubles.
+_INVITATION = re.compile(r"邀请|欢迎|吸引|回乡|返乡|回到家乡")
 
 
 def _audience(task: str, material: str, signer: str) -> str:
+    named = _ADDRESSEE.search(task)
     for word, salutation in _AUDIENCE:
         if word in task:
             return salutation
+    if named:
+        return f"{re.sub(r'^(?:全体|广大|辖区)', '', named.group(1))}朋友们："
     for word, salutation in _AUDIENCE:
         if word in material[:KEYWORD_SPAN]:
             return salutation
@@ -626,7 +637,7 @@ def _topic(task: str, material: str) -> str:
     longest focus phrase that is not a genre word, else the material's top term."""
     purpose = _PURPOSE.search(task)
     if purpose:
-        topic = re.sub(r"^(?:全体|广大)?(?:市民|居民|村民|群众|学生|大家)", "", purpose.group(1)).strip()
+        topic = re.sub(r"^(?:全体|广大)?(?:市民|居民|村民|群众|学生|大家|他们|你们)", "", purpose.group(1)).strip()
         # 就X的开展情况发布一篇新闻稿 → X
         topic = re.sub(r"(?:的)?(?:开展情况|有关情况|情况)?(?:撰写|写|发布|编发|拟写|起草|编写|拟|制定|形成)[^，。]*$",
                        "", topic).strip()
@@ -690,9 +701,12 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
         opening, lead, ordinals = "", "为此，我们提出以下几点：", _ORDINALS
     else:
         return _sectioned(prompt, spec, genre, head, tail, topic, signer)
-    situation = problems[:4]
+    situation, opener = problems[:4], "当前，"
+    if _INVITATION.search(task):
+        situation = sorted(extract_points(sents, "effect"), key=lambda p: (-p.weight, p.order))[:3]
+        opener = "近年来，家乡发生了可喜的变化："
     while True:
-        current = ("当前，" + "；".join(p.text()[:36].rstrip("，、；：") for p in situation) + "。") if situation else ""
+        current = (opener + "；".join(p.text()[:36].rstrip("，、；：") for p in situation) + "。") if situation else ""
         frame = "\n".join([*head, opening + current + lead, *tail])
         if not situation or char_count(frame) <= (low + high) * 2 // 5:
             break
