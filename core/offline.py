@@ -104,7 +104,7 @@ _CASES = ("有的", "有人", "少数", "个别")
 _INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现|开始探索|开始尝试)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
                    r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
-                   r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是)[，,]?")
+                   r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是|将)[，,]?")
 # A section heading of the 给定资料: 资料1 / 【给定资料二】 / 材料3： alone on its line.
 _HEADING = re.compile(r"^\s*[【\[（(]?\s*(?:给定)?(?:资料|材料)\s*([0-9０-９一二三四五六七八九十]{1,3})\s*[】\]）)]?\s*[：:]?\s*$")
 _STOP_CHARS = set("的了是在和也都就不我有这一他她们你着说要会到为把被让给对从与及或而但等个中上下里年月日")
@@ -306,7 +306,8 @@ def extract_points(sentences: list[str], kind: str, *, exclude: set[int] | froze
         if n in exclude:
             continue
         parts = [compress(c) for c in clauses(sent)]
-        parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES))]
+        parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES))
+                 and not (kind == "problem" and _ACTS_ON.search(c))]
         scored = [(cue_score(c, cues), i, c) for i, c in enumerate(parts)]
         carrying = [(s, i, c) for s, i, c in scored if s >= least]
         if not carrying:
@@ -411,8 +412,13 @@ def invert(clause: str) -> str | None:
     cannot = _CANNOT.match(text)
     # 不到三成 is a quantity, not a verb that fails; 吵得老人睡不好 is about the 老人.
     if (cannot and cannot["v"] not in "的得地了是有" and not re.match(r"[\d一二三四五六七八九十两几半百千万成]", cannot["o"])):
-        subject = _SUBJECT_FILLER.sub("", cannot["s"].rpartition("得")[2])
-        return f"确保{subject}{cannot['v']}得{cannot['r']}{cannot['o']}" if len(subject) >= 2 else None
+        cause, _, sufferer = cannot["s"].rpartition("得")
+        subject = _SUBJECT_FILLER.sub("", sufferer)
+        if len(subject) < 2:
+            return None
+        # 噪声吵得老人睡不好: what does the harm (噪声) is what the measure controls.
+        cause = cause[:-1] if len(cause) >= 3 else ""
+        return (f"控制{cause}，" if cause else "") + f"确保{subject}{cannot['v']}得{cannot['r']}{cannot['o']}"
     return None
 
 
@@ -449,6 +455,10 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
     return trim_to_limit("\n".join(lines), limit)
 
 
+# 人社部门表示，将开展技能培训: what an office says it will do is a plan (advice).
+_PLAN = re.compile(r"(?:^|[，,：:])(?:将|准备|拟)(?:进一步|继续|加快|全面)?(?:开展|推动|建立|出台|探索|加大|推进|实施|设立|组织)")
+# 对…开展专项检查 / 针对…推出: a clause that acts on a problem is a measure, not the problem.
+_ACTS_ON = re.compile(r"(?:对|针对)[^，,。]{2,20}(?:开展|进行|实施|加强|推出|建立)")
 _META = re.compile(r"借鉴|做法或许|倡议|讲话|座谈会|这封信|公开信")
 
 
@@ -459,16 +469,17 @@ def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]
     own situation (the meeting it asks a speech for) left out."""
     found: dict[str, tuple[int, bool]] = {}
     for n, sent in enumerate(sents):
-        advice = cue_score(sent, ADVICE_CUES) > 0 or "借鉴" in sent
+        advice = cue_score(sent, ADVICE_CUES) > 0 or "借鉴" in sent or bool(_PLAN.search(sent))
         for clause in clauses(sent):
             clause = compress(clause)
             if (len(clause) < 4 or char_count(clause) > 30 or re.search(r"[我你]", clause)
                     or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如") + _CASES)
                     or (task and overlap(clause, task) >= 0.6) or _META.search(clause)):
                 continue
-            if cue_score(clause, PROBLEM_CUES) >= 1:
-                continue
             practice = cue_score(clause, PRACTICE_CUES) >= 1
+            # 对平台随意罚款等行为开展专项检查: the problem is what the measure acts on.
+            if cue_score(clause, PROBLEM_CUES) >= 1 and not _ACTS_ON.search(clause):
+                continue
             # A practice inside a problem's sentence (卖给上门收购的茶贩，每斤只能卖十几元)
             # is part of the problem, unless the sentence tells what it achieved.
             told = cue_score(sent, PROBLEM_CUES) < 1 or cue_score(sent, EFFECT_CUES) >= 1

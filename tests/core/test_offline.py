@@ -126,6 +126,7 @@ def test_a_countermeasure_takes_measures_not_the_problems_that_mention_a_practic
     ("银行贷款批不下来", "批得下来"),
     ("物流成本比县城高出一截", "降低物流成本"),
     ("用地审批一等就是大半年", "缩短用地审批时限"),
+    ("噪声吵得老人睡不好", "控制噪声"),          # what does the harm is what the measure controls
 ])
 def test_more_problem_shapes_are_turned_round(problem, measure):
     turned = invert(problem)
@@ -163,3 +164,23 @@ def test_a_letter_body_leaves_out_what_some_people_do():
     body = [line for line in text.splitlines() if re.match(r"[一二三四五六七八]、", line)]
     assert body and not [line for line in body if "有的" in line]
     assert "充电棚" in text
+
+
+def test_an_office_plan_against_a_problem_is_a_measure_not_a_problem():
+    material = ("资料1\n骑手们说，平台罚款说扣就扣，受伤了也没有保险。\n"
+                "资料2\n人社部门表示，将开展技能培训，并对平台随意罚款、克扣报酬等行为开展专项检查。")
+    _, text = offline("countermeasure", material, "针对资料反映的问题，提出对策。（15分）要求：不超过200字。")
+    assert "专项检查" in text and "技能培训" in text
+    assert "将开展" not in text                       # the plan's 将 is not part of the measure
+
+
+def test_a_letter_is_addressed_to_whom_the_task_names_and_an_invitation_opens_on_changes():
+    material = ("资料1\n近五年，全县特色产业产值从8亿元增长到26亿元，带动3万多人就业。\n"
+                "资料2\n返乡青年说，银行贷款批不下来，用地审批一等就是大半年。\n"
+                "资料3\n县里出台了返乡创业扶持政策，创业担保贷款给予贴息，设立一站式创业服务窗口。")
+    _, text = offline("document", material,
+                      "以县政府的名义，向在外的本县青年写一份倡议书，邀请他们回乡创业。（20分）要求：不超过400字。")
+    lines = text.splitlines()
+    assert lines[1] == "在外的本县青年朋友们："
+    assert "26亿元" in lines[2] and "批不下来" not in lines[2]   # home's changes, not its troubles
+    assert "一站式" in text and lines[-2] == "县政府"
