@@ -66,7 +66,7 @@ PROBLEM_CUES = ("不足", "不够", "不高", "不强", "不明确", "不清", "
                 "紧张", "被拒", "重复", "没兑现", "少有人知", "拼价格", "抢原料", "外流", "答非所问", "等很久",
                 "不高", "年久失修", "失修", "隐患", "堵住", "堵塞", "积水", "锈迹", "冷清", "撤并", "独自",
                 "凑合", "时有时无", "卡顿", "虚假", "以次充好", "货不对板", "投诉", "差评", "坏了", "噪声", "噪音",
-                "占道", "私拉", "私自", "乱停", "飞线", "三无", "图省事", "偷偷", "堆放", "找不到", "批不下来", "压价", "所剩无几", "一等就是",
+                "占道", "违规", "不顺畅", "难处", "欺凌", "不敢", "无从下手", "较少", "沉迷", "通宵", "私拉", "私自", "乱停", "飞线", "三无", "图省事", "偷偷", "堆放", "找不到", "批不下来", "压价", "所剩无几", "一等就是",
                 "低", "少", "难", "缺", "只", "无", "不", "乱", "弱", "偏", "过度", "严重")
 CAUSE_CUES = ("因为", "由于", "原因", "导致", "造成", "致使", "所以", "缺乏", "没有", "意识", "观念", "机制",
               "投入", "不足", "不够", "不明确")
@@ -85,7 +85,7 @@ PRACTICE_CUES = ("建立", "建起", "推行", "实行", "实施", "开展", "�
                  "巡查", "劝导", "免费")
 EFFECT_CUES = ("明显", "显著", "提升", "提高", "增加", "减少", "下降", "增长", "改善", "受欢迎", "满意", "变化",
                "如今", "成效", "效果", "带动", "实现", "亮了", "解决", "好转", "倍", "%", "成为", "办到", "订单")
-ADVICE_CUES = ("建议", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
+ADVICE_CUES = ("建议", "希望", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
                "下一步", "打算", "计划")
 # Problem shapes a word list cannot hold: 批不下来 / 招不到 / 进不来 (a verb with a
 # negated result), 比县城高出一截 (worse than), 盖好几个章 (too many), 越来越空, 偏大.
@@ -100,10 +100,11 @@ _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
 # 有的把车推进电梯: what some people do is a case of the problem, never a practice.
 _CASES = ("有的", "有人", "少数", "个别")
+_IFS = ("一旦", "如果", "虽然", "即使", "要是", "假如")  # what might be, not what was done
 # A clause that only introduces what follows (Z县县委要求, 消防部门提醒): no content.
-_INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现|开始探索|开始尝试)$")
+_INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现|开始探索|开始尝试|提出了?建议)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
-                   r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
+                   r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如(?![果今何此])|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
                    r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是|将)[，,]?")
 # A section heading of the 给定资料: 资料1 / 【给定资料二】 / 材料3： alone on its line.
 _HEADING = re.compile(r"^\s*[【\[（(]?\s*(?:给定)?(?:资料|材料)\s*([0-9０-９一二三四五六七八九十]{1,3})\s*[】\]）)]?\s*[：:]?\s*$")
@@ -266,6 +267,7 @@ class Point:
     detail: str           # the 说明 part (may be empty)
     order: int            # where it comes from in the material
     weight: float
+    answers_problem: bool = False   # a measure turned round from a problem (问题反推)
 
     def text(self, with_detail: bool = True) -> str:
         if with_detail and self.detail and self.detail not in self.head:
@@ -306,7 +308,7 @@ def extract_points(sentences: list[str], kind: str, *, exclude: set[int] | froze
         if n in exclude:
             continue
         parts = [compress(c) for c in clauses(sent)]
-        parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES))
+        parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES + _IFS))
                  and not (kind == "problem" and _ACTS_ON.search(c))]
         scored = [(cue_score(c, cues), i, c) for i, c in enumerate(parts)]
         carrying = [(s, i, c) for s, i, c in scored if s >= least]
@@ -363,7 +365,8 @@ def numbered(items: list[str]) -> list[str]:
 
 # (cue, measure): {s} is what comes before the cue in the clause (its subject), {r}
 # what follows it. Longer cues first: 不够明确 before 不够.
-_INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"),
+_INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"), ("没人", "明确专人{r}{s}"),
+            ("没有人", "明确专人{r}"), ("太大", "控制{s}"), ("较少", "加强{s}"), ("违规", "依法查处{s}违规{r}"), ("条件差", "改善{s}条件"), ("一模一样", "突出特色、避免同质化"),
             ("跟不上", "完善{s}"), ("占道", "治理{s}占道{r}"), ("高出", "降低{s}"), ("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
             ("不够明确", "明确{s}"), ("不明确", "明确{s}"), ("推进缓慢", "加快推进{s}"), ("不清楚", "明确{r}"), ("衔接不畅", "畅通{s}衔接"),
             ("不畅", "畅通{s}"), ("各管一摊", "推动{s}协同合作"), ("几乎是空白", "填补{s}空白"),
@@ -458,8 +461,9 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
 # 人社部门表示，将开展技能培训: what an office says it will do is a plan (advice).
 _PLAN = re.compile(r"(?:^|[，,：:])(?:将|准备|拟)(?:进一步|继续|加快|全面)?(?:开展|推动|建立|出台|探索|加大|推进|实施|设立|组织)")
 # 对…开展专项检查 / 针对…推出: a clause that acts on a problem is a measure, not the problem.
-_ACTS_ON = re.compile(r"(?:对|针对)[^，,。]{2,20}(?:开展|进行|实施|加强|推出|建立)")
-_META = re.compile(r"借鉴|做法或许|倡议|讲话|座谈会|这封信|公开信")
+_ACTS_ON = re.compile(r"(?:对|针对)[^，,。]{2,20}(?:开展|进行|实施|加强|推出|建立)|"
+                      r"^(?:依法)?(?:查处|整治|打击|严查|治理|整改|杜绝|防止|禁止|严禁)")
+_META = re.compile(r"借鉴|做法或许|倡议|讲话|座谈会|这封信|公开信|调研报告|工作方案|情况说明|简报|新闻稿")
 
 
 def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]]:
@@ -473,7 +477,7 @@ def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]
         for clause in clauses(sent):
             clause = compress(clause)
             if (len(clause) < 4 or char_count(clause) > 30 or re.search(r"[我你]", clause)
-                    or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如") + _CASES)
+                    or clause.startswith(_IFS + _CASES)
                     or (task and overlap(clause, task) >= 0.6) or _META.search(clause)):
                 continue
             practice = cue_score(clause, PRACTICE_CUES) >= 1
@@ -549,7 +553,7 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
                 weight = problem.weight + 1 if how else 1.2
             else:  # an experience only loosely tied to the problem
                 weight = 0.8
-            out.append(Point(head=key, detail=detail, order=len(out), weight=weight))
+            out.append(Point(head=key, detail=detail, order=len(out), weight=weight, answers_problem=turned_round))
     for exp, n, advice in experiences:
         if exp in taken or any(overlap(exp, p.head + p.detail) >= 0.5 for p in out):
             continue
@@ -659,6 +663,15 @@ def _topic(task: str, material: str) -> str:
         topic = re.sub(r"(?:座谈会|工作会|推进会|大会|会议|会)$", "", meeting.group(1))
         if len(topic) >= 2:
             return topic
+    # 对全县农村寄递物流情况进行了调研 / 组织了一次银发经济专题调研: what was surveyed.
+    surveyed = re.search(r"(?:对|就)([^，,。]{2,20}?)(?:的?情况)?(?:进行|开展)了?(?:专题)?调研|"
+                         r"(?:开展|组织)了?(?:一次)?([^，,。对就]{2,12}?)(?:专题)?调研", task)
+    if surveyed:
+        return surveyed.group(1) or surveyed.group(2)
+    # 拟在今年夏季开展“夜经济”促消费活动 → 夜经济促消费活动
+    event = re.search(r"(?:开展|举办|推行|实施|组织)([^，,。]{2,18}?(?:活动|行动|改革|工作))", task)
+    if event:
+        return re.sub(r"[“”\"]", "", event.group(1))
     words = [_GENRE_WORDS.sub("", w) for w in task_focus(task).split()]
     words = [w for w in words if 2 <= len(w) <= 14]
     return max(words, key=len) if words else (material_keywords(material, 1) or ["相关工作"])[0]
@@ -677,6 +690,10 @@ def _title(genre: str, task: str, topic: str) -> str:
         return re.sub(r"[“”\"]", "", fact).replace("了", "", 1)  # the news itself is the title
     if genre in _SPEECHES:
         return f"在{meeting.group(1)}上的讲话" if meeting else f"关于{topic}的讲话"
+    if genre == "情况说明" and (fact := occasion(task)):
+        # 关于X街道在…考核中排名靠后的情况说明: the matter, not who reported it.
+        fact = re.sub(r"^(?:区里|市里|县里|上级|有关部门)?(?:通报|反映|通知)了?", "", fact.split("，")[0])
+        return f"关于{fact}的情况说明"
     return f"{topic}{genre}" if genre in _LETTERS and len(topic) <= 14 else f"关于{topic}的{genre}"
 
 
@@ -736,14 +753,35 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
 # Report-like genres: sections of the material's points (kind "measure": the
 # measures of the material; the other kinds: points of extract_points).
 _SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "调研报告": (("一、基本情况", "practice"), ("二、存在的问题", "problem"), ("三、对策建议", "measure")),
-    "情况说明": (("一、基本情况", "practice"), ("二、原因分析", "problem"), ("三、下一步措施", "measure")),
-    "工作方案": (("一、工作目标", "effect"), ("二、主要任务", "measure"), ("三、保障措施", "practice")),
+    # A report's 基本情况 is how things stand (成效、变化); what others did is for its 对策建议.
+    "调研报告": (("一、基本情况", "overview"), ("二、存在的问题", "problem"), ("三、对策建议", "measure")),
+    "情况说明": (("一、基本情况", "story"), ("二、原因分析", "cause"), ("三、下一步措施", "measure")),
+    # A plan's tasks are what the material proposes; its safeguards answer the troubles
+    # seen before (停车、卫生、噪声 → 保障措施); its aim is the 题目's.
+    "工作方案": (("一、工作目标", "aim"), ("二、主要任务", "proposal"), ("三、保障措施", "safeguard")),
     "简报": (("", "story"),),
     "新闻稿": (("", "story"),),
 }
 _OPENINGS = {"调研报告": "为了解{topic}情况，{signer}开展了专题调研，现将有关情况报告如下。",
-             "情况说明": "现将{topic}有关情况说明如下。", "工作方案": "为做好{topic}工作，结合实际，制定本方案。"}
+             "情况说明": "{cause}经认真核查，现将有关情况说明如下。", "工作方案": "为做好{topic}工作，结合实际，制定本方案。"}
+_TIME_LEAD = re.compile(r"^(?:近日|日前|近期|最近|前不久|今年以来)[，,]?")
+
+
+def occasion(task: str) -> str:
+    """What a 情况说明 answers, as the 题目's first sentence tells it (区里通报X街道
+    在…考核中排名靠后; 近日，网上流传…的视频), quotes out; "" when the 题目 opens on
+    its request (请…, 假如你是…)."""
+    fact = re.split(r"[。！？]", task, maxsplit=1)[0]
+    if re.search(r"请|假如|假设|如果你", fact) or not 6 <= char_count(fact) <= 40:
+        return ""
+    return _TIME_LEAD.sub("", re.sub(r"[“”\"]", "", fact)).strip()
+
+
+def _fallback(label: str, task: str, topic: str) -> str:
+    """A section the material has no points for: its aim in the 题目's words
+    (为提振消费 → 通过开展…，提振消费)."""
+    purpose = re.search(r"(?:^|[，,。])为(?:了)?([^，,。]{2,16})[，,]", task)
+    return (f"通过开展{topic}，{purpose.group(1)}。" if purpose else f"确保{topic}取得实效。")
 
 
 def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail: list[str],
@@ -757,30 +795,62 @@ def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail
                                      ("三、下一步打算", "measure")))
     used: set[int] = set()
     if genre in _OPENINGS:
-        opening = _OPENINGS[genre].format(topic=topic, signer=signer if signer != "××" else "我们")
+        fact = occasion(prompt.task or prompt.question)
+        opening = _OPENINGS[genre].format(topic=topic, signer=signer if signer != "××" else "我们",
+                                          cause=f"近期，{fact}。" if fact else "")
     else:  # 简报, 新闻稿: the lead is the material's first sentence, the story the rest
         opening = trim_to_limit(sents[0], 90) if sents else topic
         used.add(0)
     frame = "\n".join([*head, opening, *(label for label, _ in sections if label), *tail])
     room = (low + high) // 2 - char_count(frame)
-    body: list[str] = []
+    shown: list[str] = []
+    task = prompt.task or prompt.question
+    plan: list[tuple[str, list[Point], list[tuple[Point, bool]]]] = []
     for n, (label, kind) in enumerate(sections):
         share = room // (len(sections) - n)   # what a thin section leaves goes to the next
-        if kind == "measure":
-            points = all_measures(prompt, spec, share)
-        elif kind == "story":  # the material retold: whole sentences, in their order
-            points = [Point(head="，".join(clauses(sent)), detail="", order=n,
+        if kind in ("measure", "proposal", "safeguard"):
+            points = [p for p in all_measures(prompt, spec, share)
+                      if kind == "measure" or p.answers_problem == (kind == "safeguard")]
+        elif kind == "aim":
+            points = []
+        elif kind == "overview":  # how things stand: the figures and changes, no trouble, no remarks
+            points = [Point(head=told, detail="", order=n,
+                            weight=float(bool(re.search(r"\d|[一二三四五六七八九十几百千万亿]成", sent)))
+                            + cue_score(sent, EFFECT_CUES))
+                      for n, sent in enumerate(sents) if n not in used and cue_score(sent, PROBLEM_CUES) < 1
+                      and (told := "，".join(c for c in clauses(sent) if not re.search(r"[我你]", c)))]
+        elif kind == "story":  # the material retold: its sentences in their order, remarks out
+            points = [Point(head=told, detail="", order=n,
                             weight=cue_score(sent, PRACTICE_CUES) + cue_score(sent, EFFECT_CUES))
-                      for n, sent in enumerate(sents) if n not in used and not re.search(r"[我你]", sent)
-                      and clauses(sent)]
+                      for n, sent in enumerate(sents) if n not in used
+                      and (told := "，".join(c for c in clauses(sent) if not re.search(r"[我你]", c)))]
         else:
             points = extract_points(sents, kind, exclude=used, least=0.3)
-            used |= {p.order for p in points}
+            if not points and kind == "cause":  # no 因为/由于: the problems are the reasons
+                points = extract_points(sents, "problem", exclude=used, least=0.3)
+        # What one section said, the next does not repeat (下一步措施 is not 基本情况 again).
+        points = [p for p in points if not any(overlap(p.text(), t) >= 0.5 for t in shown)]
         chosen = fit_points(points, share, per_point_cost=4, most=6 if label else 8)
+        if kind not in ("measure", "proposal", "safeguard"):  # a measure's order is not a sentence's
+            used |= {p.order for p, _ in chosen}
+        shown += [p.text(full) for p, full in chosen]
         room -= sum(char_count(p.text(full)) + 4 for p, full in chosen)
+        plan.append((label, points, chosen))
+    # Room left (a thin section): the sections take more of their own points, in turn.
+    for label, points, chosen in plan:
+        for p in sorted(points, key=lambda p: (-p.weight, p.order)):
+            cost = char_count(p.text()) + 4
+            if (cost <= room and len(chosen) < (6 if label else 8) and all(p is not q for q, _ in chosen)
+                    and not any(overlap(p.text(), t) >= 0.5 for t in shown)):
+                chosen.append((p, True))
+                shown.append(p.text())
+                room -= cost
+        chosen.sort(key=lambda c: c[0].order)
+    body: list[str] = []
+    for label, _, chosen in plan:
         if label:
             body.append(label)
-            body += numbered([p.text(full) for p, full in chosen])
+            body += numbered([p.text(full) for p, full in chosen]) or [_fallback(label, task, topic)]
         elif chosen:  # a news paragraph: sentences, not points
             body.append("；".join(p.text(full).replace("：", "，").rstrip("。；;，,") for p, full in chosen) + "。")
     text = "\n".join([*head, opening, *body, *tail])
