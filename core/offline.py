@@ -105,7 +105,7 @@ _IFS = ("一旦", "如果", "虽然", "即使", "要是", "假如")  # what migh
 _INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现|开始探索|开始尝试|提出了?建议)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
                    r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如(?![果今何此])|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
-                   r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是|将)[，,]?")
+                   r"可(?![以能供])|去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是|将)[，,]?")
 # A section heading of the 给定资料: 资料1 / 【给定资料二】 / 材料3： alone on its line.
 _HEADING = re.compile(r"^\s*[【\[（(]?\s*(?:给定)?(?:资料|材料)\s*([0-9０-９一二三四五六七八九十]{1,3})\s*[】\]）)]?\s*[：:]?\s*$")
 _STOP_CHARS = set("的了是在和也都就不我有这一他她们你着说要会到为把被让给对从与及或而但等个中上下里年月日")
@@ -366,7 +366,7 @@ def numbered(items: list[str]) -> list[str]:
 # (cue, measure): {s} is what comes before the cue in the clause (its subject), {r}
 # what follows it. Longer cues first: 不够明确 before 不够.
 _INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"), ("没人", "明确专人{r}{s}"),
-            ("没有人", "明确专人{r}"), ("太大", "控制{s}"), ("较少", "加强{s}"), ("违规", "依法查处{s}违规{r}"), ("条件差", "改善{s}条件"), ("一模一样", "突出特色、避免同质化"),
+            ("没有人", "明确专人{r}"), ("太大", "控制{s}"), ("较少", "加强{s}"), ("违规", "依法查处{s}违规{r}"), ("不知道", "向{s}讲清{r}"), ("条件差", "改善{s}条件"), ("一模一样", "突出特色、避免同质化"),
             ("跟不上", "完善{s}"), ("占道", "治理{s}占道{r}"), ("高出", "降低{s}"), ("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
             ("不够明确", "明确{s}"), ("不明确", "明确{s}"), ("推进缓慢", "加快推进{s}"), ("不清楚", "明确{r}"), ("衔接不畅", "畅通{s}衔接"),
             ("不畅", "畅通{s}"), ("各管一摊", "推动{s}协同合作"), ("几乎是空白", "填补{s}空白"),
@@ -380,7 +380,7 @@ _INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"), 
             ("只提供", "丰富{s}服务内容，不只提供{r}"), ("频次低", "提高{s}频次"), ("老龄化", "培养{s}新人"))
 _PRONOUN = re.compile(r"[我你他她它]|大家|自己|这些|那些|什么")
 _SUBJECT_FILLER = re.compile(r"^(?:某[县市区镇村乡]|可|不少|一些|部分|有的|有时|很多|许多|大多|个别|目前|当前|全县|全市|全镇)|"
-                             r"(?:几乎|基本|也|都|还|很|较|比较|的|了|是|得)+$")
+                             r"(?:几乎|基本|根本|也|都|还|很|较|比较|的|了|是|得)+$")
 
 
 # 贷款批不下来 → 确保贷款批得下来: a verb with a negated result, turned positive.
@@ -392,8 +392,9 @@ def invert(clause: str) -> str | None:
     """A measure that answers a problem clause (宣传形式单一 → 丰富宣传形式), or None
     when the clause does not read as a subject and a problem word. Problems listed
     with 、 (村道年久失修、饮水设施老化) are turned round one by one."""
-    text = compress(clause)
-    if _PRONOUN.search(text) or char_count(text) > 22:
+    # 网吧存在违规接纳未成年人的情况: the problem is what 存在 wraps.
+    text = re.sub(r"存在(.{2,16}?)的?(?:情况|问题|现象)$", r"\1", compress(clause))
+    if _PRONOUN.search(text) or char_count(text) > 24:
         return None
     parts = [part for part in text.split("、") if part]
     if len(parts) > 1 and all(len(part) >= 4 for part in parts):
@@ -407,7 +408,7 @@ def invert(clause: str) -> str | None:
         # 物流成本比县城高出一截: the subject ends where the comparison starts.
         subject = _SUBJECT_FILLER.sub("", _SUBJECT_FILLER.sub("", re.sub(r"比[^，,]*$", "", text[:at].strip("，, "))))
         rest = text[at + len(cue):].strip("，, 了的")
-        if ("{s}" in measure and not 2 <= len(subject) <= 14) or ("{r}" in measure and not 2 <= len(rest) <= 14):
+        if ("{s}" in measure and not 2 <= len(subject) <= 16) or ("{r}" in measure and not 2 <= len(rest) <= 14):
             continue
         if subject.endswith(("来", "去", "出", "说", "要")):
             continue
@@ -758,7 +759,8 @@ _SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "情况说明": (("一、基本情况", "story"), ("二、原因分析", "cause"), ("三、下一步措施", "measure")),
     # A plan's tasks are what the material proposes; its safeguards answer the troubles
     # seen before (停车、卫生、噪声 → 保障措施); its aim is the 题目's.
-    "工作方案": (("一、工作目标", "aim"), ("二、主要任务", "proposal"), ("三、保障措施", "safeguard")),
+    "工作方案": (("一、工作目标", "aim"), ("二、主要任务", "proposal"), ("三、实施步骤", "steps"),
+                 ("四、保障措施", "safeguard")),
     "简报": (("", "story"),),
     "新闻稿": (("", "story"),),
 }
@@ -775,6 +777,11 @@ def occasion(task: str) -> str:
     if re.search(r"请|假如|假设|如果你", fact) or not 6 <= char_count(fact) <= 40:
         return ""
     return _TIME_LEAD.sub("", re.sub(r"[“”\"]", "", fact)).strip()
+
+
+# How long a plan runs, the most definite reading first: 7月至9月, then 一学期, then 三个月.
+_SPANS = (re.compile(r"\d{1,2}月(?:\d{1,2}日)?[至到～~\-—]\d{1,2}月(?:\d{1,2}日)?"),
+          re.compile(r"[一两三四五六]个?(?:学期|季度)"), re.compile(r"[两三四五六七八九十]个月"))
 
 
 def _fallback(label: str, task: str, topic: str) -> str:
@@ -813,6 +820,13 @@ def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail
                       if kind == "measure" or p.answers_problem == (kind == "safeguard")]
         elif kind == "aim":
             points = []
+        elif kind == "steps":  # the format's three phases, over the time the material gives
+            span = next((m for pattern in _SPANS if (m := pattern.search(task + prompt.material))), None)
+            during = f"（{span.group(0)}）" if span else ""
+            points = [Point(head=head, detail=detail, order=i, weight=9.0) for i, (head, detail) in enumerate((
+                ("部署阶段", "制定方案，明确各部门分工和责任"),
+                (f"实施阶段{during}", "按主要任务逐项推进，定期调度"),
+                ("总结阶段", "总结评估成效，固化好的做法，形成长效机制")))]
         elif kind == "overview":  # how things stand: the figures and changes, no trouble, no remarks
             points = [Point(head=told, detail="", order=n,
                             weight=float(bool(re.search(r"\d|[一二三四五六七八九十几百千万亿]成", sent)))
