@@ -33,6 +33,7 @@ from core.prompts import (
     Prompt,
     PromptBook,
     TaskSpec,
+    asked_sections,
     char_count,
     default_book,
     read_task,
@@ -82,7 +83,7 @@ PRACTICE_CUES = ("建立", "建起", "推行", "实行", "实施", "开展", "�
                  "协调", "对照", "调研", "配备", "增设", "安装", "试点", "推广", "设置", "聘", "派驻", "跟踪",
                  "改成", "建设", "注册", "吸纳", "流转", "入股", "贴息", "免租", "担保", "检测",
                  "分级", "溯源", "预冷", "牵头", "授信", "排查", "划定", "约定", "公约", "错峰", "新建", "组成",
-                 "巡查", "劝导", "免费")
+                 "巡查", "劝导", "免费", "覆盖到", "纳入", "延长", "利用", "倡导")
 EFFECT_CUES = ("明显", "显著", "提升", "提高", "增加", "减少", "下降", "增长", "改善", "受欢迎", "满意", "变化",
                "如今", "成效", "效果", "带动", "实现", "亮了", "解决", "好转", "倍", "%", "成为", "办到", "订单")
 ADVICE_CUES = ("建议", "希望", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
@@ -91,13 +92,15 @@ ADVICE_CUES = ("建议", "希望", "应该", "应当", "关键是", "要让", "�
 # negated result), 比县城高出一截 (worse than), 盖好几个章 (too many), 越来越空, 偏大.
 _PROBLEM_SHAPES = re.compile(r"[\u4e00-\u9fff]不(?:到|下来|下去|进来|进去|起来|上来|出来|动|好|住|起|了|够|着)|"
                              r"比[^，。；]{1,10}(?:高|贵|慢|难|差|低|少|长|远)|好几(?:个|遍|次|趟|天)|"
-                             r"越来越(?:少|空|难|差|冷清|老|贵|低|弱)|偏(?:大|高|少|低|弱|小|多|远)|"
+                             r"越来越(?:少|空|难|差|冷清|老|贵|低|弱)|偏(?:大|高|少|低|弱|小|多|远)|太(?:大|小|多|少|高|贵|远|慢|吵|乱|差|晚)|"
                              r"(?:被|遭)[^，。；]{0,8}(?:堵|占|拒|压|坏|骗)")
 _NOT_PROBLEM = ("不少", "不仅", "不断", "不同", "不过", "不管", "不论", "少数", "无论", "不久", "难忘", "只要",
                 "只有", "低偿", "减少", "不要紧", "不允许", "不再", "不浪费", "还不浪费", "不是不想")
 _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|老人|游客|市民|书记|站长|经理|店主|民宿主|"
                         r"老艺人|师傅|阿姨|大爷|先生|女士|小\w|一位|有的|有人)[^，。]{0,12}(?:说|表示|介绍|坦言|"
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
+# A quoted remark, not a quoted name (“共同配送”): it has a sentence's punctuation inside.
+_SPEECH = re.compile(r"“[^”]*[，。！？；][^”]*”")
 # 有的把车推进电梯: what some people do is a case of the problem, never a practice.
 _CASES = ("有的", "有人", "少数", "个别")
 _IFS = ("一旦", "如果", "虽然", "即使", "要是", "假如")  # what might be, not what was done
@@ -254,8 +257,8 @@ def retrieval_query(question: str, task: str, material: str) -> str:
               if w in asked]
     if task and question and question != task:
         words += [w for w in task_focus(question).split() if len(w) >= 2]
-    if material:
-        words += material_keywords(material, 3)
+    if material:  # the keywords of the sections the 题目 names (根据给定资料3), else of all
+        words += material_keywords(scoped_material(material, asked_sections(asked)), 3)
     return " ".join(dict.fromkeys(w for w in words if w))
 
 
@@ -307,6 +310,8 @@ def extract_points(sentences: list[str], kind: str, *, exclude: set[int] | froze
     for n, sent in enumerate(sentences):
         if n in exclude:
             continue
+        if kind == "practice":  # what people say (“补贴虽然不能解决所有问题，但…”) is not what was done
+            sent = _SPEECH.sub("", sent)
         parts = [compress(c) for c in clauses(sent)]
         parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES + _IFS))
                  and not (kind == "problem" and _ACTS_ON.search(c))]
@@ -444,7 +449,8 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
     per_part = target // len(kinds)
     # A sentence that restates the 题目 (全党开展…学习教育) is its background, not a point.
     focus = task_focus(prompt.task or prompt.question)
-    used = {n for n, sent in enumerate(sents) if overlap(sent, focus) >= 0.7}
+    # (A focus of a word or two, 某市, would match every sentence: only a real restatement counts.)
+    used = {n for n, sent in enumerate(sents) if len(bigrams(focus)) >= 4 and overlap(sent, focus) >= 0.7}
     for kind in kinds:
         points = extract_points(sents, kind, exclude=used)
         if sum(char_count(p.text()) for p in points) < per_part:  # thin: weaker cues too

@@ -184,3 +184,44 @@ def test_a_letter_is_addressed_to_whom_the_task_names_and_an_invitation_opens_on
     assert lines[1] == "在外的本县青年朋友们："
     assert "26亿元" in lines[2] and "批不下来" not in lines[2]   # home's changes, not its troubles
     assert "一站式" in text and lines[-2] == "县政府"
+
+
+def test_a_situation_report_names_its_matter_and_never_repeats_a_point():
+    material = ("资料1\n近日，区里通报了各街道政务APP活跃度考核结果，X街道排名倒数第二。\n"
+                "资料2\n社区干部要用的政务APP一共17个，不少功能差不多，同一份信息要在三个平台分别录入。"
+                "考核只看登录次数，不看事情办得怎么样。\n"
+                "资料3\n街道准备提出整合平台、推动数据共享的建议。")
+    _, text = offline("document", material,
+                      "区里通报X街道在政务APP活跃度考核中排名靠后。请以X街道办事处的名义写一份情况说明。（20分）"
+                      "要求：不超过450字。")
+    lines = text.splitlines()
+    assert lines[0] == "关于X街道在政务APP活跃度考核中排名靠后的情况说明"
+    assert "排名靠后" in lines[1]                           # the opening states the matter
+    items = [re.sub(r"^\d+\. ", "", line) for line in lines if re.match(r"\d+\. ", line)]
+    assert items and len(items) == len(set(items))          # no section repeats another's point
+
+
+def test_a_work_plan_has_steps_over_the_materials_span_and_safeguards_from_its_troubles():
+    material = ("资料1\n去年县里办过一次夜市，周边没有停车场，音响声音太大，夜市结束后满地垃圾没人清扫。\n"
+                "资料2\n县里决定在7月至9月开展夏夜消费季活动。文旅部门建议把非遗项目搬进夜市；"
+                "交通部门表示可以开通夜间公交专线。")
+    _, text = offline("document", material,
+                      "为提振消费，某县拟开展夏夜消费季活动。请为县商务局拟写一份工作方案。（25分）要求：不超过600字。")
+    lines = text.splitlines()
+    assert lines[0] == "关于夏夜消费季活动的工作方案"
+    labels = [line for line in lines if re.match(r"[一二三四]、", line)]
+    assert [label[2:] for label in labels] == ["工作目标", "主要任务", "实施步骤", "保障措施"]
+    tasks = "".join(lines[lines.index(labels[1]):lines.index(labels[2])])
+    steps = "".join(lines[lines.index(labels[2]):lines.index(labels[3])])
+    safeguards = "".join(lines[lines.index(labels[3]):])
+    assert "7月至9月" in steps
+    assert "公交专线" in tasks and "公交专线" not in safeguards   # what the material proposes
+    assert "控制音响声音" in safeguards                            # a trouble seen before, answered
+
+
+def test_a_quoted_remark_is_not_a_practice():
+    material = ("资料1\n某市对生育二孩的家庭发放育儿补贴。“补贴虽然不能解决所有问题，但确实减轻了负担。”小王说。\n"
+                "资料2\n某市还开展了“婚育新风”宣传，举办爸爸育儿课堂。")
+    _, text = offline("summarize", material, "根据给定资料，归纳某市的做法。（10分）要求：不超过150字。")
+    assert "育儿补贴" in text and "婚育新风" in text        # a quoted name stays
+    assert "不能解决" not in text and "减轻了负担" not in text
