@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.chat.prompts import char_count
 from core.chat.service import ChatRequest, ChatService
-from core.chat.wordlimit import has_markdown
+from core.chat.wordlimit import char_count, has_markdown
 from core.grading import GradeRequest, GradingService, PracticeBank
 from core.llm import LLMGateway, LLMMeter, OfflineProvider
 from core.traffic.concurrency import ConcurrencySlots

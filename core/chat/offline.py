@@ -1,7 +1,8 @@
 """The offline answerer: answers a 申论 question from the candidate's own material, with
 no model, deterministically.
 
-It is extractive and says so (`OFFLINE_NOTICE`): sentences of the 给定资料 that carry
+It is extractive and says so (`OFFLINE_NOTICE`). 审题 first: a 题目 that names its
+sections (根据“给定资料3～4”) is answered from those sections only. Sentences that carry
 what the 题目 asks are found by cue words, cut to their clauses, compressed and
 numbered; nothing is invented but the connecting words of a format (倡议书's 为此，
 我们倡议, 讲话稿's 谢谢大家). Per type:
@@ -25,10 +26,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from core.chat.prompts import MODES, Prompt, PromptBook, TaskSpec, default_book, read_task
+from core.chat.prompts import (
+    MODES,
+    Prompt,
+    PromptBook,
+    TaskSpec,
+    asked_sections,
+    default_book,
+    read_task,
+    section_number,
+)
 from core.chat.wordlimit import band, char_count, strip_markdown, trim_to_limit
 
 OFFLINE_NOTICE = {
@@ -55,7 +64,9 @@ PROBLEM_CUES = ("不足", "不够", "不高", "不强", "不明确", "不清", "
                 "各管一摊", "缓慢", "不归", "拖着", "推着", "分不清", "多此一举", "白分", "满溢", "味道", "老旧", "噱头",
                 "助长", "讲排场", "过量", "倒掉", "扔掉", "剩下", "没动", "常事", "一哄而上", "空着", "碰壁",
                 "紧张", "被拒", "重复", "没兑现", "少有人知", "拼价格", "抢原料", "外流", "答非所问", "等很久",
-                "不高",
+                "不高", "年久失修", "失修", "隐患", "堵住", "堵塞", "积水", "锈迹", "冷清", "撤并", "独自",
+                "凑合", "时有时无", "卡顿", "虚假", "以次充好", "货不对板", "投诉", "差评", "坏了", "噪声", "噪音",
+                "占道", "违规", "不顺畅", "难处", "欺凌", "不敢", "无从下手", "较少", "沉迷", "通宵", "私拉", "私自", "乱停", "飞线", "三无", "图省事", "偷偷", "堆放", "找不到", "批不下来", "压价", "所剩无几", "一等就是",
                 "低", "少", "难", "缺", "只", "无", "不", "乱", "弱", "偏", "过度", "严重")
 CAUSE_CUES = ("因为", "由于", "原因", "导致", "造成", "致使", "所以", "缺乏", "没有", "意识", "观念", "机制",
               "投入", "不足", "不够", "不明确")
@@ -68,24 +79,68 @@ PRACTICE_CUES = ("建立", "建起", "推行", "实行", "实施", "开展", "�
                  "要求", "形成", "转向", "列成", "决定", "调整", "带着", "优先", "提醒", "打包", "兑换",
                  "上线", "列出", "提示", "转成", "提炼", "推荐", "生成", "规定", "保留", "脱敏", "审核",
                  "合并", "压缩", "精简", "清理", "取消", "重申", "开通", "核查", "通报", "查摆", "整改", "督促",
-                 "协调", "对照", "调研", "配备", "增设", "安装", "试点", "推广", "设置", "聘", "派驻", "跟踪")
+                 "协调", "对照", "调研", "配备", "增设", "安装", "试点", "推广", "设置", "聘", "派驻", "跟踪",
+                 "改成", "建设", "注册", "吸纳", "流转", "入股", "贴息", "免租", "担保", "检测",
+                 "分级", "溯源", "预冷", "牵头", "授信", "排查", "划定", "约定", "公约", "错峰", "新建", "组成",
+                 "巡查", "劝导", "免费", "覆盖到", "纳入", "延长", "利用", "倡导")
 EFFECT_CUES = ("明显", "显著", "提升", "提高", "增加", "减少", "下降", "增长", "改善", "受欢迎", "满意", "变化",
                "如今", "成效", "效果", "带动", "实现", "亮了", "解决", "好转", "倍", "%", "成为", "办到", "订单")
-ADVICE_CUES = ("建议", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
+ADVICE_CUES = ("建议", "希望", "应该", "应当", "关键是", "要让", "要努力", "最好", "可以借鉴", "借鉴", "值得",
                "下一步", "打算", "计划")
+# Problem shapes a word list cannot hold: 批不下来 / 招不到 / 进不来 (a verb with a
+# negated result), 比县城高出一截 (worse than), 盖好几个章 (too many), 越来越空, 偏大.
+_PROBLEM_SHAPES = re.compile(r"[\u4e00-\u9fff]不(?:到|下来|下去|进来|进去|起来|上来|出来|动|好|住|起|了|够|着)|"
+                             r"比[^，。；]{1,10}(?:高|贵|慢|难|差|低|少|长|远)|好几(?:个|遍|次|趟|天)|"
+                             r"越来越(?:少|空|难|差|冷清|老|贵|低|弱)|偏(?:大|高|少|低|弱|小|多|远)|太(?:大|小|多|少|高|贵|远|慢|吵|乱|差|晚)|"
+                             r"(?:被|遭)[^，。；]{0,8}(?:堵|占|拒|压|坏|骗)")
 _NOT_PROBLEM = ("不少", "不仅", "不断", "不同", "不过", "不管", "不论", "少数", "无论", "不久", "难忘", "只要",
                 "只有", "低偿", "减少", "不要紧", "不允许", "不再", "不浪费", "还不浪费", "不是不想")
 _REPORTING = re.compile(r"(?:记者|工作人员|负责人|居民|村民|专家|老人|游客|市民|书记|站长|经理|店主|民宿主|"
                         r"老艺人|师傅|阿姨|大爷|先生|女士|小\w|一位|有的|有人)[^，。]{0,12}(?:说|表示|介绍|坦言|"
                         r"指出|认为|抱怨|感慨|反映|发现|留言说|建议|看到)$|^(?:记者|他|她)[^，。]{0,16}(?:看到|发现|走访)")
+# A quoted remark, not a quoted name (“共同配送”): it has a sentence's punctuation inside.
+_SPEECH = re.compile(r"“[^”]*[，。！？；][^”]*”")
+# 有的把车推进电梯: what some people do is a case of the problem, never a practice.
+_CASES = ("有的", "有人", "少数", "个别")
+_IFS = ("一旦", "如果", "虽然", "即使", "要是", "假如")  # what might be, not what was done
+# A clause that only introduces what follows (Z县县委要求, 消防部门提醒): no content.
+_INTRODUCER = re.compile(r"^[^，。；]{0,8}(?:要求|提醒|强调|指出|表示|认为|介绍|坦言|说|发现|开始探索|开始尝试|提出了?建议)$")
 _LEAD = re.compile(r"^(?:但是?|而且?|可是|不过|因为|由于|是|此外|另外|同时|还有|并且|其中|原来|虽然|然而|因此|所以|"
-                   r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
-                   r"去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是)[，,]?")
-_HEADING = re.compile(r"^\s*(?:给定)?资料\s*[\d一二三四五六七八九十]+\s*[：:]?\s*$")
+                   r"于是|后来才知道|才知道|认为|表示|指出|还|也|都|就|又|再|比如|例如|如(?![果今何此])|即|结果|后来|目前|现在|如今|过去|近几年|近两年|"
+                   r"可(?![以能供])|去年起|前年起|为此|对此|另一方面|一方面|首先|其次|最后|一是|二是|三是|四是|将)[，,]?")
+# A section heading of the 给定资料: 资料1 / 【给定资料二】 / 材料3： alone on its line.
+_HEADING = re.compile(r"^\s*[【\[（(]?\s*(?:给定)?(?:资料|材料)\s*([0-9０-９一二三四五六七八九十]{1,3})\s*[】\]）)]?\s*[：:]?\s*$")
 _STOP_CHARS = set("的了是在和也都就不我有这一他她们你着说要会到为把被让给对从与及或而但等个中上下里年月日")
 
 
 # --- splitting ---
+
+def material_sections(material: str) -> dict[int, str]:
+    """The material's numbered sections (资料1 …), by number; {} when it has no headings
+    (text before the first heading is left out of the sections)."""
+    sections: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in material.splitlines():
+        head = _HEADING.match(line)
+        if head:
+            current = sections.setdefault(section_number(head.group(1)), [])
+        elif current is not None:
+            current.append(line)
+    return {n: "\n".join(lines).strip() for n, lines in sections.items()}
+
+
+def scoped_material(material: str, sections: tuple[int, ...]) -> str:
+    """The part of the material a 题目 confines the answer to (根据给定资料3 → section
+    3), headings kept; the whole material when the 题目 names no section or the
+    material has none of the named ones."""
+    if not sections:
+        return material
+    found = material_sections(material)
+    named = [n for n in sections if found.get(n)]
+    if not named:
+        return material
+    return "\n".join(f"资料{n}\n{found[n]}" for n in named)
+
 
 def material_sentences(material: str) -> list[str]:
     """The material's sentences, headings (资料1) dropped, quotes kept as text."""
@@ -93,7 +148,8 @@ def material_sentences(material: str) -> list[str]:
     for line in material.splitlines():
         if not line.strip() or _HEADING.match(line):
             continue
-        for sent in re.split(r"(?<=[。！？!?])(?![”’\"])|(?<=[。！？!?][”’\"])", line.strip()):
+        # A ； ends a unit too: the items of a list (一是…；二是…) are points of their own.
+        for sent in re.split(r"(?<=[。！？!?；;])(?![”’\"])|(?<=[。！？!?；;][”’\"])", line.strip()):
             if char_count(sent) >= 4:
                 out.append(sent.strip())
     return out
@@ -106,7 +162,7 @@ def clauses(sentence: str) -> list[str]:
     kept = []
     for part in parts:
         part = part.strip(" 　\"'（）()…")
-        if len(part) < 2 or _REPORTING.search(part):
+        if len(part) < 2 or _REPORTING.search(part) or _INTRODUCER.match(part):
             continue
         kept.append(part)
     return kept
@@ -123,10 +179,12 @@ def compress(clause: str) -> str:
 def cue_score(text: str, cues: tuple[str, ...]) -> float:
     """How strongly a clause says what the cues name: two-character cues count 1,
     one-character ones 0.3 (不, 难 are everywhere)."""
+    shapes = 0.0
     if cues is PROBLEM_CUES:
         for word in _NOT_PROBLEM:
             text = text.replace(word, "")
-    return sum((1.0 if len(c) > 1 else 0.3) for c in cues if c in text)
+        shapes = float(len(_PROBLEM_SHAPES.findall(text)))
+    return shapes + sum((1.0 if len(c) > 1 else 0.3) for c in cues if c in text)
 
 
 def bigrams(text: str) -> set[str]:
@@ -198,8 +256,8 @@ def retrieval_query(question: str, task: str, material: str) -> str:
               if w in asked]
     if task and question and question != task:
         words += [w for w in task_focus(question).split() if len(w) >= 2]
-    if material:
-        words += material_keywords(material, 3)
+    if material:  # the keywords of the sections the 题目 names (根据给定资料3), else of all
+        words += material_keywords(scoped_material(material, asked_sections(asked)), 3)
     return " ".join(dict.fromkeys(w for w in words if w))
 
 
@@ -211,6 +269,7 @@ class Point:
     detail: str           # the 说明 part (may be empty)
     order: int            # where it comes from in the material
     weight: float
+    answers_problem: bool = False   # a measure turned round from a problem (问题反推)
 
     def text(self, with_detail: bool = True) -> str:
         if with_detail and self.detail and self.detail not in self.head:
@@ -241,7 +300,7 @@ def asked_kinds(task: str, spec: TaskSpec) -> list[str]:
     return kinds[:2] if spec.labels else kinds[:1]
 
 
-def extract_points(sentences: list[str], kind: str, *, exclude: Collection[int] = frozenset(),
+def extract_points(sentences: list[str], kind: str, *, exclude: set[int] | frozenset[int] = frozenset(),
                    least: float = 0.6) -> list[Point]:
     """One point per sentence that carries `kind` (cue score ≥ `least`): its strongest
     clause is the head, the other carrying clauses the detail; repeats merged."""
@@ -250,8 +309,11 @@ def extract_points(sentences: list[str], kind: str, *, exclude: Collection[int] 
     for n, sent in enumerate(sentences):
         if n in exclude:
             continue
+        if kind == "practice":  # what people say (“补贴虽然不能解决所有问题，但…”) is not what was done
+            sent = _SPEECH.sub("", sent)
         parts = [compress(c) for c in clauses(sent)]
-        parts = [c for c in parts if len(c) >= 2]
+        parts = [c for c in parts if len(c) >= 2 and not (kind == "practice" and c.startswith(_CASES + _IFS))
+                 and not (kind == "problem" and _ACTS_ON.search(c))]
         scored = [(cue_score(c, cues), i, c) for i, c in enumerate(parts)]
         carrying = [(s, i, c) for s, i, c in scored if s >= least]
         if not carrying:
@@ -260,6 +322,9 @@ def extract_points(sentences: list[str], kind: str, *, exclude: Collection[int] 
         # The head is the strongest clause that says something (Z县县委要求 does not).
         head_i = max(carrying, key=lambda t: (len(t[2]) >= 6, t[0], -len(t[2])))[1]
         head = parts[head_i]
+        # 公务接待方面，… : the sentence names its field first, the point's 关键词.
+        if head_i > 0 and parts[0].endswith("方面") and len(parts[0]) <= 10:
+            head = parts[0] + "，" + head
         # A short predicate clause (形式单一) reads better with its subject clause.
         if len(head) <= 6 and head_i > 0 and char_count(parts[head_i - 1]) <= 16:
             head = parts[head_i - 1] + "，" + head
@@ -304,11 +369,13 @@ def numbered(items: list[str]) -> list[str]:
 
 # (cue, measure): {s} is what comes before the cue in the clause (its subject), {r}
 # what follows it. Longer cues first: 不够明确 before 不够.
-_INVERSE = (("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
+_INVERSE = (("年久失修", "修缮{s}"), ("一等就是", "缩短{s}时限"), ("没人", "明确专人{r}{s}"),
+            ("没有人", "明确专人{r}"), ("太大", "控制{s}"), ("较少", "加强{s}"), ("违规", "依法查处{s}违规{r}"), ("不知道", "向{s}讲清{r}"), ("条件差", "改善{s}条件"), ("一模一样", "突出特色、避免同质化"),
+            ("跟不上", "完善{s}"), ("占道", "治理{s}占道{r}"), ("高出", "降低{s}"), ("同质化", "突出特色、避免同质化"), ("混装混运", "配齐分类收运车辆，杜绝混装混运"),
             ("不够明确", "明确{s}"), ("不明确", "明确{s}"), ("推进缓慢", "加快推进{s}"), ("不清楚", "明确{r}"), ("衔接不畅", "畅通{s}衔接"),
             ("不畅", "畅通{s}"), ("各管一摊", "推动{s}协同合作"), ("几乎是空白", "填补{s}空白"),
             ("是空白", "填补{s}空白"), ("空白", "填补{s}空白"), ("招不来", "让{s}引得来、留得住"),
-            ("留不住", "让{s}引得来、留得住"), ("跟不上", "完善{s}"), ("滞后", "加快完善{s}"),
+            ("留不住", "让{s}引得来、留得住"), ("滞后", "加快完善{s}"),
             ("不足", "补齐{s}短板"), ("不够", "增加{s}"), ("单一", "丰富{s}"), ("不高", "提高{s}"),
             ("不强", "增强{s}"), ("上不去", "提高{s}"), ("卖不出去", "拓宽{s}销路"), ("没人买", "拓宽{s}销路"),
             ("销路", "拓宽{s}销路"), ("狭窄", "拓宽{s}"), ("老化", "更新改造{s}"), ("脱节", "推动{s}衔接"),
@@ -317,26 +384,49 @@ _INVERSE = (("同质化", "突出特色、避免同质化"), ("混装混运", "�
             ("只提供", "丰富{s}服务内容，不只提供{r}"), ("频次低", "提高{s}频次"), ("老龄化", "培养{s}新人"))
 _PRONOUN = re.compile(r"[我你他她它]|大家|自己|这些|那些|什么")
 _SUBJECT_FILLER = re.compile(r"^(?:某[县市区镇村乡]|可|不少|一些|部分|有的|有时|很多|许多|大多|个别|目前|当前|全县|全市|全镇)|"
-                             r"(?:几乎|基本|也|都|还|很|较|比较|的|了|是|得)+$")
+                             r"(?:几乎|基本|根本|也|都|还|很|较|比较|的|了|是|得)+$")
+
+
+# 贷款批不下来 → 确保贷款批得下来: a verb with a negated result, turned positive.
+_CANNOT = re.compile(r"^(?P<s>[^，。；、不]{2,14}?)(?P<v>[\u4e00-\u9fff])不(?P<r>到|下来|进来|上来|出来|好|住|动|起)"
+                     r"(?P<o>[^，。；、是的]{0,6})$")
 
 
 def invert(clause: str) -> str | None:
     """A measure that answers a problem clause (宣传形式单一 → 丰富宣传形式), or None
-    when the clause does not read as a subject and a problem word."""
-    text = compress(clause)
-    if _PRONOUN.search(text) or char_count(text) > 22:
+    when the clause does not read as a subject and a problem word. Problems listed
+    with 、 (村道年久失修、饮水设施老化) are turned round one by one."""
+    # 网吧存在违规接纳未成年人的情况: the problem is what 存在 wraps.
+    text = re.sub(r"存在(.{2,16}?)的?(?:情况|问题|现象)$", r"\1", compress(clause))
+    if _PRONOUN.search(text) or char_count(text) > 24:
         return None
+    parts = [part for part in text.split("、") if part]
+    if len(parts) > 1 and all(len(part) >= 4 for part in parts):
+        turned = [invert(part) for part in parts]
+        if all(turned):
+            return "、".join(t for t in turned if t)
     for cue, measure in _INVERSE:
         at = text.find(cue)
         if at < 0:
             continue
-        subject = _SUBJECT_FILLER.sub("", _SUBJECT_FILLER.sub("", text[:at].strip("，, ")))
+        # 物流成本比县城高出一截: the subject ends where the comparison starts.
+        subject = _SUBJECT_FILLER.sub("", _SUBJECT_FILLER.sub("", re.sub(r"比[^，,]*$", "", text[:at].strip("，, "))))
         rest = text[at + len(cue):].strip("，, 了的")
-        if ("{s}" in measure and not 2 <= len(subject) <= 14) or ("{r}" in measure and not 2 <= len(rest) <= 14):
+        if ("{s}" in measure and not 2 <= len(subject) <= 16) or ("{r}" in measure and not 2 <= len(rest) <= 14):
             continue
         if subject.endswith(("来", "去", "出", "说", "要")):
             continue
         return measure.replace("{s}", subject).replace("{r}", rest)
+    cannot = _CANNOT.match(text)
+    # 不到三成 is a quantity, not a verb that fails; 吵得老人睡不好 is about the 老人.
+    if (cannot and cannot["v"] not in "的得地了是有" and not re.match(r"[\d一二三四五六七八九十两几半百千万成]", cannot["o"])):
+        cause, _, sufferer = cannot["s"].rpartition("得")
+        subject = _SUBJECT_FILLER.sub("", sufferer)
+        if len(subject) < 2:
+            return None
+        # 噪声吵得老人睡不好: what does the harm (噪声) is what the measure controls.
+        cause = cause[:-1] if len(cause) >= 3 else ""
+        return (f"控制{cause}，" if cause else "") + f"确保{subject}{cannot['v']}得{cannot['r']}{cannot['o']}"
     return None
 
 
@@ -356,6 +446,10 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
     lines: list[str] = []
     used: set[int] = set()
     per_part = target // len(kinds)
+    # A sentence that restates the 题目 (全党开展…学习教育) is its background, not a point.
+    focus = task_focus(prompt.task or prompt.question)
+    # (A focus of a word or two, 某市, would match every sentence: only a real restatement counts.)
+    used = {n for n, sent in enumerate(sents) if len(bigrams(focus)) >= 4 and overlap(sent, focus) >= 0.7}
     for kind in kinds:
         points = extract_points(sents, kind, exclude=used)
         if sum(char_count(p.text()) for p in points) < per_part:  # thin: weaker cues too
@@ -370,7 +464,12 @@ def summarize_answer(prompt: Prompt, spec: TaskSpec) -> str:
     return trim_to_limit("\n".join(lines), limit)
 
 
-_META = re.compile(r"借鉴|做法或许|倡议|讲话|座谈会|这封信|公开信")
+# 人社部门表示，将开展技能培训: what an office says it will do is a plan (advice).
+_PLAN = re.compile(r"(?:^|[，,：:])(?:将|准备|拟)(?:进一步|继续|加快|全面)?(?:开展|推动|建立|出台|探索|加大|推进|实施|设立|组织)")
+# 对…开展专项检查 / 针对…推出: a clause that acts on a problem is a measure, not the problem.
+_ACTS_ON = re.compile(r"(?:对|针对)[^，,。]{2,20}(?:开展|进行|实施|加强|推出|建立)|"
+                      r"^(?:依法)?(?:查处|整治|打击|严查|治理|整改|杜绝|防止|禁止|严禁)")
+_META = re.compile(r"借鉴|做法或许|倡议|讲话|座谈会|这封信|公开信|调研报告|工作方案|情况说明|简报|新闻稿")
 
 
 def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]]:
@@ -380,17 +479,21 @@ def _experiences(sents: list[str], task: str = "") -> list[tuple[str, int, bool]
     own situation (the meeting it asks a speech for) left out."""
     found: dict[str, tuple[int, bool]] = {}
     for n, sent in enumerate(sents):
-        advice = cue_score(sent, ADVICE_CUES) > 0 or "借鉴" in sent
+        advice = cue_score(sent, ADVICE_CUES) > 0 or "借鉴" in sent or bool(_PLAN.search(sent))
         for clause in clauses(sent):
             clause = compress(clause)
             if (len(clause) < 4 or char_count(clause) > 30 or re.search(r"[我你]", clause)
-                    or clause.startswith(("一旦", "如果", "虽然", "即使", "要是", "假如"))
+                    or clause.startswith(_IFS + _CASES)
                     or (task and overlap(clause, task) >= 0.6) or _META.search(clause)):
                 continue
-            if cue_score(clause, PROBLEM_CUES) >= 1:
-                continue
             practice = cue_score(clause, PRACTICE_CUES) >= 1
-            if (practice and (advice or cue_score(sent, PROBLEM_CUES) < 2)) or (advice and len(clause) >= 6):
+            # 对平台随意罚款等行为开展专项检查: the problem is what the measure acts on.
+            if cue_score(clause, PROBLEM_CUES) >= 1 and not _ACTS_ON.search(clause):
+                continue
+            # A practice inside a problem's sentence (卖给上门收购的茶贩，每斤只能卖十几元)
+            # is part of the problem, unless the sentence tells what it achieved.
+            told = cue_score(sent, PROBLEM_CUES) < 1 or cue_score(sent, EFFECT_CUES) >= 1
+            if (practice and (advice or told)) or (advice and len(clause) >= 6):
                 found.setdefault(clause, (n, advice))
     return [(clause, n, advice) for clause, (n, advice) in found.items()]
 
@@ -404,24 +507,50 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
     experiences = _experiences(sents, prompt.task or prompt.question)
     taken: set[str] = set()
     out: list[Point] = []
+    sentence_of = {e: n for e, n, _ in experiences}
+    aims = 0
+
+    def siblings(exp: str) -> list[str]:
+        """The other practice clauses of an experience's sentence: they say how
+        (一是…二是… in one sentence); taken with it."""
+        more: list[str] = []
+        for e, m, _ in experiences:
+            if m == sentence_of[exp] and e not in taken and e != exp and char_count("".join(more) + e) <= 60:
+                more.append(e)
+        taken.update(more)
+        return more
+
     for problem in problems:
         carrying = [c for c in problem.text().replace("：", "，").split("，") if cue_score(c, PROBLEM_CUES) >= 1]
-        turned: Sequence[tuple[str, str | None]] = [(c, m) for c in carrying if (m := invert(c))][:2]
+        turned: list[tuple[str, str | None]] = [(c, invert(c)) for c in carrying if invert(c)][:2]
         turned = turned or [(carrying[0] if carrying else "", None)]
         for nth, (clause, key) in enumerate(turned):
-            pool = [(overlap(sents[problem.order], e), e) for e, _, _ in experiences if e not in taken]
+            # The experience that shares the problem's words (贷款批不下来 ↔ 创业担保贷款):
+            # by its sentence, or — a weaker tie — by the problem clause alone.
+            pool = [(max(overlap(sents[problem.order], e), overlap(clause, e) * 0.8 if clause else 0.0), e)
+                    for e, _, _ in experiences if e not in taken]
             score, how = max(pool, default=(0.0, ""))
-            how = how if score >= 0.34 else ""
+            how = how if score >= 0.3 else ""
             if key is None and not how:
                 continue
+            more: list[str] = []
             if how:
                 taken.add(how)
+                more = siblings(how)
             turned_round = key is not None
             key = key or how
             if any(overlap(key, p.head) >= 0.7 for p in out):
                 continue
+            # A measure says what to do; naming the problem it answers is its 针对性, as
+            # long as the problem does not outweigh the measure (改变村道年久失修的状况
+            # after a short key reads to an examiner as one more problem).
             aim = clause if clause and not _PRONOUN.search(clause) and "要" not in clause and char_count(clause) <= 16 else ""
-            detail = "，".join(part for part in (how if how != key else "", f"改变{aim}的状况" if aim else "") if part)
+            # …and a 对策 answer must not read as a list of problems: at most every other point names one.
+            named = (aim and not how and char_count(key) * 5 >= char_count(aim) * 3 and cue_score(aim, PROBLEM_CUES) <= 2
+                     and aims * 2 < len(out) + 1)
+            aims += bool(named)
+            aim = f"切实解决{aim}的问题" if named else ""
+            detail = "，".join([how] * (how != key) + more) or aim
             # A problem's second turn-round ranks below the experiences (资料 has the better words).
             # A bare turn-round (提高价格) ranks below the material's own measures.
             if nth:
@@ -430,18 +559,12 @@ def measures(prompt: Prompt, spec: TaskSpec) -> list[Point]:
                 weight = problem.weight + 1 if how else 1.2
             else:  # an experience only loosely tied to the problem
                 weight = 0.8
-            out.append(Point(head=key, detail=detail, order=len(out), weight=weight))
-    for exp, n, advice in experiences:
+            out.append(Point(head=key, detail=detail, order=len(out), weight=weight, answers_problem=turned_round))
+    for exp, _n, advice in experiences:
         if exp in taken or any(overlap(exp, p.head + p.detail) >= 0.5 for p in out):
             continue
         taken.add(exp)
-        # The sentence's other practice clauses say how (一是…二是… in one sentence).
-        more: list[str] = []
-        for e, order, _ in experiences:
-            if order == n and e not in taken and char_count("".join(more) + e) <= 40:
-                more.append(e)
-        taken.update(more)
-        out.append(Point(head=exp, detail="，".join(more), order=len(out),
+        out.append(Point(head=exp, detail="，".join(siblings(exp)), order=len(out),
                          weight=cue_score(exp, PRACTICE_CUES) * 0.5 + (1.5 if advice else 0.0)))
     return out
 
@@ -487,8 +610,13 @@ def countermeasure_answer(prompt: Prompt, spec: TaskSpec) -> str:
     subject = _subject(spec)
     intro = f"{subject}应针对资料反映的问题，借鉴资料中的经验做法，采取以下对策："
     budget = int((low + high) / 2) - char_count(intro)
-    chosen = fit_points(all_measures(prompt, spec, budget), budget, per_point_cost=4,
-                        most=spec.points[1] if spec.points else 10)
+    found = all_measures(prompt, spec, budget)
+    most = spec.points[1] if spec.points else 10
+    chosen = fit_points(found, budget, per_point_cost=4, most=most)
+    if sum(char_count(p.text(full)) + 4 for p, full in chosen) < low - char_count(intro):
+        # Short points leave the sheet half empty: more of them (the score's count is a
+        # guide, the band is what the examiner sees).
+        chosen = fit_points(found, budget, per_point_cost=4, most=most + 3)
     text = "\n".join([intro, *numbered([p.text(full) for p, full in chosen])])
     return trim_to_limit(text, limit)
 
@@ -497,13 +625,20 @@ _AUDIENCE = (("市民", "广大市民朋友们："), ("居民", "各位居民朋
              ("学生", "同学们："), ("游客", "各位游客朋友："), ("商户", "各位商户朋友："),
              ("家长", "各位家长朋友："), ("群众", "广大群众朋友们："))
 _MEETING = re.compile(r"在([^，,。]{2,24}?会)(?:议)?上")
-_PURPOSE = re.compile(r"(?:倡导|号召|呼吁|动员|推动|围绕|就)([^，,。（(]{2,30})")
+_PURPOSE = re.compile(r"(?:倡导|号召|呼吁|动员|推动|围绕|邀请|就)([^，,。（(]{2,30})")
+# 向在外的A县青年写一份倡议书 / 给全县经营主体写一封公开信: the 题目 names whom it is to.
+_ADDRESSEE = re.compile(r"(?:向|给)([^，,。；向给]{2,16}?)(?:写|发出|发布|拟写|起草)")
+# 邀请他们回乡创业: a letter that invites opens on how home has changed, not on its troubles.
+_INVITATION = re.compile(r"邀请|欢迎|吸引|回乡|返乡|回到家乡")
 
 
 def _audience(task: str, material: str, signer: str) -> str:
+    named = _ADDRESSEE.search(task)
     for word, salutation in _AUDIENCE:
         if word in task:
             return salutation
+    if named:
+        return f"{re.sub(r'^(?:全体|广大|辖区)', '', named.group(1))}朋友们："
     for word, salutation in _AUDIENCE:
         if word in material[:KEYWORD_SPAN]:
             return salutation
@@ -523,7 +658,7 @@ def _topic(task: str, material: str) -> str:
     longest focus phrase that is not a genre word, else the material's top term."""
     purpose = _PURPOSE.search(task)
     if purpose:
-        topic = re.sub(r"^(?:全体|广大)?(?:市民|居民|村民|群众|学生|大家)", "", purpose.group(1)).strip()
+        topic = re.sub(r"^(?:全体|广大)?(?:市民|居民|村民|群众|学生|大家|他们|你们)", "", purpose.group(1)).strip()
         # 就X的开展情况发布一篇新闻稿 → X
         topic = re.sub(r"(?:的)?(?:开展情况|有关情况|情况)?(?:撰写|写|发布|编发|拟写|起草|编写|拟|制定|形成)[^，。]*$",
                        "", topic).strip()
@@ -534,6 +669,15 @@ def _topic(task: str, material: str) -> str:
         topic = re.sub(r"(?:座谈会|工作会|推进会|大会|会议|会)$", "", meeting.group(1))
         if len(topic) >= 2:
             return topic
+    # 对全县农村寄递物流情况进行了调研 / 组织了一次银发经济专题调研: what was surveyed.
+    surveyed = re.search(r"(?:对|就)([^，,。]{2,20}?)(?:的?情况)?(?:进行|开展)了?(?:专题)?调研|"
+                         r"(?:开展|组织)了?(?:一次)?([^，,。对就]{2,12}?)(?:专题)?调研", task)
+    if surveyed:
+        return surveyed.group(1) or surveyed.group(2)
+    # 拟在今年夏季开展“夜经济”促消费活动 → 夜经济促消费活动
+    event = re.search(r"(?:开展|举办|推行|实施|组织)([^，,。]{2,18}?(?:活动|行动|改革|工作))", task)
+    if event:
+        return re.sub(r"[“”\"]", "", event.group(1))
     words = [_GENRE_WORDS.sub("", w) for w in task_focus(task).split()]
     words = [w for w in words if 2 <= len(w) <= 14]
     return max(words, key=len) if words else (material_keywords(material, 1) or ["相关工作"])[0]
@@ -552,6 +696,10 @@ def _title(genre: str, task: str, topic: str) -> str:
         return re.sub(r"[“”\"]", "", fact).replace("了", "", 1)  # the news itself is the title
     if genre in _SPEECHES:
         return f"在{meeting.group(1)}上的讲话" if meeting else f"关于{topic}的讲话"
+    if genre == "情况说明" and (fact := occasion(task)):
+        # 关于X街道在…考核中排名靠后的情况说明: the matter, not who reported it.
+        fact = re.sub(r"^(?:区里|市里|县里|上级|有关部门)?(?:通报|反映|通知)了?", "", fact.split("，")[0])
+        return f"关于{fact}的情况说明"
     return f"{topic}{genre}" if genre in _LETTERS and len(topic) <= 14 else f"关于{topic}的{genre}"
 
 
@@ -587,9 +735,12 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
         opening, lead, ordinals = "", "为此，我们提出以下几点：", _ORDINALS
     else:
         return _sectioned(prompt, spec, genre, head, tail, topic, signer)
-    situation = problems[:4]
+    situation, opener = problems[:4], "当前，"
+    if _INVITATION.search(task):
+        situation = sorted(extract_points(sents, "effect"), key=lambda p: (-p.weight, p.order))[:3]
+        opener = "近年来，家乡发生了可喜的变化："
     while True:
-        current = ("当前，" + "；".join(p.text()[:36].rstrip("，、；：") for p in situation) + "。") if situation else ""
+        current = (opener + "；".join(p.text()[:36].rstrip("，、；：") for p in situation) + "。") if situation else ""
         frame = "\n".join([*head, opening + current + lead, *tail])
         if not situation or char_count(frame) <= (low + high) * 2 // 5:
             break
@@ -608,14 +759,41 @@ def document_answer(prompt: Prompt, spec: TaskSpec) -> str:
 # Report-like genres: sections of the material's points (kind "measure": the
 # measures of the material; the other kinds: points of extract_points).
 _SECTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "调研报告": (("一、基本情况", "practice"), ("二、存在的问题", "problem"), ("三、对策建议", "measure")),
-    "情况说明": (("一、基本情况", "practice"), ("二、原因分析", "problem"), ("三、下一步措施", "measure")),
-    "工作方案": (("一、工作目标", "effect"), ("二、主要任务", "measure"), ("三、保障措施", "practice")),
+    # A report's 基本情况 is how things stand (成效、变化); what others did is for its 对策建议.
+    "调研报告": (("一、基本情况", "overview"), ("二、存在的问题", "problem"), ("三、对策建议", "measure")),
+    "情况说明": (("一、基本情况", "story"), ("二、原因分析", "cause"), ("三、下一步措施", "measure")),
+    # A plan's tasks are what the material proposes; its safeguards answer the troubles
+    # seen before (停车、卫生、噪声 → 保障措施); its aim is the 题目's.
+    "工作方案": (("一、工作目标", "aim"), ("二、主要任务", "proposal"), ("三、实施步骤", "steps"),
+                 ("四、保障措施", "safeguard")),
     "简报": (("", "story"),),
     "新闻稿": (("", "story"),),
 }
 _OPENINGS = {"调研报告": "为了解{topic}情况，{signer}开展了专题调研，现将有关情况报告如下。",
-             "情况说明": "现将{topic}有关情况说明如下。", "工作方案": "为做好{topic}工作，结合实际，制定本方案。"}
+             "情况说明": "{cause}经认真核查，现将有关情况说明如下。", "工作方案": "为做好{topic}工作，结合实际，制定本方案。"}
+_TIME_LEAD = re.compile(r"^(?:近日|日前|近期|最近|前不久|今年以来)[，,]?")
+
+
+def occasion(task: str) -> str:
+    """What a 情况说明 answers, as the 题目's first sentence tells it (区里通报X街道
+    在…考核中排名靠后; 近日，网上流传…的视频), quotes out; "" when the 题目 opens on
+    its request (请…, 假如你是…)."""
+    fact = re.split(r"[。！？]", task, maxsplit=1)[0]
+    if re.search(r"请|假如|假设|如果你", fact) or not 6 <= char_count(fact) <= 40:
+        return ""
+    return _TIME_LEAD.sub("", re.sub(r"[“”\"]", "", fact)).strip()
+
+
+# How long a plan runs, the most definite reading first: 7月至9月, then 一学期, then 三个月.
+_SPANS = (re.compile(r"\d{1,2}月(?:\d{1,2}日)?[至到～~\-—]\d{1,2}月(?:\d{1,2}日)?"),
+          re.compile(r"[一两三四五六]个?(?:学期|季度)"), re.compile(r"[两三四五六七八九十]个月"))
+
+
+def _fallback(label: str, task: str, topic: str) -> str:
+    """A section the material has no points for: its aim in the 题目's words
+    (为提振消费 → 通过开展…，提振消费)."""
+    purpose = re.search(r"(?:^|[，,。])为(?:了)?([^，,。]{2,16})[，,]", task)
+    return (f"通过开展{topic}，{purpose.group(1)}。" if purpose else f"确保{topic}取得实效。")
 
 
 def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail: list[str],
@@ -629,30 +807,69 @@ def _sectioned(prompt: Prompt, spec: TaskSpec, genre: str, head: list[str], tail
                                      ("三、下一步打算", "measure")))
     used: set[int] = set()
     if genre in _OPENINGS:
-        opening = _OPENINGS[genre].format(topic=topic, signer=signer if signer != "××" else "我们")
+        fact = occasion(prompt.task or prompt.question)
+        opening = _OPENINGS[genre].format(topic=topic, signer=signer if signer != "××" else "我们",
+                                          cause=f"近期，{fact}。" if fact else "")
     else:  # 简报, 新闻稿: the lead is the material's first sentence, the story the rest
         opening = trim_to_limit(sents[0], 90) if sents else topic
         used.add(0)
     frame = "\n".join([*head, opening, *(label for label, _ in sections if label), *tail])
     room = (low + high) // 2 - char_count(frame)
-    body: list[str] = []
+    shown: list[str] = []
+    task = prompt.task or prompt.question
+    plan: list[tuple[str, list[Point], list[tuple[Point, bool]]]] = []
     for n, (label, kind) in enumerate(sections):
         share = room // (len(sections) - n)   # what a thin section leaves goes to the next
-        if kind == "measure":
-            points = all_measures(prompt, spec, share)
-        elif kind == "story":  # the material retold: whole sentences, in their order
-            points = [Point(head="，".join(clauses(sent)), detail="", order=n,
+        if kind in ("measure", "proposal", "safeguard"):
+            points = [p for p in all_measures(prompt, spec, share)
+                      if kind == "measure" or p.answers_problem == (kind == "safeguard")]
+        elif kind == "aim":
+            points = []
+        elif kind == "steps":  # the format's three phases, over the time the material gives
+            span = next((m for pattern in _SPANS if (m := pattern.search(task + prompt.material))), None)
+            during = f"（{span.group(0)}）" if span else ""
+            points = [Point(head=head, detail=detail, order=i, weight=9.0) for i, (head, detail) in enumerate((
+                ("部署阶段", "制定方案，明确各部门分工和责任"),
+                (f"实施阶段{during}", "按主要任务逐项推进，定期调度"),
+                ("总结阶段", "总结评估成效，固化好的做法，形成长效机制")))]
+        elif kind == "overview":  # how things stand: the figures and changes, no trouble, no remarks
+            points = [Point(head=told, detail="", order=n,
+                            weight=float(bool(re.search(r"\d|[一二三四五六七八九十几百千万亿]成", sent)))
+                            + cue_score(sent, EFFECT_CUES))
+                      for n, sent in enumerate(sents) if n not in used and cue_score(sent, PROBLEM_CUES) < 1
+                      and (told := "，".join(c for c in clauses(sent) if not re.search(r"[我你]", c)))]
+        elif kind == "story":  # the material retold: its sentences in their order, remarks out
+            points = [Point(head=told, detail="", order=n,
                             weight=cue_score(sent, PRACTICE_CUES) + cue_score(sent, EFFECT_CUES))
-                      for n, sent in enumerate(sents) if n not in used and not re.search(r"[我你]", sent)
-                      and clauses(sent)]
+                      for n, sent in enumerate(sents) if n not in used
+                      and (told := "，".join(c for c in clauses(sent) if not re.search(r"[我你]", c)))]
         else:
             points = extract_points(sents, kind, exclude=used, least=0.3)
-            used |= {p.order for p in points}
+            if not points and kind == "cause":  # no 因为/由于: the problems are the reasons
+                points = extract_points(sents, "problem", exclude=used, least=0.3)
+        # What one section said, the next does not repeat (下一步措施 is not 基本情况 again).
+        points = [p for p in points if not any(overlap(p.text(), t) >= 0.5 for t in shown)]
         chosen = fit_points(points, share, per_point_cost=4, most=6 if label else 8)
+        if kind not in ("measure", "proposal", "safeguard"):  # a measure's order is not a sentence's
+            used |= {p.order for p, _ in chosen}
+        shown += [p.text(full) for p, full in chosen]
         room -= sum(char_count(p.text(full)) + 4 for p, full in chosen)
+        plan.append((label, points, chosen))
+    # Room left (a thin section): the sections take more of their own points, in turn.
+    for label, points, chosen in plan:
+        for p in sorted(points, key=lambda p: (-p.weight, p.order)):
+            cost = char_count(p.text()) + 4
+            if (cost <= room and len(chosen) < (6 if label else 8) and all(p is not q for q, _ in chosen)
+                    and not any(overlap(p.text(), t) >= 0.5 for t in shown)):
+                chosen.append((p, True))
+                shown.append(p.text())
+                room -= cost
+        chosen.sort(key=lambda c: c[0].order)
+    body: list[str] = []
+    for label, _, chosen in plan:
         if label:
             body.append(label)
-            body += numbered([p.text(full) for p, full in chosen])
+            body += numbered([p.text(full) for p, full in chosen]) or [_fallback(label, task, topic)]
         elif chosen:  # a news paragraph: sentences, not points
             body.append("；".join(p.text(full).replace("：", "，").rstrip("。；;，,") for p, full in chosen) + "。")
     text = "\n".join([*head, opening, *body, *tail])
@@ -767,6 +984,8 @@ def offline_answer(prompt: Prompt, book: PromptBook | None = None) -> str:
     spec = prompt.spec or read_task(prompt.mode, prompt.task, prompt.word_limit, book)
     if not prompt.material.strip() or not prompt.exam:
         return method_answer(prompt, book)
+    # 审题 first: 根据给定资料3 means the points come from section 3 only.
+    prompt = replace(prompt, material=scoped_material(prompt.material, spec.sections))
     answer = {"summarize": summarize_answer, "countermeasure": countermeasure_answer,
               "document": document_answer, "analyze": analyze_answer, "essay": essay_answer}[prompt.mode]
     return answer(prompt, spec)

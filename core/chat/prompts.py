@@ -206,6 +206,7 @@ class TaskSpec:
     exempt: tuple[str, ...] = ()   # parts the question waives (无需标题)
     labels: tuple[str, ...] = ()   # the parts of a compound question (问题, 原因)
     subtype: str = ""              # 综合分析: 解释/评价/启示/比较
+    sections: tuple[int, ...] = ()  # the 给定资料 the answer is drawn from (根据给定资料3); () = all
 
     @property
     def required_parts(self) -> tuple[str, ...]:
@@ -248,7 +249,48 @@ def read_task(mode: str, task: str, word_limit: int | None = None, book: PromptB
     genre = book.genre(text) if mode == "document" else None
     return TaskSpec(mode=mode, limit=limit, low=low, score=score, points=points, role=role,
                     signer=signer, genre=genre, exempt=tuple(dict.fromkeys(_EXEMPT.findall(text))),
-                    labels=labels, subtype=subtype)
+                    labels=labels, subtype=subtype, sections=asked_sections(text))
+
+
+_NUMERALS = "一二三四五六七八九十"
+_SECTION_NO = rf"[0-9０-９{_NUMERALS}]{{1,3}}"
+# 根据“给定资料3～4” / 结合给定资料2、3 / 阅读资料1和资料3: a scope verb, then 资料 and
+# numbers joined by 、，和与及 (a list) or 至到～- (a range). A quote's source alone
+# (“给定资料5”中写道) names no scope: the answer may draw on every section.
+_SCOPE = re.compile(rf"(?:根据|依据|结合|阅读|参考|围绕|针对)\s*[“\"「『]?\s*((?:给定)?(?:资料|材料)\s*{_SECTION_NO}"
+                    rf"(?:\s*[”\"」』]?\s*(?:[、，,和与及]|至|到|[～~\-—－]+)\s*[“\"「『]?\s*(?:(?:给定)?(?:资料|材料))?\s*"
+                    rf"{_SECTION_NO})*)")
+
+
+def section_number(token: str) -> int:
+    """The number of a 资料 heading or reference: 3, ３ or 三 (up to 十九)."""
+    token = token.translate(str.maketrans("０１２３４５６７８９", "0123456789"))
+    if token.isdigit():
+        return int(token)
+    tens, _, ones = token.rpartition("十")
+    if "十" not in token:
+        return _NUMERALS.index(token) + 1 if len(token) == 1 else 0
+    return (_NUMERALS.index(tens) + 1 if tens else 1) * 10 + (_NUMERALS.index(ones) + 1 if ones else 0)
+
+
+def asked_sections(task: str) -> tuple[int, ...]:
+    """The 给定资料 sections a 题目 confines the answer to (根据“给定资料3～4” → 3, 4),
+    in order; () when it names none (根据给定资料, 参考给定资料)."""
+    found: list[int] = []
+    for scope in _SCOPE.finditer(_ask_clause(task)):
+        numbers = re.findall(rf"({_SECTION_NO})|(至|到|[～~\-—－]+)", scope.group(1))
+        ranged = False
+        for number, dash in numbers:
+            if dash:
+                ranged = True
+                continue
+            n = section_number(number)
+            if ranged and found and 0 < found[-1] < n <= found[-1] + 20:
+                found += range(found[-1] + 1, n + 1)
+            elif n:
+                found.append(n)
+            ranged = False
+    return tuple(dict.fromkeys(found))
 
 
 def _ask_clause(task: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -488,3 +489,21 @@ async def test_chinese_type_names_work_in_grading_too(http_server_client):
     assert graded["question_type"] == "summarize" and graded["question_type_source"] == "given"
     via_chat = json.loads((await post_json(http_server_client, "/api/chat", {**grade, "mode": "批改"})).body)
     assert via_chat["mode"] == "grade" and via_chat["score"] == graded["score"]
+
+
+@pytest.mark.settings(offline=True)
+async def test_offline_paper_question_answers_from_the_sections_it_names(http_server_client):
+    # A whole paper's material with the 题目 of its first question (根据“给定资料1”):
+    # the answer's points come from 资料1 only, in 概括 mode named in Chinese.
+    from core.grading import PracticeBank
+    item = PracticeBank.load().get("paper-county-green-plum-q1")
+    body = json.loads((await post_json(http_server_client, "/api/chat", {
+        "message": "请按要求作答", "mode": "概括", "material": item.material, "question": item.question,
+        "use_knowledge": False})).body)
+    parts = re.split(r"^资料(\d)$", item.material, flags=re.MULTILINE)[1:]
+    sections = dict(zip(parts[::2], parts[1::2], strict=True))
+    words = {n: {w for w in re.findall(r"[\u4e00-\u9fff]{4}", text)} for n, text in sections.items()}
+    only_elsewhere = set().union(*(words[n] for n in words if n != "1")) - words["1"]
+    assert body["mode"] == "summarize" and body["char_count"] <= item.word_limit
+    assert not {w for w in only_elsewhere if w in body["answer"]}
+    assert sum(1 for w in words["1"] if w in body["answer"]) >= 5
