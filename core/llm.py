@@ -1,9 +1,14 @@
 """LLM providers: one interface, an OpenAI-compatible one and an offline one.
 
-Retry policy: the `openai` client is built with `max_retries=0`, and every call is
-bounded by one deadline of `REQUEST_TIMEOUT` seconds (for a stream: until the first
-delta, then between two deltas). A user request therefore never waits more than
-one timeout on the model; retrying is left to the client, which sees 502/504.
+The OpenAI-compatible provider speaks `POST {OPENAI_BASE_URL}/chat/completions` through
+httpx itself, not through the `openai` package: we need one string and two counters
+from an answer, and `import openai` (a pydantic model of every endpoint) cost ~0.6 s of
+every start and more CPU than the rest of the start-up together (bench/b8_memory_startup.py).
+
+Retry policy: no retries, and every call is bounded by one deadline of
+`REQUEST_TIMEOUT` seconds (for a stream: until the first delta, then between two
+deltas). A user request therefore never waits more than one timeout on the model;
+retrying is left to the client, which sees 502/504.
 """
 from __future__ import annotations
 
@@ -11,20 +16,21 @@ import asyncio
 import itertools
 import json
 import math
+import threading
 import time
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
-
-import httpx
-import openai
-from openai import AsyncOpenAI
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import UpstreamError, UpstreamTimeout
 from core.health import UpstreamState
 from core.offline import offline_answer
 from core.prompts import Prompt
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass
@@ -87,47 +93,75 @@ class LLMProvider(Protocol):
                             max_tokens: int) -> Completion:
         """A whole answer that should be one JSON object (the text is not parsed here)."""
 
+    def warm_up(self) -> Future[None]:
+        """Start loading what the first call needs, off the loop (call on the loop)."""
+
     async def close(self) -> None:
         """Release connections."""
 
 
-POOL_SHARD = 8  # connections per HTTP client (see OpenAIProvider.__init__)
+POOL_SHARD = 8  # connections per HTTP client (see OpenAIProvider.prepare)
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # when OPENAI_BASE_URL is empty
 
 
 class OpenAIProvider:
-    """Any OpenAI-compatible `chat/completions` endpoint through `AsyncOpenAI`."""
+    """Any OpenAI-compatible `chat/completions` endpoint, through httpx."""
 
     name = "openai"
 
     def __init__(self, *, api_key: str, base_url: str, model: str, timeout: float,
-                 concurrency: int = 10) -> None:
+                 concurrency: int = 10, executor: Executor | None = None) -> None:
         self.model = model
         self.timeout = timeout
-        # httpx's pool (httpcore 1.0) walks every connection it holds on every request
-        # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
-        # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
-        # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
-        # several clients of about POOL_SHARD each, taken in turn.
-        shards = max(1, math.ceil(concurrency / POOL_SHARD))
-        # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
-        self._clients = [
-            AsyncOpenAI(api_key=api_key or "none", base_url=base_url or None, timeout=timeout,
-                        max_retries=0, http_client=openai.DefaultAsyncHttpxClient(
-                            limits=httpx.Limits(max_connections=1000,
-                                                max_keepalive_connections=POOL_SHARD)))
-            for _ in range(shards)]
-        self._next_client = itertools.cycle(self._clients)
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        # A local endpoint (vLLM, Ollama) may need no key: then no Authorization header.
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._concurrency = concurrency
+        # httpx (~0.2 s of imports) is loaded and the clients built by prepare(), which
+        # the server runs in `executor` right after it listens (warm_up); a call that
+        # comes before that is done waits for it there, never on the event loop.
+        self._executor = executor
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client: Iterator[httpx.AsyncClient] = iter(())
+        self._preparing: Future[None] | None = None
+        self._build_lock = threading.Lock()
 
-    @property
-    def _client(self) -> AsyncOpenAI:
-        """The client for the next call (round robin over the shards)."""
+    def prepare(self) -> None:
+        """Import httpx and build the clients, once (blocking)."""
+        with self._build_lock:
+            if self._clients:
+                return
+            import httpx
+
+            # httpx's pool (httpcore 1.0) walks every connection it holds on every request
+            # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
+            # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
+            # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
+            # several clients of about POOL_SHARD each, taken in turn.
+            shards = max(1, math.ceil(self._concurrency / POOL_SHARD))
+            self._clients = [
+                httpx.AsyncClient(headers=self._headers, timeout=self.timeout, follow_redirects=True,
+                                  limits=httpx.Limits(max_connections=1000,
+                                                      max_keepalive_connections=POOL_SHARD))
+                for _ in range(shards)]
+            self._next_client = itertools.cycle(self._clients)
+
+    def warm_up(self) -> Future[None]:
+        """prepare() in the executor, started once; its future (call on the loop)."""
+        if self._preparing is None:
+            if self._executor is None:
+                self._preparing = Future()
+                self.prepare()
+                self._preparing.set_result(None)
+            else:
+                self._preparing = self._executor.submit(self.prepare)
+        return self._preparing
+
+    async def _client(self) -> httpx.AsyncClient:
+        """The client for the next call; the first calls wait for prepare() (off the loop)."""
+        if not self._clients:
+            await asyncio.wrap_future(self.warm_up())
         return next(self._next_client)
-
-    @_client.setter
-    def _client(self, client: AsyncOpenAI) -> None:
-        """Use this one client for every call (tests point it elsewhere)."""
-        self._clients = [client]
-        self._next_client = itertools.cycle(self._clients)
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
@@ -153,26 +187,24 @@ class OpenAIProvider:
 
     async def _complete_messages(self, messages: list[dict[str, str]], temperature: float,
                                  max_tokens: int, extra: dict[str, Any]) -> Completion:
-        # Through the client's own transport (auth, base URL, pool, error types) but not
-        # its typed layer: `create()` walks every message through a TypedDict transformer
-        # and builds pydantic models of the answer, ~0.8 ms of CPU per call, more than the
-        # rest of a cache miss (bench/b2_cache_miss.py). We need one string, two counters.
+        import httpx  # loaded by prepare(), which _client() waits for
+
         body = {"model": self.model, "messages": messages, "temperature": temperature,
                 "max_tokens": max_tokens, **extra}
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client.post("/chat/completions", body=body,
-                                                   cast_to=httpx.Response)
+                client = await self._client()
+                response = await client.post(self.base_url + "/chat/completions", json=body)
+            if response.is_error:
+                if extra and response.status_code in (400, 422) and "response_format" in response.text:
+                    raise _JsonModeRefused()
+                raise UpstreamError(f"大模型服务返回错误（HTTP {response.status_code}）")
             data = response.json()
-        except (TimeoutError, openai.APITimeoutError):
+        except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
-        except openai.APIStatusError as exc:
-            if extra and exc.status_code in (400, 422) and "response_format" in _error_text(exc):
-                raise _JsonModeRefused() from None
-            raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
-        except openai.APIConnectionError:
+        except httpx.HTTPError:
             raise UpstreamError("无法连接大模型服务") from None
-        except (openai.OpenAIError, ValueError, TypeError):
+        except (ValueError, TypeError):
             raise UpstreamError() from None
         try:
             text = data["choices"][0]["message"]["content"]
@@ -188,38 +220,37 @@ class OpenAIProvider:
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
                      usage: Usage) -> AsyncIterator[str]:
         """The answer as text, one piece per network read of the upstream's stream."""
+        import httpx  # loaded by prepare(), which _client() waits for
+
         loop = asyncio.get_running_loop()
+        body = {"model": self.model, "messages": prompt.messages, "temperature": temperature,
+                "max_tokens": max_tokens, "stream": True}
         got_text = False
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                # The client's request path (auth, base URL, pool, status errors as
-                # openai's types) but not its typed stream: that builds a pydantic model
-                # per chunk, most of the ~270 µs of CPU a relayed delta cost
-                # (bench/b9_stream_relay.py). Leaving the block closes the response, and
-                # with it the upstream connection, so a vanished client stops generation.
-                async with self._client.chat.completions.with_streaming_response.create(
-                        model=self.model, messages=prompt.messages, temperature=temperature,
-                        max_tokens=max_tokens, stream=True) as response:
-                    async for text in sse_deltas(response.http_response.aiter_bytes(), usage):
+                client = await self._client()
+                # Leaving the block closes the response, and with it the upstream
+                # connection, so a vanished client stops generation.
+                async with client.stream("POST", self.base_url + "/chat/completions", json=body) as response:
+                    if response.is_error:
+                        raise UpstreamError(f"大模型服务返回错误（HTTP {response.status_code}）")
+                    async for text in sse_deltas(response.aiter_bytes(), usage):
                         deadline.reschedule(loop.time() + self.timeout)
                         if text:
                             got_text = True
                             yield text
-        except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
-        except openai.APIStatusError as exc:
-            raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
-        except (openai.APIConnectionError, httpx.HTTPError):
-            # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
+        except httpx.HTTPError:
             raise UpstreamError("大模型服务连接中断" if got_text else "无法连接大模型服务") from None
-        except (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError, IndexError):
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError):
             raise UpstreamError() from None
         if not got_text:
             raise UpstreamError("大模型服务返回了空回答")
 
     async def close(self) -> None:
         for client in self._clients:
-            await client.close()
+            await client.aclose()
 
 
 class OfflineProvider:
@@ -236,6 +267,12 @@ class OfflineProvider:
 
     def __init__(self, executor: Executor | None = None) -> None:
         self.executor = executor
+
+    def warm_up(self) -> Future[None]:
+        """Nothing to load: a done future."""
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
 
     def answer_text(self, prompt: Prompt) -> str:
         """The offline answer for a prompt (deterministic)."""
@@ -304,18 +341,11 @@ class _JsonModeRefused(Exception):
     """The endpoint rejected `response_format` (internal to `complete_json`)."""
 
 
-def _error_text(exc: "openai.APIStatusError") -> str:
-    try:
-        return (exc.response.text or "") + " " + str(exc.message)
-    except Exception:
-        return str(exc)
-
-
 def make_provider(*, provider: str, api_key: str, base_url: str, model: str,
                   timeout: float, concurrency: int = 10, executor: Executor | None = None) -> LLMProvider:
     """The provider the settings ask for (`concurrency`: calls expected in flight;
-    `executor`: where the offline provider does its string work)."""
+    `executor`: where the client is built and the offline provider does its string work)."""
     if provider == "openai":
         return OpenAIProvider(api_key=api_key, base_url=base_url, model=model, timeout=timeout,
-                              concurrency=concurrency)
+                              concurrency=concurrency, executor=executor)
     return OfflineProvider(executor)

@@ -173,7 +173,7 @@ async def test_unreachable_upstream_is_502(http_server_client, fake_llm, ctx):
     from tornado.testing import bind_unused_port
     sock, port = bind_unused_port()
     sock.close()  # nothing listens there now
-    ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+    ctx.llm.base_url = f"http://127.0.0.1:{port}/v1"
     response = await post_json(http_server_client, "/api/chat", {"message": "hi", "use_knowledge": False})
     assert response.code == 502
     assert error_of(response)["code"] == "upstream_error"
@@ -265,7 +265,7 @@ async def test_stream_to_an_unreachable_upstream_is_a_plain_502_even_with_source
     from tornado.testing import bind_unused_port
     sock, port = bind_unused_port()
     sock.close()  # nothing listens there now
-    ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+    ctx.llm.base_url = f"http://127.0.0.1:{port}/v1"
     await ctx.knowledge.add([Document(id="d1", title="枫桥经验", content="枫桥经验就地化解矛盾纠纷。")])
     response, chunks = await stream_chat(http_server_client, {"message": "枫桥经验是什么？"})
     assert response.code == 502

@@ -337,7 +337,7 @@ async def test_an_endpoint_without_json_mode_is_asked_prompt_only(http_server_cl
     server = HTTPServer(tornado.web.Application([(r"/v1/chat/completions", _NoJsonMode, {"seen": seen})]))
     server.add_sockets([sock])
     try:
-        ctx.llm._client = ctx.llm._client.with_options(base_url=f"http://127.0.0.1:{port}/v1")
+        ctx.llm.base_url = f"http://127.0.0.1:{port}/v1"
         first, g = await grade(http_server_client, grade_body())
         assert first.code == 200 and g["model"] == "plain"
         assert len(seen) == 2 and "response_format" not in seen[1]
