@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import jieba
-
 from core.grading.exam import MEASURE_CUES, PROBLEM_CUES, has_cue, item_kind, question_asks
 from core.grading.lexicon import head_match, head_words, present
 from core.grading.rubric import (CREDIT, EXTRACTED_HIT_COVERAGE, EXTRACTED_PARTIAL_COVERAGE,
@@ -25,6 +23,7 @@ from core.grading.rubric import (CREDIT, EXTRACTED_HIT_COVERAGE, EXTRACTED_PARTI
 from core.grading.text import (Span, compact, ensure_jieba, head_of, item_spans, keywords, posseg,
                                paragraphs, question_focus, sentences, split_items, strip_marker,
                                without_topic)
+from core.knowledge.analyzer import jieba  # imported there without pkg_resources
 
 MAX_REFERENCE_POINTS = 12
 POINT_KEYWORDS = 5

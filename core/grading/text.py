@@ -11,9 +11,8 @@ from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
 
-import jieba
-
 from core.knowledge import analyzer
+from core.knowledge.analyzer import jieba  # imported there without pkg_resources
 
 
 # Function words that carry no point content. Single characters that do carry it in
