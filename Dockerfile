@@ -21,6 +21,9 @@ RUN python scripts/deps.py > /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
 COPY . .
+# The project's bytecode, compiled once here: with PYTHONDONTWRITEBYTECODE (and /app not
+# writable by the service) every container start would compile it again (~0.5 s).
+RUN python -m compileall -q core handlers scripts server.py
 
 # Not root: the service needs to write only DATA_DIR.
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin shenlun \

@@ -2,8 +2,13 @@
 200 on /health, against a bare Tornado process (bench/bare_server.py) as the floor.
 
 Start-up is measured from spawning `python server.py` to the first 200 of /health
-(polled every 10 ms): imports, settings, jieba's dictionaries, opening the index, the
-shared stores. Under load: cache hits, misses and searches at once for a few seconds,
+(polled every 10 ms): imports, settings, opening the index and the shared stores, with
+the project's bytecode compiled beforehand, as any start after the first one from a
+checkout (or an image built by the Dockerfile) has it. The phases are the server's own
+(its "listening" log line). Right after that first 200, one chat (a cache miss on the
+fake upstream) and one search are timed, against a second of each: the LLM client and
+jieba's dictionaries load after listen, and these say what the first requests pay for
+it. Under load: cache hits, misses and searches at once for a few seconds,
 RSS sampled every 100 ms, the peak reported. Where the memory goes: a separate process
 imports the server and builds its context under tracemalloc, and the live Python
 allocations are printed by package (tracemalloc sees Python's allocations, not RSS).
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,6 +43,7 @@ tracemalloc.start()
 from core.config import Settings
 from core.context import build_context
 ctx = build_context(Settings.from_env())
+ctx.llm.warm_up().result(); ctx.knowledge.warm_up().result()  # as the server does after listen
 by_package = collections.Counter()
 for stat in tracemalloc.take_snapshot().statistics("filename"):
     path = stat.traceback[0].filename
@@ -62,6 +70,29 @@ def breakdown(data_dir: Path, upstream: str) -> str:
     return out.stdout.strip() or out.stderr[-500:]
 
 
+_PHASES = re.compile(r"started in ([\d.]+)s: modules ([\d.]+), resources ([\d.]+), handlers ([\d.]+)")
+_SEARCH = "/api/knowledge/search?q=%E5%9F%BA%E5%B1%82%E6%B2%BB%E7%90%86"
+
+
+def timed(method: str, url: str, body: dict | None = None) -> float:
+    """Seconds one request takes (it must answer 200)."""
+    started = time.monotonic()
+    status, _, payload = common.http(method, url, body, timeout=60)
+    if status != 200:
+        raise RuntimeError(f"{method} {url}: {status} {payload[:200]!r}")
+    return time.monotonic() - started
+
+
+def first_requests(server: common.Server, n: int) -> dict[str, float]:
+    """The first chat and search right after /health 200, and a second of each."""
+    chat = server.url + "/api/chat"
+    out = {"first chat": timed("POST", chat, {"message": f"第{n}次启动：如何写好倡议书？", "mode": "document"}),
+           "first search": timed("GET", server.url + _SEARCH)}
+    out["second chat"] = timed("POST", chat, {"message": f"第{n}次启动：如何写好讲话稿？", "mode": "document"})
+    out["second search"] = timed("GET", server.url + _SEARCH + "&offset=1")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--starts", type=int, default=3)
@@ -74,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir()
     template = common.knowledge_template(work)
     upstream = common.start_upstream(log_dir=logs)
-    starts, bare_starts = [], []
+    # Bytecode as a deployed checkout has it (written by its first start, or by the
+    # Dockerfile's compileall): an environment with PYTHONDONTWRITEBYTECODE would
+    # otherwise compile the project's modules at every start (~0.5 s more).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "core", "handlers", "server.py"],
+                   cwd=common.SERVICE_ROOT, check=True, timeout=300)
+    starts, bare_starts, phases, cpu, bare_cpu = [], [], [], [], []
+    firsts: dict[str, list[float]] = {}
     server = None
     for i in range(args.starts):
         if server is not None:
@@ -82,8 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         server = common.start_server(common.fresh_data_dir(work, f"data{i}", template),
                                      upstream=upstream.base_url, log_dir=logs, MAX_CONCURRENT_REQUESTS=100)
         starts.append(server.startup_s)
+        cpu.append(common.cpu_seconds(server.proc.pid))  # less noisy than wall time on a busy machine
+        for name, seconds in first_requests(server, i).items():
+            firsts.setdefault(name, []).append(seconds)
+        found = _PHASES.findall(server.proc.log(tail=20000))
+        if found:
+            phases.append([float(x) for x in found[-1]])
         bare = common.start_bare({"answer": "x"}, log_dir=logs)
         bare_starts.append(bare.startup_s)
+        bare_cpu.append(common.cpu_seconds(bare.proc.pid))
         if i < args.starts - 1:
             bare.stop()
     time.sleep(1.0)
@@ -91,9 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     bare_idle = common.rss_bytes(bare.proc.pid)
     report.add("start-up to first /health 200", common.median(starts), "s", reference="bare Tornado start-up",
                ref_value=common.median(bare_starts), note=f"median of {args.starts}, bundled knowledge")
+    report.add("CPU time to first /health 200", common.median(cpu), "s", reference="bare Tornado",
+               ref_value=common.median(bare_cpu), note=f"median of {args.starts}; user + system")
+    if phases:
+        names = ("to listen", "modules", "resources", "handlers + listen")
+        report.note(f"start-up phases in the server (median of {len(phases)}, s): " + ", ".join(
+            f"{name} {common.median([p[k] for p in phases]):.2f}" for k, name in enumerate(names)))
+    for kind in ("chat", "search"):
+        report.add(f"first {kind} right after /health 200", common.median(firsts[f"first {kind}"]) * 1000,
+                   "ms", reference=f"second {kind}", ref_value=common.median(firsts[f"second {kind}"]) * 1000,
+                   note=f"median of {args.starts}" + (" (cache miss, fake upstream)" if kind == "chat" else ""))
     report.add("RSS idle", idle / MB, "MiB", reference="bare Tornado RSS", ref_value=bare_idle / MB)
 
-    report.note("memory by package (tracemalloc, live Python allocations after start-up): "
+    report.note("memory by package (tracemalloc, live Python allocations after start-up and warm-up): "
                 + breakdown(common.fresh_data_dir(work, "breakdown", template), upstream.base_url))
     peak = [idle]
     stop = threading.Event()

@@ -70,6 +70,14 @@ class AppContext:
         """This process's metrics now, in the Prometheus text format."""
         self.metrics.set_cache_entries(await self.cache.count())
         return self.metrics.exposition()
+    def warm_up(self) -> None:
+        """Start loading, in the CPU executor, what the first requests need and /health
+        does not: the LLM's HTTP client (httpx) and jieba's dictionaries (~0.3 s).
+        Called once the server listens; a request that comes first waits for its part
+        off the loop."""
+        self.llm.warm_up()
+        if self.knowledge is not None:
+            self.knowledge.warm_up()
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""
@@ -99,7 +107,7 @@ def build_context(settings: Settings) -> AppContext:
                           instances=settings.instances)
     fleet = FleetBoard(stores.fleet, server_id=settings.server_id,
                        interval=settings.metrics_collection_interval)
-    # Loads jieba's dictionaries now (~1 s), not on the first request.
+    # jieba's dictionaries are loaded by ctx.warm_up(), after the server listens.
     knowledge = KnowledgeBase.open(data, executor, disk=disk)
     # One registry per process: every collector (requests, LLM calls, process) is on it.
     registry = CollectorRegistry()

@@ -13,17 +13,14 @@ import itertools
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import httpx
-import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from core.chat.offline import offline_answer
@@ -31,6 +28,11 @@ from core.chat.prompts import Prompt
 from core.errors import UpstreamError, UpstreamTimeout
 from core.ops.health import UpstreamState
 from core.traffic.concurrency import ConcurrencySlots
+
+if TYPE_CHECKING:  # imported by OpenAIProvider.prepare(), after the server listens
+    import openai
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger("shenlun.llm")
 
@@ -144,6 +146,9 @@ class LLMProvider(Protocol):
                             max_tokens: int) -> Completion:
         """A whole answer that should be one JSON object (the text is not parsed here)."""
 
+    def warm_up(self) -> Future[None]:
+        """Start loading what the first call needs, off the loop (call on the loop)."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -229,27 +234,69 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, *, api_key: str, base_url: str, model: str, timeout: float,
-                 concurrency: int = 10) -> None:
+                 concurrency: int = 10, executor: Executor | None = None) -> None:
         self.model = model
         self.timeout = timeout
-        # httpx's pool (httpcore 1.0) walks every connection it holds on every request
-        # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
-        # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
-        # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
-        # several clients of about POOL_SHARD each, taken in turn.
-        shards = max(1, math.ceil(concurrency / POOL_SHARD))
-        # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
-        self._clients = [
-            AsyncOpenAI(api_key=api_key or "none", base_url=base_url or None, timeout=timeout,
-                        max_retries=0, http_client=openai.DefaultAsyncHttpxClient(
-                            limits=httpx.Limits(max_connections=1000,
-                                                max_keepalive_connections=POOL_SHARD)))
-            for _ in range(shards)]
-        self._next_client = itertools.cycle(self._clients)
+        self._api_key = api_key
+        self._base_url = base_url
+        self._concurrency = concurrency
+        # `import openai` is ~0.6 s of CPU (more under load): the largest part of the
+        # start-up. prepare() imports it and builds the clients; the server runs it in
+        # `executor` right after it listens (warm_up), and a call that comes before that
+        # is done waits for it there, never on the event loop.
+        self._executor = executor
+        self._sdk: Any = None    # the openai module, once prepared
+        self._httpx: Any = None  # and httpx
+        self._clients: list[AsyncOpenAI] = []
+        self._next_client: Iterator[AsyncOpenAI] = iter(())
+        self._preparing: Future[None] | None = None
+        self._build_lock = threading.Lock()
 
-    @property
-    def _client(self) -> AsyncOpenAI:
-        """The client for the next call (round robin over the shards)."""
+    def prepare(self) -> None:
+        """Import openai and build the clients, once (blocking)."""
+        with self._build_lock:
+            if self._clients:
+                return
+            import httpx
+            import openai
+
+            # httpx's pool (httpcore 1.0) walks every connection it holds on every request
+            # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
+            # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
+            # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
+            # several clients of about POOL_SHARD each, taken in turn.
+            shards = max(1, math.ceil(self._concurrency / POOL_SHARD))
+            # One TLS context for all of them: each client would load the CA bundle into
+            # its own (~75 ms apiece, ~1 s for the 13 clients of MAX_CONCURRENT_REQUESTS=100).
+            tls = httpx.create_ssl_context()
+            # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
+            self._clients = [
+                openai.AsyncOpenAI(
+                    api_key=self._api_key or "none", base_url=self._base_url or None,
+                    timeout=self.timeout, max_retries=0,
+                    http_client=openai.DefaultAsyncHttpxClient(
+                        verify=tls, limits=httpx.Limits(max_connections=1000,
+                                                        max_keepalive_connections=POOL_SHARD)))
+                for _ in range(shards)]
+            self._sdk, self._httpx = openai, httpx
+            self._next_client = itertools.cycle(self._clients)
+
+    def warm_up(self) -> Future[None]:
+        """prepare() in the executor, started once; its future (call on the loop)."""
+        if self._preparing is None:
+            if self._executor is None:
+                self._preparing = Future()
+                self.prepare()
+                self._preparing.set_result(None)
+            else:
+                self._preparing = self._executor.submit(self.prepare)
+        return self._preparing
+
+    async def _client(self) -> AsyncOpenAI:
+        """The client for the next call (round robin over the shards); the first calls
+        wait for prepare(), off the loop."""
+        if not self._clients:
+            await asyncio.wrap_future(self.warm_up())
         return next(self._next_client)
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
@@ -282,10 +329,11 @@ class OpenAIProvider:
         # rest of a cache miss (bench/b2_cache_miss.py). We need one string, two counters.
         body = {"model": self.model, "messages": messages, "temperature": temperature,
                 "max_tokens": max_tokens, **extra}
+        client = await self._client()
+        openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client.post("/chat/completions", body=body,
-                                                   cast_to=httpx.Response)
+                response = await client.post("/chat/completions", body=body, cast_to=httpx.Response)
             data = response.json()
         except (TimeoutError, openai.APITimeoutError):
             raise UpstreamTimeout() from None
@@ -313,6 +361,8 @@ class OpenAIProvider:
         """The answer as text, one piece per network read of the upstream's stream."""
         loop = asyncio.get_running_loop()
         got_text = False
+        client = await self._client()
+        openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout) as deadline:
                 # The client's request path (auth, base URL, pool, status errors as
@@ -320,7 +370,7 @@ class OpenAIProvider:
                 # per chunk, most of the ~270 µs of CPU a relayed delta cost
                 # (bench/b9_stream_relay.py). Leaving the block closes the response, and
                 # with it the upstream connection, so a vanished client stops generation.
-                async with self._client.chat.completions.with_streaming_response.create(
+                async with client.chat.completions.with_streaming_response.create(
                         # {role, content} dicts: the shape openai's message TypedDicts describe.
                         model=self.model, messages=cast("list[ChatCompletionMessageParam]", prompt.messages),
                         temperature=temperature,
@@ -361,6 +411,12 @@ class OfflineProvider:
 
     def __init__(self, executor: Executor | None = None) -> None:
         self.executor = executor
+
+    def warm_up(self) -> Future[None]:
+        """Nothing to load: a done future."""
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
 
     def answer_text(self, prompt: Prompt) -> str:
         """The offline answer for a prompt (deterministic)."""
@@ -439,8 +495,8 @@ def _error_text(exc: openai.APIStatusError) -> str:
 def make_provider(*, provider: str, api_key: str, base_url: str, model: str,
                   timeout: float, concurrency: int = 10, executor: Executor | None = None) -> LLMProvider:
     """The provider the settings ask for (`concurrency`: calls expected in flight;
-    `executor`: where the offline provider does its string work)."""
+    `executor`: where the client is built and the offline provider does its string work)."""
     if provider == "openai":
         return OpenAIProvider(api_key=api_key, base_url=base_url, model=model, timeout=timeout,
-                              concurrency=concurrency)
+                              concurrency=concurrency, executor=executor)
     return OfflineProvider(executor)

@@ -225,3 +225,51 @@ def test_a_stream_to_a_closed_upstream_port_is_a_plain_502_and_health_says_faili
         assert llm["since"] and llm["error"] == "upstream_error"
     finally:
         server.stop()
+
+
+_STARTUP_PROBE = """
+import sys
+import server
+from core.config import Settings
+from core.knowledge import analyzer
+app = server.make_app(Settings.from_env())
+print(sorted(m for m in ("openai", "httpx", "redis", "pkg_resources") if m in sys.modules), analyzer._ready)
+"""
+
+
+def test_start_up_loads_neither_an_sdk_nor_redis_nor_jiebas_dictionary(tmp_path):
+    # An upstream is configured and the store is diskcache: what the server builds before
+    # it listens needs no HTTP client library, no Redis client, no pkg_resources (jieba's
+    # import of it costs ~0.15 s) and no dictionary (loaded after listen, ctx.warm_up).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STORE_", "API_KEYS"))}
+    env.update(DATA_DIR=str(tmp_path), OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
+    result = subprocess.run([sys.executable, "-c", _STARTUP_PROBE], cwd=ROOT, env=env, check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "[] False"
+
+
+@pytest.mark.slow
+def test_the_first_chat_and_search_after_start_up_wait_for_what_loads_after_listen(tmp_path, fake_llm):
+    server = start_server(tmp_path, DATA_DIR=str(tmp_path), OPENAI_BASE_URL=fake_llm.base_url,
+                          OPENAI_API_KEY="sk-test")
+    try:
+        # Sent at once, together, while the client and the dictionaries may still be loading.
+        results: dict[str, tuple[int, bytes]] = {}
+
+        def ask(name: str, method: str, path: str, body: object = None) -> None:
+            status, _, payload = http(method, server.url + path, body)
+            results[name] = (status, payload)
+
+        threads = [threading.Thread(target=ask, args=("chat", "POST", "/api/chat",
+                                                       {"message": "乡村振兴怎么写？", "use_knowledge": False})),
+                   threading.Thread(target=ask, args=("search", "GET", "/api/knowledge/search?q=%E4%B9%A1%E6%9D%91%E6%8C%AF%E5%85%B4"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert results["chat"][0] == 200 and json.loads(results["chat"][1])["answer"]
+        assert results["search"][0] == 200 and json.loads(results["search"][1])["total"] == 0
+        assert fake_llm.calls == 1
+    finally:
+        server.stop()

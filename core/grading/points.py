@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import jieba
-
 from core.grading.exam import MEASURE_CUES, PROBLEM_CUES, has_cue, item_kind, question_asks
 from core.grading.lexicon import head_match, head_words, present
 from core.grading.rubric import (
@@ -43,6 +41,7 @@ from core.grading.text import (
     strip_marker,
     without_topic,
 )
+from core.knowledge.analyzer import jieba  # imported there without pkg_resources
 
 MAX_REFERENCE_POINTS = 12
 POINT_KEYWORDS = 5

@@ -12,9 +12,8 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
-import jieba
-
 from core.knowledge import analyzer
+from core.knowledge.analyzer import jieba  # imported there without pkg_resources
 
 # Function words that carry no point content. Single characters that do carry it in
 # 申论 (难, 低, 少, 弱, 乱, 慢 …) are deliberately kept.

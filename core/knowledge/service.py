@@ -18,7 +18,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,8 +201,9 @@ class KnowledgeBase:
              disk: DataDisk | None = None) -> KnowledgeBase:
         """Open (creating if needed) the store and the index under `data_dir/knowledge`.
 
-        Blocking (loads jieba's dictionaries, ~1 s; SQLite's integrity check of the
-        store): call at start-up, not on the loop of a running server. Raises
+        Blocking (SQLite's integrity check of the store): call at start-up, not on the
+        loop of a running server. jieba's dictionaries are loaded by the first
+        segmentation, or before it by `warm_up()`. Raises
         CorruptStore for a damaged store; an unreadable index is rebuilt in the
         background (see core/knowledge/healing.py).
         """
@@ -213,12 +214,17 @@ class KnowledgeBase:
             raise CorruptStore(f"{STORE_FILE} is missing beside an existing index; restore it "
                                f"from a backup, or remove {root.name}/ to start empty")
         store = DocumentStore(root / STORE_FILE, verify=True)  # refuse a damaged one first
-        analyzer.initialize()
         index = SharedIndex(root, store, write_timeout=write_timeout)
         base = cls(store, index, executor, write_timeout=write_timeout,
                    disk=disk or DataDisk(data_dir))
         base.healer.start()
         return base
+
+    def warm_up(self) -> Future[None]:
+        """Load jieba's dictionaries (~0.3 s) in the executor, so the start-up does not
+        wait for them (a search that comes first waits for them on its own thread,
+        never on the loop)."""
+        return self.executor.submit(analyzer.initialize)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
