@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from core.chat import ChatRequest
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, error_class
 from core.validation import read_bool, read_str, require_object
 
 # Model name → chat mode. The order is the order `GET /v1/models` lists them in.
@@ -51,9 +51,7 @@ _HEADING = re.compile(
         names="|".join(sorted(_SECTION_FIELDS, key=len, reverse=True))),
     re.MULTILINE)
 _LIMIT_NUMBER = re.compile(r"\d{1,5}")
-# OpenAI's error `type` by HTTP status; SDKs pick their exception class by the status.
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
 
 
 def model_list() -> dict[str, Any]:
@@ -63,9 +61,10 @@ def model_list() -> dict[str, Any]:
         for name in MODEL_MODES]}
 
 
-def error_body(code: str, message: str, status: int) -> dict[str, Any]:
-    """An error in OpenAI's shape; `code` stays our stable English code."""
-    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "api_error"),
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """An error in OpenAI's shape; `code` stays our stable English code, `type` is the
+    catalogue's OpenAI type of it."""
+    return {"error": {"message": message, "type": error_class(code).openai_type,
                       "code": code, "param": None}}
 
 

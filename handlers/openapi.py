@@ -9,6 +9,7 @@ from typing import Any
 
 from core import __version__
 from core.auth import CLIENT
+from core.errors import CATALOGUE
 from core.chat import MAX_HISTORY_TURNS, MAX_MATERIAL_CHARS, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from core.grading import PracticeBank
 from core.grading.practice import MAX_THEME_CHARS
@@ -22,21 +23,6 @@ from core.openai_compat import GRADE_MODEL, MAX_USER_CHARS, MODEL_MODES
 from core.prompts import MODE_ALIASES, MODES
 from handlers.base import BaseHandler
 
-_ERROR_STATUSES = {
-    "400": "请求体不是 JSON，或字段缺失、类型错误、越界（invalid_json / invalid_request）",
-    "401": "配置了密钥而未提供或提供了错误的密钥（unauthorized）",
-    "403": "客户端密钥访问管理员操作（forbidden）",
-    "404": "资源不存在（not_found）",
-    "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
-    "429": "令牌桶已空（rate_limited），见 Retry-After",
-    "502": "大模型返回错误、无法解析的内容，或无法连接（upstream_error）",
-    "503": "并发已满（server_busy）、知识库索引正在重建（index_unavailable，见 Retry-After）、健康检查失败，"
-           "或清空缓存时共享存储（Redis）不可用",
-    "504": "大模型超时（upstream_timeout）",
-    "507": "数据目录所在磁盘已满或只读，写入被拒绝，读取不受影响（insufficient_storage）",
-}
-
-
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -46,7 +32,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: str, schema: str = "Error") -> dict[str, Any]:
-    return {s: _json(_ref(schema), _ERROR_STATUSES[s]) for s in statuses}
+    return {s: _json(_ref(schema), _error_description(int(s))) for s in statuses}
+
+
+def _error_description(status: int) -> str:
+    """The catalogue's codes of `status`, each with its default message."""
+    return "；".join(f"{cls.code}：{cls.message}" for cls in CATALOGUE.values() if cls.status == status)
 
 
 def _operation(summary: str, ok: dict[str, Any], *errors: str, secured: bool = True,
