@@ -94,6 +94,13 @@ class RateLimited(ServiceError):
 
 class UpstreamError(ServiceError):
     code, status, message = "upstream_error", 502, "大模型服务返回了错误或无法解析的结果"
+    UNREACHABLE = "无法连接大模型服务"
+    EMPTY = "大模型服务返回了空回答"
+
+    @classmethod
+    def http(cls, status: int) -> UpstreamError:
+        """The upstream answered an HTTP error status."""
+        return cls(f"大模型服务返回错误（HTTP {status}）")
 
 
 class ServerBusy(ServiceError):

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from core.prompts import BAND_LOW, EXAM_MODES, PromptBook, TaskSpec, char_count, default_book, fill
+from core.validation import Integer
 
 ANSWER_MODES = EXAM_MODES
+# The word limit a client may ask for (chat, /v1 and grading): 10 to 10,000 characters.
+WORD_LIMIT = Integer(10, 10_000)
 _SENTENCE_END = "。！？!?；;\n"
 
 

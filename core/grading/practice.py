@@ -28,7 +28,7 @@ log = logging.getLogger("shenlun.grading")
 
 PRACTICE_DIR = PROJECT_ROOT / "data" / "practice"
 PAPERS_SUBDIR = "papers"
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")  # practice item and paper ids
 # A paper has the 4–5 questions of a real 申论 paper and fits the exam's 120–210 minutes.
 PAPER_QUESTIONS = (4, 5)
 PAPER_MINUTES = (120, 210)
@@ -137,7 +137,7 @@ def parse_paper(data: Any) -> PracticePaper:
     if not isinstance(data, dict):
         raise PracticeError("not a JSON object")
     paper_id = _need(data, "id", str)
-    if not _ID.match(paper_id):
+    if not ID_PATTERN.match(paper_id):
         raise PracticeError(f"bad id {paper_id!r}")
     total, reading = _need(data, "total_minutes", int), _need(data, "reading_minutes", int)
     if not (PAPER_MINUTES[0] <= total <= PAPER_MINUTES[1] and 0 < reading < total):
@@ -168,7 +168,7 @@ def parse_item(data: Any, papers: Mapping[str, PracticePaper] | None = None) -> 
     if not isinstance(data, dict):
         raise PracticeError("not a JSON object")
     item_id = _need(data, "id", str)
-    if not _ID.match(item_id):
+    if not ID_PATTERN.match(item_id):
         raise PracticeError(f"bad id {item_id!r}")
     qtype = _need(data, "question_type", str)
     if qtype not in QUESTION_TYPES:

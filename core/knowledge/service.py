@@ -17,11 +17,14 @@ import random
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Mapping, Sequence, TypeVar
+from typing import Annotated, Any, ContextManager, TypeVar
+
+from pydantic import Field
 
 from core.disk import DataDisk, refusal
 from core.errors import IndexUnavailable, InsufficientStorage, InvalidRequest, NotFound
@@ -30,7 +33,7 @@ from core.knowledge.healing import IndexHealer
 from core.knowledge.index import POINTER, SharedIndex, busy
 from core.knowledge.store import CorruptStore, Document, DocumentStore
 from core.prompts import Source
-from core.validation import read_str, read_str_list, require_object
+from core.validation import NOT_STRING, Check, Shape, Text, Words, refuse
 
 MAX_BATCH = 100
 MAX_TITLE_CHARS = 200
@@ -62,48 +65,49 @@ T = TypeVar("T")
 
 # --- validation ---
 
-def _field(item: Mapping[str, Any], where: str, key: str) -> tuple[dict[str, Any], str]:
-    # The core.validation readers name the field they read; give them the full path
-    # ("documents[3].title") to name.
-    label = f"{where}.{key}" if where else key
-    return ({label: item[key]} if key in item else {}), label
+def _document_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise refuse(NOT_STRING)
+    if value and (not ID_PATTERN.match(value) or value in RESERVED_IDS):
+        raise refuse("字段 {field} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
+                     "以字母或数字开头），且不能是 search 或 add")
+    return value
+
+
+class DocumentBody(Shape):
+    """One document of an add request, as sent."""
+
+    id: Annotated[str, Check(_document_id, {
+        "type": "string", "pattern": f"^({ID_PATTERN.pattern[1:-1]})?$", "not": {"enum": sorted(RESERVED_IDS)},
+        "description": "省略或为空时自动生成；已存在则替换"})] = ""
+    title: Annotated[str, Text(MAX_TITLE_CHARS, required=True)]
+    content: Annotated[str, Text(MAX_CONTENT_CHARS, required=True)]
+    category: Annotated[str, Text(MAX_CATEGORY_CHARS)] = ""
+    tags: Annotated[tuple[str, ...], Words(MAX_TAGS, MAX_TAG_CHARS)] = ()
+    source: Annotated[str, Text(MAX_SOURCE_CHARS)] = ""
+
+    def document(self) -> Document:
+        return Document(id=self.id, title=self.title.strip(), content=self.content,
+                        category=self.category.strip(), tags=self.tags, source=self.source.strip())
+
+
+class DocumentBatch(Shape):
+    """Several documents in one add request."""
+
+    documents: Annotated[tuple[DocumentBody, ...], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 def parse_document(item: Any, where: str = "") -> Document:
     """One document of an add payload; raises InvalidRequest naming the field."""
-    data = require_object(item, where or "请求体")
-    doc_id = read_str(*_field(data, where, "id"), max_len=128)
-    if doc_id and (not ID_PATTERN.match(doc_id) or doc_id in RESERVED_IDS):
-        label = _field(data, where, "id")[1]
-        raise InvalidRequest(f"字段 {label} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
-                             f"以字母或数字开头），且不能是 search 或 add")
-    title = read_str(*_field(data, where, "title"), max_len=MAX_TITLE_CHARS, required=True)
-    content = read_str(*_field(data, where, "content"), max_len=MAX_CONTENT_CHARS, required=True)
-    category = read_str(*_field(data, where, "category"), max_len=MAX_CATEGORY_CHARS)
-    source = read_str(*_field(data, where, "source"), max_len=MAX_SOURCE_CHARS)
-    tags_field, tags_label = _field(data, where, "tags")
-    if isinstance(tags_field.get(tags_label), list) and any(
-            isinstance(t, str) and "," in t for t in tags_field[tags_label]):
-        raise InvalidRequest(f"字段 {tags_label} 的标签不能含有逗号")
-    tags = read_str_list(tags_field, tags_label, max_items=MAX_TAGS, max_len=MAX_TAG_CHARS)
-    return Document(id=doc_id, title=title.strip(), content=content, category=category.strip(),
-                    tags=tuple(dict.fromkeys(tags)), source=source.strip())
+    return DocumentBody.parse(item, where).document()
 
 
 def parse_documents(payload: Any) -> list[Document]:
     """The documents of an add payload: one document, or {"documents": [...]} (1 to
     MAX_BATCH). Raises InvalidRequest naming the field; nothing is stored then."""
-    data = require_object(payload)
-    if "documents" not in data:
-        return [parse_document(data)]
-    items = data["documents"]
-    if not isinstance(items, list):
-        raise InvalidRequest("字段 documents 必须是数组")
-    if not items:
-        raise InvalidRequest("字段 documents 不能为空")
-    if len(items) > MAX_BATCH:
-        raise InvalidRequest(f"字段 documents 最多 {MAX_BATCH} 篇（本次 {len(items)} 篇）")
-    docs = [parse_document(item, f"documents[{n}]") for n, item in enumerate(items)]
+    if not isinstance(payload, dict) or "documents" not in payload:
+        return [parse_document(payload)]
+    docs = [body.document() for body in DocumentBatch.parse(payload).documents]
     seen: set[str] = set()
     for n, doc in enumerate(docs):
         if doc.id and doc.id in seen:
@@ -170,6 +174,10 @@ class ListRequest:
             raise InvalidRequest(f"参数 category 过长（最多 {MAX_CATEGORY_CHARS} 个字符）")
         return cls(limit=_param_int(params, "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
                    offset=_param_int(params, "offset", 0, MAX_LIST_OFFSET, 0), category=category)
+
+
+def _no_such_document(doc_id: str) -> NotFound:
+    return NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
 
 
 # --- the service ---
@@ -256,7 +264,7 @@ class KnowledgeBase:
         """A document as stored; NotFound for an unknown id."""
         doc = await self._run(self.store.get, doc_id)
         if doc is None:
-            raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
+            raise _no_such_document(doc_id)
         return doc.as_dict()
 
     async def delete(self, doc_id: str) -> None:
@@ -264,7 +272,7 @@ class KnowledgeBase:
         with self._writing():
             seq = await self._run(self.store.delete, doc_id)
         if seq is None:
-            raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
+            raise _no_such_document(doc_id)
         await self._sync(seq)
 
     async def retrieve(self, query: str, limit: int) -> list[Source]:
