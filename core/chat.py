@@ -50,7 +50,7 @@ INLINE_QUERY_CHARS = 500  # material up to this long has its keywords counted on
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
-_MODE_REFUSAL = ("字段 {field} 必须是以下之一：" + "、".join(f"{key}（{label}）" for key, label in MODES.items())
+_MODE_REFUSAL = ("{field} 必须是以下之一：" + "、".join(f"{key}（{label}）" for key, label in MODES.items())
                  + "；也可用中文名，如 概括、分析、对策、应用文、文章、批改")
 # Checks /v1/chat/completions shares with /api/chat: one declaration of each bound.
 TEMPERATURE = Number(0.0, 2.0)

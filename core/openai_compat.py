@@ -91,7 +91,7 @@ def split_sections(text: str) -> tuple[str, dict[str, str]]:
     return text[:heads[0].start()].strip(), sections
 
 
-_NO_MODEL = "缺少字段 {field}（可用：" + "、".join(MODEL_MODES) + "）"
+_NO_MODEL = "缺少{field}（可用：" + "、".join(MODEL_MODES) + "）"
 
 
 def _model(value: Any) -> str:
@@ -109,11 +109,11 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         if not all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
                    for part in content):
-            raise refuse("字段 {field}：只支持文本内容")
+            raise refuse("{field}：只支持文本内容")
         # A NUL can reach no answer, log or store; in a part of a content array it is
         # dropped (a whole string carrying one is refused by the chat validator).
         return "".join(part["text"] for part in content).replace("\x00", "")
-    raise refuse("字段 {field} 必须是字符串或文本数组")
+    raise refuse("{field} 必须是字符串或文本数组")
 
 
 # The parts documented: at most CONTENT_PARTS, so that their sum stays within the
@@ -223,7 +223,7 @@ class CompletionRequest:
 
 def _one(value: Any) -> int:
     if value != 1:
-        raise refuse("字段 {field}：只支持 1 个回答")
+        raise refuse("{field}：只支持 1 个回答")
     return 1
 
 

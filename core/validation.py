@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Collection, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from pydantic import (BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError,
@@ -22,31 +23,32 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from core.errors import InvalidRequest
 
-FIELD = "{field}"  # where a message names its field, filled in by Shape.parse
+FIELD = "{field}"  # where a message names its field ("字段 x", "参数 x"), filled in by Shape.parse
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 # What Python's str.strip() removes (the checks' notion of blank), which is not
 # JSON Schema's \s: \x1c-\x1f and \x85 are blank to Python, \ufeff is not.
-_PY_SPACE = ("\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
+PY_SPACE = ("\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
              "\\u2028\\u2029\\u202f\\u205f\\u3000")
 NO_NUL = "^[^\\u0000]*$"
-NOT_BLANK = f"^[^\\u0000]*[^\\u0000{_PY_SPACE}][^\\u0000]*$"
+_DIGITS = re.compile(r"[+-]?\d{1,9}")
+NOT_BLANK = f"^[^\\u0000]*[^\\u0000{PY_SPACE}][^\\u0000]*$"
 
-NOT_STRING = "字段 {field} 必须是字符串"
-_NOT_STRINGS = "字段 {field} 必须是字符串数组"
-_TOO_MANY = "字段 {field} 最多 {max_items} 项"
-_OUT_OF_RANGE = "字段 {field} 必须在 {lo} 到 {hi} 之间"
+NOT_STRING = "{field} 必须是字符串"
+_NOT_STRINGS = "{field} 必须是字符串数组"
+_TOO_MANY = "{field} 最多 {max_items} 项"
+_OUT_OF_RANGE = "{field} 必须在 {lo} 到 {hi} 之间"
 
 # pydantic's own failures (structure: objects, arrays, missing keys), in Chinese.
 _BUILTIN = {
-    "missing": "缺少字段 {field}",
-    "model_type": "字段 {field} 必须是对象",
-    "model_attributes_type": "字段 {field} 必须是对象",
-    "dict_type": "字段 {field} 必须是对象",
-    "list_type": "字段 {field} 必须是数组",
-    "tuple_type": "字段 {field} 必须是数组",
-    "too_long": "字段 {field} 最多 {max_length} 项",
-    "too_short": "字段 {field} 不能为空",
+    "missing": "缺少{field}",
+    "model_type": "{field} 必须是对象",
+    "model_attributes_type": "{field} 必须是对象",
+    "dict_type": "{field} 必须是对象",
+    "list_type": "{field} 必须是数组",
+    "tuple_type": "{field} 必须是数组",
+    "too_long": "{field} 最多 {max_length} 项",
+    "too_short": "{field} 不能为空",
 }
 
 
@@ -77,11 +79,11 @@ def Text(max_len: int, *, required: bool = False, **extra: Any) -> Check:
         if not isinstance(value, str):
             raise refuse(NOT_STRING)
         if "\x00" in value:
-            raise refuse("字段 {field} 含有非法字符")
+            raise refuse("{field} 含有非法字符")
         if len(value) > max_len:
-            raise refuse("字段 {field} 过长（最多 {max_len} 个字符）", max_len=max_len)
+            raise refuse("{field} 过长（最多 {max_len} 个字符）", max_len=max_len)
         if required and not value.strip():
-            raise refuse("字段 {field} 不能为空")
+            raise refuse("{field} 不能为空")
         return value
     schema = {"type": "string", "maxLength": max_len, "pattern": NOT_BLANK if required else NO_NUL}
     return Check(check, schema, **extra)
@@ -93,7 +95,7 @@ def Integer(lo: int, hi: int, **extra: Any) -> Check:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise refuse("字段 {field} 必须是整数")
+            raise refuse("{field} 必须是整数")
         if not lo <= value <= hi:
             raise refuse(_OUT_OF_RANGE, lo=lo, hi=hi)
         return value
@@ -104,10 +106,10 @@ def Number(lo: float, hi: float, *, above_lo: bool = False, **extra: Any) -> Che
     """A finite number from `lo` (excluded when `above_lo`) to `hi`."""
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise refuse("字段 {field} 必须是数字")
+            raise refuse("{field} 必须是数字")
         if not math.isfinite(value) or not (lo < value if above_lo else lo <= value) or value > hi:
             if above_lo:
-                raise refuse("字段 {field} 必须是大于 {lo}、不超过 {hi} 的数字", lo=lo, hi=hi)
+                raise refuse("{field} 必须是大于 {lo}、不超过 {hi} 的数字", lo=lo, hi=hi)
             raise refuse(_OUT_OF_RANGE, lo=lo, hi=hi)
         return float(value)
     low = "exclusiveMinimum" if above_lo else "minimum"
@@ -118,7 +120,7 @@ def Flag(**extra: Any) -> Check:
     """true or false."""
     def check(value: Any) -> bool:
         if not isinstance(value, bool):
-            raise refuse("字段 {field} 必须是 true 或 false")
+            raise refuse("{field} 必须是 true 或 false")
         return value
     return Check(check, {"type": "boolean"}, **extra)
 
@@ -127,20 +129,20 @@ _NO_BLANK: Any = object()
 
 
 def Choice(choices: Collection[str] | Mapping[str, str], *, message: str | None = None,
-           blank: Any = _NO_BLANK, **extra: Any) -> Check:
+           blank: Any = _NO_BLANK, key: Callable[[str], str] = str.strip, **extra: Any) -> Check:
     """One of `choices` (surrounding blanks ignored); a mapping's value is the one kept,
     so a table of aliases answers the canonical name. With `blank`, a blank string is
-    no choice and answers `blank`."""
+    no choice and answers `blank`; `key` says how a value is read (stripped)."""
     names = list(choices)
-    refusal = message or "字段 {field} 必须是以下之一：" + "、".join(names)
+    refusal = message or "{field} 必须是以下之一：" + "、".join(names)
 
     def check(value: Any) -> Any:
-        key = value.strip() if isinstance(value, str) else None
-        if key == "" and blank is not _NO_BLANK:
+        name = key(value) if isinstance(value, str) else None
+        if name == "" and blank is not _NO_BLANK:
             return blank
-        if key is None or key not in choices:
+        if name is None or name not in choices:
             raise refuse(refusal)
-        return choices[key] if isinstance(choices, Mapping) else key
+        return choices[name] if isinstance(choices, Mapping) else name
     return Check(check, {"enum": names}, **extra)
 
 
@@ -151,14 +153,14 @@ def Words(max_items: int, max_len: int, **extra: Any) -> Check:
         if isinstance(value, str):
             value = value.split(",")
         elif isinstance(value, list) and any(isinstance(v, str) and "," in v for v in value):
-            raise refuse("字段 {field} 的标签不能含有逗号")
+            raise refuse("{field} 的标签不能含有逗号")
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise refuse(_NOT_STRINGS)
         items = [v.strip() for v in value if v.strip()]
         if len(items) > max_items:
             raise refuse(_TOO_MANY, max_items=max_items)
         if any(len(v) > max_len or "\x00" in v for v in items):
-            raise refuse("字段 {field} 的某一项过长或含有非法字符")
+            raise refuse("{field} 的某一项过长或含有非法字符")
         return tuple(dict.fromkeys(items))
     item = {"type": "string", "maxLength": max_len, "pattern": "^[^,\\u0000]*$"}
     return Check(check, {"anyOf": [{"type": "array", "maxItems": max_items, "items": item},
@@ -175,7 +177,7 @@ def Phrases(max_items: int, max_len: int, **extra: Any) -> Check:
         if len(value) > max_items:
             raise refuse(_TOO_MANY, max_items=max_items)
         if any(len(v.strip()) < 2 or len(v) > max_len or "\x00" in v for v in value):
-            raise refuse("字段 {field} 的每一项须为 2～{max_len} 个字符", max_len=max_len)
+            raise refuse("{field} 的每一项须为 2～{max_len} 个字符", max_len=max_len)
         return tuple(dict.fromkeys(v.strip() for v in value))
     # Two characters at least: a first and a last that are neither blank nor NUL.
     item = {"type": "string", "maxLength": max_len, "pattern": "^\\s*[^\\s\\u0000][^\\u0000]*[^\\s\\u0000]\\s*$"}
@@ -214,6 +216,7 @@ class Shape(BaseModel):
     """A request body: its fields, their bounds, its JSON Schema."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+    noun: ClassVar[str] = "字段"  # what a message calls one of its keys
     # Keys the OpenAPI document marks required (and not null) though the check can do
     # without them: what a client is meant to send (`message`, with `messages` optional).
     documented_required: ClassVar[tuple[str, ...]] = ()
@@ -234,7 +237,7 @@ class Shape(BaseModel):
         try:
             return cls.model_validate(payload)
         except ValidationError as exc:
-            raise InvalidRequest(describe(exc, where)) from None
+            raise InvalidRequest(describe(exc, where, cls.noun)) from None
 
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema,
@@ -249,14 +252,45 @@ class Shape(BaseModel):
         return out
 
 
-def describe(exc: ValidationError, where: str = "") -> str:
+def describe(exc: ValidationError, where: str = "", noun: str = "字段") -> str:
     """The first failure of `exc` in Chinese, naming its field."""
     error = exc.errors(include_url=False)[0]
-    name = field_name(error["loc"], where)
+    name = f"{noun} {field_name(error['loc'], where)}"
     if error["type"] == "invalid_field":
         return error["msg"].replace(FIELD, name)
-    template = _BUILTIN.get(error["type"], "字段 {field} 的值不合法")
+    template = _BUILTIN.get(error["type"], "{field} 的值不合法")
     return template.replace(FIELD, name).format(**(error.get("ctx") or {}))
+
+
+class Query(Shape):
+    """Query-string parameters: the last value of each (every value of a `repeated`
+    one); a blank value counts as not given, but for the `exact` ones (a name given
+    empty names nothing)."""
+
+    noun = "参数"
+    repeated: ClassVar[tuple[str, ...]] = ()
+    exact: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> Self:
+        """Validate query-string parameters (name → values); raises InvalidRequest."""
+        given: dict[str, Any] = {}
+        for name, values in params.items():
+            if name in cls.repeated:
+                given[name] = list(values)
+            elif values and (values[-1].strip() or name in cls.exact):
+                given[name] = values[-1]
+        return cls.parse(given)
+
+
+def QueryInt(lo: int, hi: int, **extra: Any) -> Check:
+    """A whole number from `lo` to `hi`, written in a query string."""
+    def check(value: Any) -> int:
+        raw = value.strip() if isinstance(value, str) else ""
+        if not _DIGITS.fullmatch(raw) or not lo <= int(raw) <= hi:
+            raise refuse("{field} 必须是 {lo} 到 {hi} 之间的整数", lo=lo, hi=hi)
+        return int(raw)
+    return Check(check, {"type": "integer", "minimum": lo, "maximum": hi}, **extra)
 
 
 def json_schemas(*shapes: type[BaseModel], mode: JsonSchemaMode = "validation") -> dict[str, Any]:

@@ -12,15 +12,14 @@ from core.auth import CLIENT
 from core.chat import ChatBody
 from core.config import Settings
 from core.errors import CATALOGUE
-from core.grading import QUESTION_TYPES, TYPE_ALIASES, PracticeBank
-from core.grading.practice import ID_PATTERN as PRACTICE_ID_PATTERN, MAX_THEME_CHARS
+from core.grading import QUESTION_TYPES, PracticeBank
+from core.grading.practice import ID_PATTERN as PRACTICE_ID_PATTERN, PracticeQuery
 from core.grading.request import DIMENSIONS, GradeBody
-from core.grading.structure import GENRE_PARTS
-from core.knowledge import search as searching, service as kb
-from core.knowledge.service import DocumentBatch, DocumentBody
+from core.knowledge import service as kb
+from core.knowledge.service import DocumentBatch, DocumentBody, ListQuery, SearchQuery
 from core.openai_compat import MODEL_MODES, CompletionBody
 from core.prompts import MODES
-from core.validation import json_schemas
+from core.validation import Query, json_schemas
 from handlers.base import BaseHandler
 
 def _ref(name: str) -> dict[str, str]:
@@ -335,11 +334,8 @@ def _grading_paths(paper_ids: list[str]) -> dict[str, Any]:
                                                "reading_minutes": _INT, "full_score": _INT,
                                                "question_count": _INT, "questions": {"type": "array"}}}}}},
             "练习题")}, "400", "401",
-        params=[_query("type", {"enum": sorted(TYPE_ALIASES)}, description="题型（英文键或 概括/分析/对策/应用文/文章）"),
-                _query("genre", {"enum": list(GENRE_PARTS)}, description="应用文文种（倡议书、公开信、讲话稿……）"),
-                _query("theme", {"type": "string", "maxLength": MAX_THEME_CHARS},
-                       description="主题：标签或标题中含有的词（如 养老、人工智能）；空白为不筛选"),
-                _query("paper", {"enum": paper_ids}, description="套卷编号：按题号列出该套卷的题目")])},
+        params=[{**p, "schema": {"enum": paper_ids}} if p["name"] == "paper" else p
+                for p in _parameters(PracticeQuery)])},
     "/api/practice/{doc_id}": {"get": _operation(
         "一道练习题（资料、题目、参考答案、评分要点）", {"200": _json(_ref("PracticeItem"), "练习题")},
         "401", "404", params=[PRACTICE_ID])},
@@ -348,6 +344,16 @@ def _grading_paths(paper_ids: list[str]) -> dict[str, Any]:
 
 DOC_ID = {"name": "doc_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": kb.ID_PATTERN.pattern}}
+
+
+def _parameters(query: type[Query]) -> list[dict[str, Any]]:
+    """The query parameters of a `Query` shape, from its JSON Schema."""
+    schema = json_schemas(query)[query.__name__]
+    params = []
+    for name, prop in schema["properties"].items():
+        inner = dict(prop["anyOf"][0]) if "default" in prop else dict(prop)  # a left-out one is the default
+        params.append(_query(name, inner, name in schema.get("required", ()), inner.pop("description", "")))
+    return params
 
 
 def request_schemas(practice: PracticeBank) -> dict[str, Any]:
@@ -374,21 +380,10 @@ def build_spec(practice: PracticeBank, settings: Settings) -> dict[str, Any]:
         "/api/knowledge": {"get": _operation(
             "文档列表（分页，最近更新的在前；不含正文）", {"200": _json(_ref("DocumentList"), "一页文档")},
             "400", "401", "429",
-            params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": kb.MAX_LIST_LIMIT}),
-                    _query("offset", {"type": "integer", "minimum": 0, "maximum": kb.MAX_LIST_OFFSET}),
-                    _query("category", {"type": "string", "maxLength": kb.MAX_CATEGORY_CHARS},
-                           description="只列出该分类的文档")])},
+            params=_parameters(ListQuery))},
         "/api/knowledge/search": {"get": _operation(
             "知识库中文关键词搜索", {"200": _json(_ref("SearchAnswer"), "搜索结果")}, "400", "401", "429", "503",
-            params=[_query("q", {"type": "string", "maxLength": kb.MAX_QUERY_CHARS,
-                                 # Tornado drops control characters from query arguments.
-                                 "pattern": "[^\\s\\u0000-\\u001f\\u007f]"}, True,
-                           "关键词，空格分隔（默认任一词命中，都命中的排前）；加英文双引号为短语"),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": kb.MAX_LIMIT}),
-                    _query("offset", {"type": "integer", "minimum": 0, "maximum": kb.MAX_OFFSET}),
-                    _query("category", {"type": "string", "maxLength": kb.MAX_CATEGORY_CHARS}),
-                    _query("tag", {"type": "string", "maxLength": kb.MAX_TAG_CHARS}),
-                    _query("mode", {"enum": list(searching.MODES)})])},
+            params=_parameters(SearchQuery))},
         "/api/knowledge/add": {"post": _operation(
             "添加或替换文档（管理员）", {"201": _json(_ref("Added"), "已写入")}, "400", "401", "403", "413", "429", "503", "507",
             body={"oneOf": [_ref("DocumentBody"), _ref("DocumentBatch")]})},

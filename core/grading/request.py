@@ -63,7 +63,7 @@ class GradeBody(Shape):
     reference: Annotated[str, Text(MAX_REFERENCE_CHARS)] = ""
     question_type: Annotated[str | None, Choice(TYPE_ALIASES)] = None
     genre: Annotated[str | None, Choice(tuple(GENRE_PARTS), blank=None, message=(
-        "字段 {field} 必须是支持的文种之一：" + "、".join(GENRE_PARTS)))] = None
+        "{field} 必须是支持的文种之一：" + "、".join(GENRE_PARTS)))] = None
     full_score: Annotated[int | None, Integer(1, 100)] = None
     word_limit: Annotated[int | None, WORD_LIMIT] = None
     scoring_points: Annotated[tuple[ScoringPointBody, ...], Field(

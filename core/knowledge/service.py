@@ -33,7 +33,7 @@ from core.knowledge.healing import IndexHealer
 from core.knowledge.index import POINTER, SharedIndex, busy
 from core.knowledge.store import CorruptStore, Document, DocumentStore
 from core.prompts import Source
-from core.validation import NOT_STRING, Check, Shape, Text, Words, refuse
+from core.validation import NOT_STRING, PY_SPACE, Check, Choice, Query, QueryInt, Shape, Text, Words, refuse
 
 MAX_BATCH = 100
 MAX_TITLE_CHARS = 200
@@ -69,7 +69,7 @@ def _document_id(value: Any) -> str:
     if not isinstance(value, str):
         raise refuse(NOT_STRING)
     if value and (not ID_PATTERN.match(value) or value in RESERVED_IDS):
-        raise refuse("字段 {field} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
+        raise refuse("{field} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
                      "以字母或数字开头），且不能是 search 或 add")
     return value
 
@@ -116,14 +116,31 @@ def parse_documents(payload: Any) -> list[Document]:
     return docs
 
 
-def _param_int(params: Mapping[str, Sequence[str]], name: str, lo: int, hi: int, default: int) -> int:
-    values = params.get(name)
-    if not values or values[-1].strip() == "":
-        return default
-    raw = values[-1].strip()
-    if not re.fullmatch(r"[+-]?\d{1,9}", raw) or not lo <= int(raw) <= hi:
-        raise InvalidRequest(f"参数 {name} 必须是 {lo} 到 {hi} 之间的整数")
-    return int(raw)
+# Tornado drops control characters from query arguments: a query of them alone is blank.
+_QUERY_TEXT = f"[^{PY_SPACE}\\u0000-\\u001f\\u007f]"
+_CATEGORY = Text(MAX_CATEGORY_CHARS, description="只列出（或只搜索）该分类的文档")
+
+
+class SearchQuery(Query):
+    """The parameters of /api/knowledge/search."""
+
+    repeated = ("tag",)
+
+    q: Annotated[str, Text(MAX_QUERY_CHARS, required=True, pattern=_QUERY_TEXT, description=(
+        "关键词，空格分隔（默认任一词命中，都命中的排前）；加英文双引号为短语"))]
+    limit: Annotated[int, QueryInt(1, MAX_LIMIT)] = DEFAULT_LIMIT
+    offset: Annotated[int, QueryInt(0, MAX_OFFSET)] = 0
+    category: Annotated[str, _CATEGORY] = ""
+    tag: Annotated[tuple[Annotated[str, Text(MAX_TAG_CHARS)], ...], Field(max_length=MAX_TAGS)] = ()
+    mode: Annotated[str, Choice(searching.MODES, key=lambda v: v.strip().lower())] = "or"
+
+
+class ListQuery(Query):
+    """The parameters of GET /api/knowledge."""
+
+    limit: Annotated[int, QueryInt(1, MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT
+    offset: Annotated[int, QueryInt(0, MAX_LIST_OFFSET)] = 0
+    category: Annotated[str, _CATEGORY] = ""
 
 
 @dataclass(frozen=True)
@@ -138,24 +155,11 @@ class SearchRequest:
     mode: str = "or"
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "SearchRequest":
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> SearchRequest:
         """Validate query-string parameters (name → values); raises InvalidRequest."""
-        q = (params.get("q") or [""])[-1]
-        if not q.strip():
-            raise InvalidRequest("参数 q 不能为空")
-        if len(q) > MAX_QUERY_CHARS or "\x00" in q:
-            raise InvalidRequest(f"参数 q 过长或含有非法字符（最多 {MAX_QUERY_CHARS} 个字符）")
-        mode = ((params.get("mode") or [""])[-1].strip().lower() or "or")
-        if mode not in searching.MODES:
-            raise InvalidRequest("参数 mode 必须是 or 或 and")
-        category = (params.get("category") or [""])[-1].strip()
-        tags = tuple(t.strip() for t in params.get("tag", []) if t.strip())
-        if len(category) > MAX_CATEGORY_CHARS or any(len(t) > MAX_TAG_CHARS for t in tags) \
-                or len(tags) > MAX_TAGS:
-            raise InvalidRequest("参数 category 或 tag 过长")
-        return cls(q=q.strip(), limit=_param_int(params, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT),
-                   offset=_param_int(params, "offset", 0, MAX_OFFSET, 0),
-                   category=category, tags=tags, mode=mode)
+        query = SearchQuery.from_params(params)
+        return cls(q=query.q.strip(), limit=query.limit, offset=query.offset, category=query.category.strip(),
+                   tags=tuple(t.strip() for t in query.tag if t.strip()), mode=query.mode)
 
 
 @dataclass(frozen=True)
@@ -167,13 +171,10 @@ class ListRequest:
     category: str = ""
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[str]]) -> "ListRequest":
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> ListRequest:
         """Validate query-string parameters (name → values); raises InvalidRequest."""
-        category = (params.get("category") or [""])[-1].strip()
-        if len(category) > MAX_CATEGORY_CHARS:
-            raise InvalidRequest(f"参数 category 过长（最多 {MAX_CATEGORY_CHARS} 个字符）")
-        return cls(limit=_param_int(params, "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
-                   offset=_param_int(params, "offset", 0, MAX_LIST_OFFSET, 0), category=category)
+        query = ListQuery.from_params(params)
+        return cls(limit=query.limit, offset=query.offset, category=query.category.strip())
 
 
 def _no_such_document(doc_id: str) -> NotFound:
