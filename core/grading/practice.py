@@ -23,7 +23,7 @@ from core.config import PROJECT_ROOT
 from core.grading.points import ScoringPoint
 from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
-from core.validation import Check, Choice, Query, Text
+from core.validation import Check, Choice, Query, QueryText
 
 log = logging.getLogger("shenlun.grading")
 
@@ -309,7 +309,7 @@ class PracticeQuery(Query):
     type: Annotated[str | None, Choice(TYPE_ALIASES, description="题型（英文键或 概括/分析/对策/应用文/文章）")] = None
     genre: Annotated[str | None, Choice(tuple(GENRE_PARTS), message=(
         "{field} 必须是已知文种之一：" + "、".join(GENRE_PARTS)), description="应用文文种（倡议书、公开信、讲话稿……）")] = None
-    theme: Annotated[str, Text(MAX_THEME_CHARS, description=(
+    theme: Annotated[str, QueryText(MAX_THEME_CHARS, description=(
         "主题：标签或标题中含有的词（如 养老、人工智能）；空白为不筛选"))] = ""
     # A query value is a string; which ones name a paper only the bank knows.
     paper: Annotated[str | None, Check(str, {"type": "string", "pattern": ID_PATTERN.pattern},

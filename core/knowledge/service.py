@@ -33,7 +33,7 @@ from core.knowledge.healing import IndexHealer
 from core.knowledge.index import POINTER, SharedIndex, busy
 from core.knowledge.store import CorruptStore, Document, DocumentStore
 from core.prompts import Source
-from core.validation import NOT_STRING, PY_SPACE, Check, Choice, Query, QueryInt, Shape, Text, Words, refuse
+from core.validation import NOT_STRING, Check, Choice, Query, QueryInt, QueryText, Shape, Text, Words, refuse
 
 MAX_BATCH = 100
 MAX_TITLE_CHARS = 200
@@ -116,9 +116,7 @@ def parse_documents(payload: Any) -> list[Document]:
     return docs
 
 
-# Tornado drops control characters from query arguments: a query of them alone is blank.
-_QUERY_TEXT = f"[^{PY_SPACE}\\u0000-\\u001f\\u007f]"
-_CATEGORY = Text(MAX_CATEGORY_CHARS, description="只列出（或只搜索）该分类的文档")
+_CATEGORY = QueryText(MAX_CATEGORY_CHARS, description="只列出（或只搜索）该分类的文档")
 
 
 class SearchQuery(Query):
@@ -126,12 +124,12 @@ class SearchQuery(Query):
 
     repeated = ("tag",)
 
-    q: Annotated[str, Text(MAX_QUERY_CHARS, required=True, pattern=_QUERY_TEXT, description=(
+    q: Annotated[str, QueryText(MAX_QUERY_CHARS, required=True, description=(
         "关键词，空格分隔（默认任一词命中，都命中的排前）；加英文双引号为短语"))]
     limit: Annotated[int, QueryInt(1, MAX_LIMIT)] = DEFAULT_LIMIT
     offset: Annotated[int, QueryInt(0, MAX_OFFSET)] = 0
     category: Annotated[str, _CATEGORY] = ""
-    tag: Annotated[tuple[Annotated[str, Text(MAX_TAG_CHARS)], ...], Field(max_length=MAX_TAGS)] = ()
+    tag: Annotated[tuple[Annotated[str, QueryText(MAX_TAG_CHARS)], ...], Field(max_length=MAX_TAGS)] = ()
     mode: Annotated[str, Choice(searching.MODES, key=lambda v: v.strip().lower())] = "or"
 
 
