@@ -340,9 +340,9 @@ class OpenAIProvider:
         except openai.APIStatusError as exc:
             if extra and exc.status_code in (400, 422) and "response_format" in _error_text(exc):
                 raise _JsonModeRefused() from None
-            raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
+            raise UpstreamError.http(exc.status_code) from None
         except openai.APIConnectionError:
-            raise UpstreamError("无法连接大模型服务") from None
+            raise UpstreamError(UpstreamError.UNREACHABLE) from None
         except (openai.OpenAIError, ValueError, TypeError):
             raise UpstreamError() from None
         try:
@@ -353,7 +353,7 @@ class OpenAIProvider:
         except (AttributeError, IndexError, KeyError, TypeError, ValueError):
             raise UpstreamError() from None
         if not isinstance(text, str) or not text.strip():
-            raise UpstreamError("大模型服务返回了空回答")
+            raise UpstreamError(UpstreamError.EMPTY)
         return Completion(text=text, model=str(model), usage=usage)
 
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
@@ -383,14 +383,14 @@ class OpenAIProvider:
         except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
-            raise UpstreamError(f"大模型服务返回错误（HTTP {exc.status_code}）") from None
+            raise UpstreamError.http(exc.status_code) from None
         except (openai.APIConnectionError, httpx.HTTPError):
             # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
-            raise UpstreamError("大模型服务连接中断" if got_text else "无法连接大模型服务") from None
+            raise UpstreamError("大模型服务连接中断" if got_text else UpstreamError.UNREACHABLE) from None
         except (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError, IndexError):
             raise UpstreamError() from None
         if not got_text:
-            raise UpstreamError("大模型服务返回了空回答")
+            raise UpstreamError(UpstreamError.EMPTY)
 
     async def close(self) -> None:
         for client in self._clients:

@@ -20,31 +20,13 @@ from core.traffic.clients import client_identity
 
 if TYPE_CHECKING:  # the type only: the HTTP layer does not import every core module
     from core.context import AppContext
+from core.errors import CATALOGUE, for_status
 
 log = logging.getLogger("shenlun.http")
 access_log = logging.getLogger("shenlun.access")
 
-STATUS_BY_CODE = {
-    "invalid_json": 400, "invalid_request": 400, "unauthorized": 401, "forbidden": 403,
-    "not_found": 404, "method_not_allowed": 405, "payload_too_large": 413,
-    "rate_limited": 429, "internal_error": 500, "upstream_error": 502,
-    "server_busy": 503, "index_unavailable": 503, "upstream_timeout": 504,
-    "insufficient_storage": 507,
-}
-# For errors Tornado raises itself (unknown method, malformed request, …).
-_BY_STATUS = {
-    400: ("invalid_request", "请求格式不正确"),
-    401: ("unauthorized", "缺少或错误的 API 密钥"),
-    403: ("forbidden", "没有权限执行该操作"),
-    404: ("not_found", "请求的资源不存在"),
-    405: ("method_not_allowed", "不支持该请求方法"),
-    413: ("payload_too_large", "请求体过大"),
-    429: ("rate_limited", "请求过于频繁，请稍后再试"),
-    502: ("upstream_error", "大模型服务返回了错误或无法解析的结果"),
-    503: ("server_busy", "服务器繁忙，请稍后再试"),
-    504: ("upstream_timeout", "大模型服务响应超时"),
-}
-_INTERNAL = ("internal_error", "服务器内部错误")
+# The status of each code of the catalogue (core/errors.py).
+STATUS_BY_CODE = {code: cls.status for code, cls in CATALOGUE.items()}
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # The rate limit covers the chat and the knowledge endpoints; grading
@@ -150,7 +132,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._body_parts = []
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
-            raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
+            raise self._too_large()
         if self.request.method == "OPTIONS":
             self._in_prepare = False
             return  # preflights carry no credentials and cost nothing
@@ -192,6 +174,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def _body_limit(self) -> int:
         return self.ctx.settings.max_body_bytes
 
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"{PayloadTooLarge.message}（上限 {self._body_limit} 字节）")
+
     def data_received(self, chunk: bytes) -> None:
         if self._body_too_large:
             return
@@ -205,7 +190,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def json_body(self) -> Any:
         """The decoded JSON body; 413 when too large, 400 `invalid_json` when not JSON."""
         if self._body_too_large:
-            raise PayloadTooLarge(f"请求体过大（上限 {self._body_limit} 字节）")
+            raise self._too_large()
         raw = b"".join(self._body_parts)
         try:
             text = raw.decode("utf-8")
@@ -248,7 +233,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ServiceError):
-            status_code = STATUS_BY_CODE.get(exc.code, 500)
+            status_code = exc.status
         super().send_error(status_code, **kwargs)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -259,10 +244,9 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.set_header(name, value)
             if exc.retry_after is not None:
                 self.set_header("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
-        elif isinstance(exc, HTTPError) and exc.status_code in _BY_STATUS:
-            code, message = _BY_STATUS[exc.status_code]
-        else:
-            code, message = _BY_STATUS.get(status_code, _INTERNAL)
+        else:  # Tornado's own (unknown method, malformed request, …) or uncaught
+            kind = for_status(exc.status_code if isinstance(exc, HTTPError) else status_code)
+            code, message = kind.code, kind.message
         self.error_code = code
         if self._in_prepare:
             # Refused before the body was read: Tornado closes the connection after

@@ -12,7 +12,7 @@ from core.auth import CLIENT
 from core.chat.service import ChatRequest
 from core.errors import ServiceError
 from core.grading import is_grade_request
-from handlers.base import STATUS_BY_CODE, BaseHandler, log
+from handlers.base import BaseHandler, log
 
 
 class EventStreamHandler(BaseHandler):
@@ -74,14 +74,12 @@ class EventStreamHandler(BaseHandler):
             if held is not None:
                 raise  # nothing sent yet: write_error answers with the error's status
             # Headers are sent: the error travels as an event.
-            if isinstance(exc, ServiceError):
-                code, message = exc.code, exc.message
-            else:
+            if not isinstance(exc, ServiceError):
                 log.exception("chat stream failed (request %s)", self.request_id)
-                code, message = "internal_error", "服务器内部错误"
-            self.error_code = code
+                exc = ServiceError()
+            self.error_code = exc.code
             try:
-                await self._send("error", self.error_object(code, message, STATUS_BY_CODE.get(code, 500)))
+                await self._send("error", self.error_object(exc.code, exc.message, exc.status))
             except StreamClosedError:
                 pass
         finally:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from core.auth import ADMIN, CLIENT
 from core.knowledge import ListRequest, SearchRequest, parse_documents
+from core.knowledge.service import ID_PATTERN
 from handlers.base import BaseHandler
 
 # Document ids as core/knowledge/service.py accepts them; any other path is a JSON 404.
-_ID = r"([A-Za-z0-9][A-Za-z0-9._:\-]{0,127})"
+_ID = f"({ID_PATTERN.pattern[1:-1]})"
 
 
 class ListHandler(BaseHandler):

@@ -21,7 +21,7 @@ class OpenAIErrors:
     """Errors of `/v1/*` in OpenAI's shape (mixed in before BaseHandler)."""
 
     def error_object(self, code: str, message: str, status: int) -> dict[str, Any]:
-        return error_body(code, message, status)
+        return error_body(code, message)
 
 
 class ModelsHandler(OpenAIErrors, BaseHandler):

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from handlers.base import STATUS_BY_CODE, BaseHandler
+from core.errors import CATALOGUE
+from handlers.base import BaseHandler
 from tests.procs import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -128,11 +129,19 @@ async def test_api_md_names_every_parameter_and_field_of_the_openapi_document(ht
             assert not missing, f"{method.upper()} {path}: docs/api.md does not name {missing}"
 
 
-def test_api_md_lists_every_error_code_with_its_status():
+def test_api_md_lists_every_error_of_the_catalogue_with_its_status_and_message():
     text = API_MD.read_text(encoding="utf-8")
-    rows = {code: int(status) for status, codes in re.findall(r"^\| (\d{3}) \| (.+?) \|", text, re.M)
-            for code in re.findall(r"`([a-z_]+)`", codes)}
-    assert rows == STATUS_BY_CODE
+    rows = {code: (int(status), message)
+            for status, code, message in re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \| ([^|]+?) \|", text, re.M)}
+    assert rows == {code: (cls.status, cls.message) for code, cls in CATALOGUE.items()}
+
+
+def test_openai_md_gives_each_error_its_openai_type():
+    text = (ROOT / "docs" / "openai.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^  \| ([^|]+?) \| `([a-z_]+_error)` \|", text, re.M)
+    by_status = {int(status): kind for statuses, kind in rows for status in re.findall(r"\d{3}", statuses)}
+    assert {code: by_status.get(cls.status) for code, cls in CATALOGUE.items()} == \
+        {code: cls.openai_type for code, cls in CATALOGUE.items()}
 
 
 # The old Flask/gunicorn deployment guide's commands, as operators typed them.

@@ -18,11 +18,31 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from core.chat.service import ChatRequest
-from core.errors import InvalidRequest, NotFound
-from core.validation import read_bool, read_str, require_object
+from pydantic import ConfigDict, Field
+
+from core.chat.service import (
+    MAX_HISTORY_TURNS,
+    MAX_MATERIAL_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_QUESTION_CHARS,
+    MAX_TOKENS,
+    TEMPERATURE,
+    ChatRequest,
+)
+from core.chat.wordlimit import WORD_LIMIT
+from core.errors import InvalidRequest, NotFound, error_class
+from core.validation import (
+    FIELD,
+    NOT_BLANK,
+    Check,
+    Choice,
+    Flag,
+    Shape,
+    Text,
+    refuse,
+)
 
 # Model name → chat mode. The order is the order `GET /v1/models` lists them in.
 MODEL_MODES: dict[str, str] = {
@@ -52,9 +72,7 @@ _HEADING = re.compile(
         names="|".join(sorted(_SECTION_FIELDS, key=len, reverse=True))),
     re.MULTILINE)
 _LIMIT_NUMBER = re.compile(r"\d{1,5}")
-# OpenAI's error `type` by HTTP status; SDKs pick their exception class by the status.
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
 
 
 def model_list() -> dict[str, Any]:
@@ -64,9 +82,10 @@ def model_list() -> dict[str, Any]:
         for name in MODEL_MODES]}
 
 
-def error_body(code: str, message: str, status: int) -> dict[str, Any]:
-    """An error in OpenAI's shape; `code` stays our stable English code."""
-    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "api_error"),
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """An error in OpenAI's shape; `code` stays our stable English code, `type` is the
+    catalogue's OpenAI type of it."""
+    return {"error": {"message": message, "type": error_class(code).openai_type,
                       "code": code, "param": None}}
 
 
@@ -88,6 +107,103 @@ def split_sections(text: str) -> tuple[str, dict[str, str]]:
     return text[:heads[0].start()].strip(), sections
 
 
+_NO_MODEL = "缺少{field}（可用：" + "、".join(MODEL_MODES) + "）"
+
+
+def _model(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise refuse(_NO_MODEL)
+    if value not in MODEL_MODES:
+        raise NotFound(f"模型 {value[:60]} 不存在，可用：" + "、".join(MODEL_MODES))
+    return value
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content array."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        if not all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                   for part in content):
+            raise refuse("{field}：只支持文本内容")
+        # A NUL can reach no answer, log or store; in a part of a content array it is
+        # dropped (a whole string carrying one is refused by the chat validator).
+        return "".join(part["text"] for part in content).replace("\x00", "")
+    raise refuse("{field} 必须是字符串或文本数组")
+
+
+# The parts documented: at most CONTENT_PARTS, so that their sum stays within the
+# /api/chat bound of a message (the check joins them and lets that bound judge).
+CONTENT_PARTS = 8
+_CONTENT = Check(_text_of, {"anyOf": [
+    Text(MAX_MESSAGE_CHARS, required=True).schema,
+    {"type": "array", "minItems": 1, "maxItems": CONTENT_PARTS, "items": {
+        "type": "object", "required": ["type", "text"],
+        "properties": {"type": {"const": "text"},
+                       "text": Text(MAX_MESSAGE_CHARS // CONTENT_PARTS, required=True).schema}}}]})
+
+
+class Message(Shape):
+    """One message of an OpenAI conversation."""
+
+    documented_required = ("content",)  # a system message may leave it out: it is dropped
+
+    role: Annotated[str, Choice(("system", "developer", "user", "assistant"))]
+    content: Annotated[str, _CONTENT] = ""
+
+
+class StreamOptions(Shape):
+    include_usage: Annotated[bool, Flag()] = False
+
+
+def _limit_number(value: Any) -> Any:
+    """A limit written as text ("300字", as in a 【字数】 section) as its number."""
+    found = _LIMIT_NUMBER.search(value) if isinstance(value, str) else None
+    return int(found.group()) if found else value
+
+
+def _word_limit(value: Any) -> int:
+    checked: int = WORD_LIMIT.check(_limit_number(value))
+    return checked
+
+
+class CompletionBody(Shape):
+    """A `/v1/chat/completions` body as sent; the bounds shared with /api/chat are its."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _by_model(schema))
+
+    model: Annotated[str, Check(_model, {"enum": list(MODEL_MODES)})]
+    messages: Annotated[tuple[Message, ...], Field(min_length=1, json_schema_extra={
+        "maxItems": MAX_HISTORY_TURNS, "contains": {"type": "object", "properties": {"role": {"const": "user"}}},
+        "description": "最后一条用户消息是问题（可按【资料】【题目】【字数】分节），之前的是对话历史；"
+                       "system 消息被忽略（使用申论助手自己的提示词）"})]
+    stream: Annotated[bool, Flag()] = False
+    stream_options: StreamOptions = StreamOptions()
+    temperature: Annotated[float | None, TEMPERATURE] = None
+    max_tokens: Annotated[int | None, MAX_TOKENS] = None
+    max_completion_tokens: Annotated[int | None, MAX_TOKENS] = None
+    n: Annotated[int, Check(_one, {"const": 1})] = 1
+    user: Annotated[str, Text(MAX_USER_CHARS)] = ""
+    material: Annotated[str | None, Text(MAX_MATERIAL_CHARS)] = None
+    question: Annotated[str | None, Text(MAX_QUESTION_CHARS)] = None
+    word_limit: Annotated[int | None, Check(_word_limit, WORD_LIMIT.schema)] = None
+    use_knowledge: Annotated[bool | None, Flag()] = None
+    cache: Annotated[bool | None, Flag()] = None
+
+
+def _by_model(schema: dict[str, Any]) -> None:
+    # The grading model needs a question and material: one alternative per kind of model.
+    props, required = schema.pop("properties"), schema.pop("required")
+    given = {name: dict(props[name]["anyOf"][0], pattern=NOT_BLANK) for name in ("question", "material")}
+    schema["oneOf"] = [
+        {"type": "object", "required": required,
+         "properties": {**props, "model": {"enum": [m for m in MODEL_MODES if m != GRADE_MODEL]}}},
+        {"type": "object", "required": [*required, "question", "material"],
+         "properties": {**props, "model": {"const": GRADE_MODEL}, **given}}]
+    schema["description"] = ("OpenAI chat completions 请求；模型名选择题型模式。额外字段 material、question、word_limit"
+                             "（批改模型另需 question 与 material，答案是最后一条用户消息或 answer 字段）。")
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     """A `/v1/chat/completions` body, translated: which service, with which payload."""
@@ -102,54 +218,37 @@ class CompletionRequest:
     @classmethod
     def from_payload(cls, payload: Any) -> CompletionRequest:
         """Validate the OpenAI-shaped parts; the chat and grade validators check the rest."""
-        data = require_object(payload)
-        model = data.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidRequest("缺少字段 model（可用：" + "、".join(MODEL_MODES) + "）")
-        if model not in MODEL_MODES:
-            raise NotFound(f"模型 {model[:60]} 不存在，可用：" + "、".join(MODEL_MODES))
-        read_str(data, "user", max_len=MAX_USER_CHARS)
-        n = data.get("n")
-        if n is not None and n != 1:
-            raise InvalidRequest("字段 n：只支持 1 个回答")
-        history = _read_messages(data.get("messages"))
+        if isinstance(payload, dict) and payload.get("model") is None:
+            raise InvalidRequest(_NO_MODEL.replace(FIELD, "model"))  # before any other field
+        body = CompletionBody.parse(payload)
+        history = _conversation(body.messages)
         free, sections = split_sections(history[-1]["content"])
-        stream = read_bool(data, "stream", default=False)
-        options = data.get("stream_options")
-        if options is not None and not isinstance(options, dict):
-            raise InvalidRequest("字段 stream_options 必须是对象")
-        include_usage = read_bool(options or {}, "include_usage", default=False)
-        fields = {**sections, **{k: data[k] for k in ("material", "question", "answer", "word_limit")
-                                 if data.get(k) is not None}}
-        if isinstance(fields.get("word_limit"), str):
-            found = _LIMIT_NUMBER.search(fields["word_limit"])
-            fields["word_limit"] = int(found.group()) if found else fields["word_limit"]
-        mode = MODEL_MODES[model]
-        # The chat validator checks the fields every model shares (messages, temperature,
-        # max_tokens…) against the one declaration of their bounds, grading included.
-        chat = ChatRequest.from_payload(_chat_payload(mode, free, fields, history[:-1], data, stream))
-        grade = _grade_payload(free, fields, data) if model == GRADE_MODEL else None
-        return cls(model=model, mode=mode, chat=chat, grade=grade, stream=stream,
-                   include_usage=include_usage)
+        given = {"material": body.material, "question": body.question, "word_limit": body.word_limit,
+                 "answer": payload.get("answer")}
+        fields = {**sections, **{k: v for k, v in given.items() if v is not None}}
+        if "word_limit" in fields:
+            fields["word_limit"] = _limit_number(fields["word_limit"])
+        mode = MODEL_MODES[body.model]
+        # The chat validator checks what every model shares (the history, the sections)
+        # against the one declaration of their bounds, grading included.
+        chat = ChatRequest.from_payload(_chat_payload(mode, free, fields, history[:-1], body))
+        grade = _grade_payload(free, fields, payload) if body.model == GRADE_MODEL else None
+        return cls(model=body.model, mode=mode, chat=chat, grade=grade, stream=body.stream,
+                   include_usage=body.stream_options.include_usage)
 
 
-def _read_messages(raw: Any) -> list[dict[str, str]]:
+def _one(value: Any) -> int:
+    if value != 1:
+        raise refuse("{field}：只支持 1 个回答")
+    return 1
+
+
+def _conversation(messages: tuple[Message, ...]) -> list[dict[str, str]]:
     """User and assistant turns as plain text, ending with the last user turn.
 
     System turns are dropped: the exam prompts are ours, and a client's generic
     system prompt must not replace them."""
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequest("字段 messages 必须是非空数组")
-    turns: list[dict[str, str]] = []
-    for n, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"字段 messages[{n}] 必须是对象")
-        role = item.get("role")
-        if role in ("system", "developer"):
-            continue
-        if role not in ("user", "assistant"):
-            raise InvalidRequest(f"字段 messages[{n}].role 必须是 system、user 或 assistant")
-        turns.append({"role": role, "content": _text_of(item.get("content"), n)})
+    turns = [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
     last_user = max((n for n, turn in enumerate(turns) if turn["role"] == "user"), default=None)
     if last_user is None:
         raise InvalidRequest("字段 messages 中至少要有一条用户消息")
@@ -158,43 +257,18 @@ def _read_messages(raw: Any) -> list[dict[str, str]]:
     return turns[:last_user + 1]
 
 
-def _text_of(content: Any, n: int) -> str:
-    """A message's text: a string, or the text parts of a content array."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(f"字段 messages[{n}].content：只支持文本内容")
-            parts.append(part["text"])
-        # A NUL can reach no answer, log or store; in a part of a content array it is
-        # dropped (a whole string carrying one is refused by the chat validator).
-        return "".join(parts).replace("\x00", "")
-    if content is None:
-        return ""
-    raise InvalidRequest(f"字段 messages[{n}].content 必须是字符串或文本数组")
-
-
 def _chat_payload(mode: str, free: str, fields: Mapping[str, Any], history: list[dict[str, str]],
-                  data: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+                  body: CompletionBody) -> dict[str, Any]:
     message = free or fields.get("question") or fields.get("answer") or ("请按要求作答" if fields else "")
-    body: dict[str, Any] = {
-        "message": message, "messages": history, "mode": mode, "stream": stream,
+    out: dict[str, Any] = {
+        "message": message, "messages": history, "mode": mode, "stream": body.stream,
         "material": fields.get("material"), "question": fields.get("question"),
-        "word_limit": fields.get("word_limit"), "temperature": data.get("temperature"),
-        "max_tokens": _max_tokens(data),
-        "use_knowledge": data.get("use_knowledge"), "cache": data.get("cache"),
+        "word_limit": fields.get("word_limit"), "temperature": body.temperature,
+        # max_completion_tokens is OpenAI's new name for max_tokens: it wins when both are given.
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "use_knowledge": body.use_knowledge, "cache": body.cache,
     }
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def _max_tokens(data: Mapping[str, Any]) -> Any:
-    """`max_completion_tokens` (OpenAI's new name) if given, else `max_tokens`."""
-    given = [data[k] for k in ("max_completion_tokens", "max_tokens") if data.get(k) is not None]
-    if len(given) == 2:  # the one not used is still checked, by the chat validator's bound
-        ChatRequest.from_payload({"message": "-", "max_tokens": given[1]})
-    return given[0] if given else None
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _grade_payload(free: str, fields: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:

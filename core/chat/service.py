@@ -19,13 +19,16 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import ConfigDict, Field
 
 from core.chat.offline import OFFLINE_NOTICE, retrieval_query
 from core.chat.prompts import (
+    MODE_ALIASES,
     MODES,
     PROMPT_VERSION,
     Prompt,
@@ -33,10 +36,10 @@ from core.chat.prompts import (
     Source,
     build_prompt,
     default_book,
-    resolve_mode,
 )
 from core.chat.wordlimit import (
     GROUNDS,
+    WORD_LIMIT,
     SelfCheck,
     char_count,
     plain_answer,
@@ -46,7 +49,15 @@ from core.chat.wordlimit import (
 from core.errors import InvalidRequest
 from core.llm import Completion, LLMGateway, LLMSession
 from core.store import StoreUnavailable
-from core.validation import read_bool, read_float, read_int, read_str, require_object
+from core.validation import (
+    NOT_BLANK,
+    Choice,
+    Flag,
+    Integer,
+    Number,
+    Shape,
+    Text,
+)
 
 MAX_MESSAGE_CHARS = 8_000
 MAX_MATERIAL_CHARS = 50_000
@@ -57,6 +68,43 @@ RETRIEVE_TOP_K = 4
 STREAM_REPLAY_CHARS = 32  # delta size when a cached answer is streamed
 INLINE_QUERY_CHARS = 500  # material up to this long has its keywords counted on the loop (< 1 ms)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+_MODE_REFUSAL = ("{field} 必须是以下之一：" + "、".join(f"{key}（{label}）" for key, label in MODES.items())
+                 + "；也可用中文名，如 概括、分析、对策、应用文、文章、批改")
+# Checks /v1/chat/completions shares with /api/chat: one declaration of each bound.
+TEMPERATURE = Number(0.0, 2.0)
+MAX_TOKENS = Integer(1, 8192)
+
+
+class Turn(Shape):
+    """One earlier turn of the conversation."""
+
+    role: Annotated[str, Choice(("user", "assistant"))]
+    content: Annotated[str, Text(MAX_MESSAGE_CHARS, required=True)]
+
+
+class ChatBody(Shape):
+    """The `/api/chat` body as sent."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "description": "只有 message 必填；也可以省略 message，让 messages 以一条 user 消息结尾。"
+                       "可选字段为 null 时按未提供处理。"})
+    # Blank (or left out) when `messages` ends with the user's turn.
+    documented_required = ("message",)
+
+    message: Annotated[str, Text(MAX_MESSAGE_CHARS, pattern=NOT_BLANK)] = ""
+    messages: Annotated[tuple[Turn, ...], Field(max_length=MAX_HISTORY_TURNS)] = ()
+    mode: Annotated[str, Choice(MODE_ALIASES, message=_MODE_REFUSAL, description=(
+        "题型模式：英文键或中文名（概括、分析、对策、应用文、文章、批改……）"))] = "chat"
+    material: Annotated[str, Text(MAX_MATERIAL_CHARS)] = ""
+    question: Annotated[str, Text(MAX_QUESTION_CHARS)] = ""
+    word_limit: Annotated[int | None, WORD_LIMIT] = None
+    use_knowledge: Annotated[bool, Flag()] = True
+    stream: Annotated[bool, Flag()] = False
+    cache: Annotated[bool, Flag()] = True
+    temperature: Annotated[float, TEMPERATURE] = 0.7
+    max_tokens: Annotated[int, MAX_TOKENS] = 1024
 
 
 @dataclass(frozen=True)
@@ -78,62 +126,19 @@ class ChatRequest:
     @classmethod
     def from_payload(cls, payload: Any) -> ChatRequest:
         """Validate a decoded JSON body; raises InvalidRequest naming the field."""
-        data = require_object(payload)
-        message = read_str(data, "message", max_len=MAX_MESSAGE_CHARS)
-        history = _read_history(data)
-        if message.strip():
-            question = message
-        elif history and history[-1]["role"] == "user":
+        body = ChatBody.parse(payload)
+        history = [{"role": turn.role, "content": turn.content} for turn in body.messages]
+        if sum(len(turn["content"]) for turn in history) > MAX_HISTORY_CHARS:
+            raise InvalidRequest(f"字段 messages 总长度过长（最多 {MAX_HISTORY_CHARS} 个字符）")
+        question = body.message
+        if not question.strip():
+            if not (history and history[-1]["role"] == "user"):
+                raise InvalidRequest("缺少字段 message（或以用户消息结尾的 messages）")
             question, history = history[-1]["content"], history[:-1]
-        else:
-            raise InvalidRequest("缺少字段 message（或以用户消息结尾的 messages）")
-        return cls(
-            question=question,
-            history=tuple(history),
-            mode=_read_mode(data),
-            material=read_str(data, "material", max_len=MAX_MATERIAL_CHARS),
-            task=read_str(data, "question", max_len=MAX_QUESTION_CHARS),
-            word_limit=read_int(data, "word_limit", lo=10, hi=10_000),
-            use_knowledge=read_bool(data, "use_knowledge", default=True),
-            stream=read_bool(data, "stream", default=False),
-            cache=read_bool(data, "cache", default=True),
-            temperature=read_float(data, "temperature", lo=0.0, hi=2.0, default=0.7),
-            max_tokens=read_int(data, "max_tokens", lo=1, hi=8192, default=1024),
-        )
-
-
-def _read_mode(data: Mapping[str, Any]) -> str:
-    raw = data.get("mode")
-    if raw is None:
-        return "chat"
-    mode = resolve_mode(raw)
-    if mode is None:
-        names = "、".join(f"{key}（{label}）" for key, label in MODES.items())
-        raise InvalidRequest(f"字段 mode 必须是以下之一：{names}；也可用中文名，如 概括、分析、对策、应用文、文章、批改")
-    return mode
-
-
-def _read_history(data: Mapping[str, Any]) -> list[dict[str, str]]:
-    raw = data.get("messages")
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidRequest("字段 messages 必须是数组")
-    if len(raw) > MAX_HISTORY_TURNS:
-        raise InvalidRequest(f"字段 messages 最多 {MAX_HISTORY_TURNS} 条")
-    history, total = [], 0
-    for n, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"字段 messages[{n}] 必须是对象")
-        role = item.get("role")
-        if role not in ("user", "assistant"):
-            raise InvalidRequest(f"字段 messages[{n}].role 必须是 user 或 assistant")
-        content = read_str(item, "content", max_len=MAX_MESSAGE_CHARS, required=True)
-        total += len(content)
-        history.append({"role": role, "content": content})
-    if total > MAX_HISTORY_CHARS:
-        raise InvalidRequest(f"字段 messages 总长度过长（最多 {MAX_HISTORY_CHARS} 个字符）")
-    return history
+        return cls(question=question, history=tuple(history), mode=body.mode, material=body.material,
+                   task=body.question, word_limit=body.word_limit, use_knowledge=body.use_knowledge,
+                   stream=body.stream, cache=body.cache, temperature=body.temperature,
+                   max_tokens=body.max_tokens)
 
 
 class Retriever(Protocol):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.chat.prompts import BAND_LOW, EXAM_MODES, PromptBook, TaskSpec, default_book, fill
+from core.validation import Integer
 
 
 def char_count(text: str) -> int:
@@ -27,6 +28,8 @@ def char_count(text: str) -> int:
 
 
 ANSWER_MODES = EXAM_MODES
+# The word limit a client may ask for (chat, /v1 and grading): 10 to 10,000 characters.
+WORD_LIMIT = Integer(10, 10_000)
 _SENTENCE_END = "。！？!?；;\n"
 
 

@@ -19,18 +19,19 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from core.config import PROJECT_ROOT
 from core.grading.points import ScoringPoint
-from core.grading.rubric import QUESTION_TYPES
+from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
+from core.validation import Check, Choice, Query, QueryText
 
 log = logging.getLogger("shenlun.grading")
 
 PRACTICE_DIR = PROJECT_ROOT / "data" / "practice"
 PAPERS_SUBDIR = "papers"
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")  # practice item and paper ids
 # A paper has the 4–5 questions of a real 申论 paper and fits the exam's 120–210 minutes.
 PAPER_QUESTIONS = (4, 5)
 PAPER_MINUTES = (120, 210)
@@ -139,7 +140,7 @@ def parse_paper(data: Any) -> PracticePaper:
     if not isinstance(data, dict):
         raise PracticeError("not a JSON object")
     paper_id = _need(data, "id", str)
-    if not _ID.match(paper_id):
+    if not ID_PATTERN.match(paper_id):
         raise PracticeError(f"bad id {paper_id!r}")
     total, reading = _need(data, "total_minutes", int), _need(data, "reading_minutes", int)
     if not (PAPER_MINUTES[0] <= total <= PAPER_MINUTES[1] and 0 < reading < total):
@@ -170,7 +171,7 @@ def parse_item(data: Any, papers: Mapping[str, PracticePaper] | None = None) -> 
     if not isinstance(data, dict):
         raise PracticeError("not a JSON object")
     item_id = _need(data, "id", str)
-    if not _ID.match(item_id):
+    if not ID_PATTERN.match(item_id):
         raise PracticeError(f"bad id {item_id!r}")
     qtype = _need(data, "question_type", str)
     if qtype not in QUESTION_TYPES:
@@ -300,3 +301,18 @@ class PracticeBank:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class PracticeQuery(Query):
+    """The filters of GET /api/practice; `paper` is checked against the bank by its user."""
+
+    exact = ("genre", "paper")
+
+    type: Annotated[str | None, Choice(TYPE_ALIASES, description="题型（英文键或 概括/分析/对策/应用文/文章）")] = None
+    genre: Annotated[str | None, Choice(tuple(GENRE_PARTS), message=(
+        "{field} 必须是已知文种之一：" + "、".join(GENRE_PARTS)), description="应用文文种（倡议书、公开信、讲话稿……）")] = None
+    theme: Annotated[str, QueryText(MAX_THEME_CHARS, description=(
+        "主题：标签或标题中含有的词（如 养老、人工智能）；空白为不筛选"))] = ""
+    # A query value is a string; which ones name a paper only the bank knows.
+    paper: Annotated[str | None, Check(str, {"type": "string", "pattern": ID_PATTERN.pattern},
+                                       description="套卷编号：按题号列出该套卷的题目")] = None

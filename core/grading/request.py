@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field
 
 from core.chat.prompts import resolve_mode
+from core.chat.wordlimit import WORD_LIMIT
 from core.errors import InvalidRequest
 from core.grading.points import ScoringPoint
-from core.grading.rubric import QUESTION_TYPES, TYPE_ALIASES
+from core.grading.rubric import TYPE_ALIASES
 from core.grading.structure import GENRE_PARTS
-from core.validation import read_int, read_str, require_object
+from core.validation import NOT_BLANK, Choice, Integer, Number, Phrases, Shape, Text
 
 MAX_ANSWER_CHARS = 10_000
 MAX_MATERIAL_CHARS = 50_000
@@ -19,6 +22,56 @@ MAX_POINTS = 30
 MAX_POINT_LABEL = 60
 MAX_PHRASINGS = 20
 MAX_PHRASING_CHARS = 40
+MAX_PRACTICE_ID_CHARS = 100
+DIMENSIONS = ("points", "theme")  # what a scoring point counts towards
+
+
+class ScoringPointBody(Shape):
+    """One point of a teacher's own 评分细则, as sent."""
+
+    label: Annotated[str, Text(MAX_POINT_LABEL, required=True)]
+    score: Annotated[float, Number(0, 100, above_lo=True)]
+    phrasings: Annotated[tuple[str, ...], Phrases(MAX_PHRASINGS, MAX_PHRASING_CHARS, description=(
+        "同义表述：任一表述原样出现或其核心词都写到即命中"))] = ()
+    keywords: Annotated[tuple[str, ...], Phrases(MAX_PHRASINGS, MAX_PHRASING_CHARS, description=(
+        "关键词组：按覆盖比例判定（两个以上关键词才算部分命中）"))] = ()
+    dimension: Annotated[str, Choice(DIMENSIONS)] = "points"
+
+
+def _alternatives(schema: dict[str, Any]) -> None:
+    # What the check after the fields asks for (GradeRequest.from_payload), in the schema:
+    # a practice item, or a question with material, a reference or scoring points.
+    def given(name: str) -> dict[str, Any]:
+        present = dict(schema["properties"][name]["anyOf"][0])
+        if present.get("type") == "string":
+            present["pattern"] = NOT_BLANK
+        return present
+    schema["anyOf"] = [{"required": ["practice_id"], "properties": {"practice_id": given("practice_id")}}] + [
+        {"required": ["question", name], "properties": {"question": given("question"), name: given(name)}}
+        for name in ("material", "reference", "scoring_points")]
+
+
+class GradeBody(Shape):
+    """The `/api/grade` body as sent."""
+
+    model_config = ConfigDict(json_schema_extra=_alternatives)
+
+    answer: Annotated[str, Text(MAX_ANSWER_CHARS, required=True)]
+    practice_id: Annotated[str, Text(MAX_PRACTICE_ID_CHARS)] = ""
+    question: Annotated[str, Text(MAX_QUESTION_CHARS)] = ""
+    material: Annotated[str, Text(MAX_MATERIAL_CHARS)] = ""
+    reference: Annotated[str, Text(MAX_REFERENCE_CHARS)] = ""
+    question_type: Annotated[str | None, Choice(TYPE_ALIASES)] = None
+    genre: Annotated[str | None, Choice(tuple(GENRE_PARTS), blank=None, message=(
+        "{field} 必须是支持的文种之一：" + "、".join(GENRE_PARTS)))] = None
+    full_score: Annotated[int | None, Integer(1, 100)] = None
+    word_limit: Annotated[int | None, WORD_LIMIT] = None
+    scoring_points: Annotated[tuple[ScoringPointBody, ...], Field(
+        min_length=1, max_length=MAX_POINTS,
+        description="教师自己的评分细则，代替程序提取的得分点（points_source 为 request）；"
+                    "score 为各点的相对分值，至少一个 dimension 为 points 的得分点。",
+        json_schema_extra={"contains": {"anyOf": [{"not": {"required": ["dimension"]}},
+                                                  {"properties": {"dimension": {"enum": ["points", None]}}}]}})] = ()
 
 
 @dataclass(frozen=True)
@@ -39,88 +92,31 @@ class GradeRequest:
     @classmethod
     def from_payload(cls, payload: Any) -> GradeRequest:
         """Validate a decoded JSON body; raises InvalidRequest naming the field."""
-        data = require_object(payload)
-        answer = read_str(data, "answer", max_len=MAX_ANSWER_CHARS, required=True)
-        practice_id = read_str(data, "practice_id", max_len=100) or None
-        question = read_str(data, "question", max_len=MAX_QUESTION_CHARS)
-        material = read_str(data, "material", max_len=MAX_MATERIAL_CHARS)
-        reference = read_str(data, "reference", max_len=MAX_REFERENCE_CHARS)
-        points = read_scoring_points(data)
+        body = GradeBody.parse(payload)
+        points = _scoring_points(body.scoring_points)
+        practice_id = body.practice_id or None
         if practice_id is None:
-            if not question.strip():
+            if not body.question.strip():
                 raise InvalidRequest("缺少字段 question（或 practice_id）")
-            if not (material.strip() or reference.strip() or points):
+            if not (body.material.strip() or body.reference.strip() or points):
                 raise InvalidRequest("缺少字段 material（或 reference / scoring_points / practice_id）："
                                      "没有资料就无法确定得分点")
-        raw_type = data.get("question_type")
-        question_type = None
-        if raw_type is not None:
-            if not isinstance(raw_type, str) or raw_type.strip() not in TYPE_ALIASES:
-                raise InvalidRequest("字段 question_type 必须是以下之一：" + "、".join(
-                    [*QUESTION_TYPES, "概括", "分析", "对策", "应用文", "文章"]))
-            question_type = TYPE_ALIASES[raw_type.strip()]
-        genre = read_str(data, "genre", max_len=20).strip() or None
-        if genre is not None and genre not in GENRE_PARTS:
-            raise InvalidRequest("字段 genre 必须是支持的文种之一：" + "、".join(GENRE_PARTS))
         return cls(
-            answer=answer, question=question, material=material, reference=reference,
-            question_type=question_type,
-            full_score=read_int(data, "full_score", lo=1, hi=100),
-            word_limit=read_int(data, "word_limit", lo=10, hi=10_000),
-            practice_id=practice_id,
-            genre=genre,
-            scoring_points=points,
+            answer=body.answer, question=body.question, material=body.material, reference=body.reference,
+            question_type=body.question_type, full_score=body.full_score, word_limit=body.word_limit,
+            practice_id=practice_id, genre=body.genre, scoring_points=points,
         )
 
 
-def read_scoring_points(data: Any) -> tuple[ScoringPoint, ...]:
-    """`scoring_points`: `[{"label", "score", "phrasings"?, "keywords"?, "dimension"?}]`,
-    validated and bounded; a point without phrasings or keywords is looked for by its
-    label. Raises InvalidRequest naming the item and the field."""
-    raw = data.get("scoring_points")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequest("字段 scoring_points 必须是非空数组")
-    if len(raw) > MAX_POINTS:
-        raise InvalidRequest(f"字段 scoring_points 最多 {MAX_POINTS} 个得分点")
-    points: list[ScoringPoint] = []
-    for n, entry in enumerate(raw):
-        name = f"scoring_points[{n}]"
-        if not isinstance(entry, dict):
-            raise InvalidRequest(f"字段 {name} 必须是对象（label、score、phrasings）")
-        label = entry.get("label")
-        if not isinstance(label, str) or not label.strip() or "\x00" in label or len(label) > MAX_POINT_LABEL:
-            raise InvalidRequest(f"字段 {name}.label 必须是 1～{MAX_POINT_LABEL} 个字符的非空字符串")
-        label = label.strip()
-        score = entry.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 < score <= 100:
-            raise InvalidRequest(f"字段 {name}.score 必须是大于 0、不超过 100 的数字")
-        phrasings = _phrases(entry, "phrasings", name)
-        words = _phrases(entry, "keywords", name)
-        dimension = entry.get("dimension")
-        dimension = "points" if dimension is None else dimension
-        if dimension not in ("points", "theme"):
-            raise InvalidRequest(f"字段 {name}.dimension 必须是 points 或 theme")
-        points.append(ScoringPoint(id=f"u{n + 1}", label=label, weight=float(score),
-                                   phrasings=phrasings or (() if words else (label,)), keywords=words,
-                                   dimension=dimension, source="rubric"))
-    if not any(p.dimension == "points" for p in points):
+def _scoring_points(sent: tuple[ScoringPointBody, ...]) -> tuple[ScoringPoint, ...]:
+    """A teacher's points as the grader uses them; a point without phrasings or keywords
+    is looked for by its label."""
+    if sent and not any(p.dimension == "points" for p in sent):
         raise InvalidRequest("字段 scoring_points 至少要有一个 dimension 为 points 的得分点")
-    return tuple(points)
-
-
-def _phrases(entry: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
-    value = entry.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidRequest(f"字段 {name}.{key} 必须是字符串数组")
-    if len(value) > MAX_PHRASINGS:
-        raise InvalidRequest(f"字段 {name}.{key} 最多 {MAX_PHRASINGS} 项")
-    if any(len(v.strip()) < 2 or len(v) > MAX_PHRASING_CHARS or "\x00" in v for v in value):
-        raise InvalidRequest(f"字段 {name}.{key} 的每一项须为 2～{MAX_PHRASING_CHARS} 个字符")
-    return tuple(dict.fromkeys(v.strip() for v in value))
+    return tuple(ScoringPoint(id=f"u{n + 1}", label=p.label.strip(), weight=p.score,
+                              phrasings=p.phrasings or (() if p.keywords else (p.label.strip(),)),
+                              keywords=p.keywords, dimension=p.dimension, source="rubric")
+                 for n, p in enumerate(sent))
 
 
 def is_grade_request(payload: Any) -> bool:

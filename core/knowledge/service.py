@@ -22,7 +22,9 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field
 
 from core.chat.prompts import Source
 from core.errors import IndexUnavailable, InsufficientStorage, InvalidRequest, NotFound
@@ -32,7 +34,7 @@ from core.knowledge.healing import IndexHealer
 from core.knowledge.index import POINTER, SharedIndex, busy
 from core.knowledge.store import CorruptStore, Document, DocumentStore
 from core.ops.disk import DataDisk, refusal
-from core.validation import read_str, read_str_list, require_object
+from core.validation import NOT_STRING, Check, Choice, Query, QueryInt, QueryText, Shape, Text, Words, refuse
 
 MAX_BATCH = 100
 MAX_TITLE_CHARS = 200
@@ -64,48 +66,49 @@ T = TypeVar("T")
 
 # --- validation ---
 
-def _field(item: Mapping[str, Any], where: str, key: str) -> tuple[dict[str, Any], str]:
-    # The core.validation readers name the field they read; give them the full path
-    # ("documents[3].title") to name.
-    label = f"{where}.{key}" if where else key
-    return ({label: item[key]} if key in item else {}), label
+def _document_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise refuse(NOT_STRING)
+    if value and (not ID_PATTERN.match(value) or value in RESERVED_IDS):
+        raise refuse("{field} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
+                     "以字母或数字开头），且不能是 search 或 add")
+    return value
+
+
+class DocumentBody(Shape):
+    """One document of an add request, as sent."""
+
+    id: Annotated[str, Check(_document_id, {
+        "type": "string", "pattern": f"^({ID_PATTERN.pattern[1:-1]})?$", "not": {"enum": sorted(RESERVED_IDS)},
+        "description": "省略或为空时自动生成；已存在则替换"})] = ""
+    title: Annotated[str, Text(MAX_TITLE_CHARS, required=True)]
+    content: Annotated[str, Text(MAX_CONTENT_CHARS, required=True)]
+    category: Annotated[str, Text(MAX_CATEGORY_CHARS)] = ""
+    tags: Annotated[tuple[str, ...], Words(MAX_TAGS, MAX_TAG_CHARS)] = ()
+    source: Annotated[str, Text(MAX_SOURCE_CHARS)] = ""
+
+    def document(self) -> Document:
+        return Document(id=self.id, title=self.title.strip(), content=self.content,
+                        category=self.category.strip(), tags=self.tags, source=self.source.strip())
+
+
+class DocumentBatch(Shape):
+    """Several documents in one add request."""
+
+    documents: Annotated[tuple[DocumentBody, ...], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 def parse_document(item: Any, where: str = "") -> Document:
     """One document of an add payload; raises InvalidRequest naming the field."""
-    data = require_object(item, where or "请求体")
-    doc_id = read_str(*_field(data, where, "id"), max_len=128)
-    if doc_id and (not ID_PATTERN.match(doc_id) or doc_id in RESERVED_IDS):
-        label = _field(data, where, "id")[1]
-        raise InvalidRequest(f"字段 {label} 只能由字母、数字和 . _ : - 组成（1～128 个字符，"
-                             f"以字母或数字开头），且不能是 search 或 add")
-    title = read_str(*_field(data, where, "title"), max_len=MAX_TITLE_CHARS, required=True)
-    content = read_str(*_field(data, where, "content"), max_len=MAX_CONTENT_CHARS, required=True)
-    category = read_str(*_field(data, where, "category"), max_len=MAX_CATEGORY_CHARS)
-    source = read_str(*_field(data, where, "source"), max_len=MAX_SOURCE_CHARS)
-    tags_field, tags_label = _field(data, where, "tags")
-    if isinstance(tags_field.get(tags_label), list) and any(
-            isinstance(t, str) and "," in t for t in tags_field[tags_label]):
-        raise InvalidRequest(f"字段 {tags_label} 的标签不能含有逗号")
-    tags = read_str_list(tags_field, tags_label, max_items=MAX_TAGS, max_len=MAX_TAG_CHARS)
-    return Document(id=doc_id, title=title.strip(), content=content, category=category.strip(),
-                    tags=tuple(dict.fromkeys(tags)), source=source.strip())
+    return DocumentBody.parse(item, where).document()
 
 
 def parse_documents(payload: Any) -> list[Document]:
     """The documents of an add payload: one document, or {"documents": [...]} (1 to
     MAX_BATCH). Raises InvalidRequest naming the field; nothing is stored then."""
-    data = require_object(payload)
-    if "documents" not in data:
-        return [parse_document(data)]
-    items = data["documents"]
-    if not isinstance(items, list):
-        raise InvalidRequest("字段 documents 必须是数组")
-    if not items:
-        raise InvalidRequest("字段 documents 不能为空")
-    if len(items) > MAX_BATCH:
-        raise InvalidRequest(f"字段 documents 最多 {MAX_BATCH} 篇（本次 {len(items)} 篇）")
-    docs = [parse_document(item, f"documents[{n}]") for n, item in enumerate(items)]
+    if not isinstance(payload, dict) or "documents" not in payload:
+        return [parse_document(payload)]
+    docs = [body.document() for body in DocumentBatch.parse(payload).documents]
     seen: set[str] = set()
     for n, doc in enumerate(docs):
         if doc.id and doc.id in seen:
@@ -114,14 +117,29 @@ def parse_documents(payload: Any) -> list[Document]:
     return docs
 
 
-def _param_int(params: Mapping[str, Sequence[str]], name: str, lo: int, hi: int, default: int) -> int:
-    values = params.get(name)
-    if not values or values[-1].strip() == "":
-        return default
-    raw = values[-1].strip()
-    if not re.fullmatch(r"[+-]?\d{1,9}", raw) or not lo <= int(raw) <= hi:
-        raise InvalidRequest(f"参数 {name} 必须是 {lo} 到 {hi} 之间的整数")
-    return int(raw)
+_CATEGORY = QueryText(MAX_CATEGORY_CHARS, description="只列出（或只搜索）该分类的文档")
+
+
+class SearchQuery(Query):
+    """The parameters of /api/knowledge/search."""
+
+    repeated = ("tag",)
+
+    q: Annotated[str, QueryText(MAX_QUERY_CHARS, required=True, description=(
+        "关键词，空格分隔（默认任一词命中，都命中的排前）；加英文双引号为短语"))]
+    limit: Annotated[int, QueryInt(1, MAX_LIMIT)] = DEFAULT_LIMIT
+    offset: Annotated[int, QueryInt(0, MAX_OFFSET)] = 0
+    category: Annotated[str, _CATEGORY] = ""
+    tag: Annotated[tuple[Annotated[str, QueryText(MAX_TAG_CHARS)], ...], Field(max_length=MAX_TAGS)] = ()
+    mode: Annotated[str, Choice(searching.MODES, key=lambda v: v.strip().lower())] = "or"
+
+
+class ListQuery(Query):
+    """The parameters of GET /api/knowledge."""
+
+    limit: Annotated[int, QueryInt(1, MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT
+    offset: Annotated[int, QueryInt(0, MAX_LIST_OFFSET)] = 0
+    category: Annotated[str, _CATEGORY] = ""
 
 
 @dataclass(frozen=True)
@@ -138,22 +156,9 @@ class SearchRequest:
     @classmethod
     def from_params(cls, params: Mapping[str, Sequence[str]]) -> SearchRequest:
         """Validate query-string parameters (name → values); raises InvalidRequest."""
-        q = (params.get("q") or [""])[-1]
-        if not q.strip():
-            raise InvalidRequest("参数 q 不能为空")
-        if len(q) > MAX_QUERY_CHARS or "\x00" in q:
-            raise InvalidRequest(f"参数 q 过长或含有非法字符（最多 {MAX_QUERY_CHARS} 个字符）")
-        mode = ((params.get("mode") or [""])[-1].strip().lower() or "or")
-        if mode not in searching.MODES:
-            raise InvalidRequest("参数 mode 必须是 or 或 and")
-        category = (params.get("category") or [""])[-1].strip()
-        tags = tuple(t.strip() for t in params.get("tag", []) if t.strip())
-        if len(category) > MAX_CATEGORY_CHARS or any(len(t) > MAX_TAG_CHARS for t in tags) \
-                or len(tags) > MAX_TAGS:
-            raise InvalidRequest("参数 category 或 tag 过长")
-        return cls(q=q.strip(), limit=_param_int(params, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT),
-                   offset=_param_int(params, "offset", 0, MAX_OFFSET, 0),
-                   category=category, tags=tags, mode=mode)
+        query = SearchQuery.from_params(params)
+        return cls(q=query.q.strip(), limit=query.limit, offset=query.offset, category=query.category.strip(),
+                   tags=tuple(t.strip() for t in query.tag if t.strip()), mode=query.mode)
 
 
 @dataclass(frozen=True)
@@ -167,11 +172,12 @@ class ListRequest:
     @classmethod
     def from_params(cls, params: Mapping[str, Sequence[str]]) -> ListRequest:
         """Validate query-string parameters (name → values); raises InvalidRequest."""
-        category = (params.get("category") or [""])[-1].strip()
-        if len(category) > MAX_CATEGORY_CHARS:
-            raise InvalidRequest(f"参数 category 过长（最多 {MAX_CATEGORY_CHARS} 个字符）")
-        return cls(limit=_param_int(params, "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
-                   offset=_param_int(params, "offset", 0, MAX_LIST_OFFSET, 0), category=category)
+        query = ListQuery.from_params(params)
+        return cls(limit=query.limit, offset=query.offset, category=query.category.strip())
+
+
+def _no_such_document(doc_id: str) -> NotFound:
+    return NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
 
 
 # --- the service ---
@@ -264,7 +270,7 @@ class KnowledgeBase:
         """A document as stored; NotFound for an unknown id."""
         doc = await self._run(self.store.get, doc_id)
         if doc is None:
-            raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
+            raise _no_such_document(doc_id)
         return doc.as_dict()
 
     async def delete(self, doc_id: str) -> None:
@@ -272,7 +278,7 @@ class KnowledgeBase:
         with self._writing():
             seq = await self._run(self.store.delete, doc_id)
         if seq is None:
-            raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
+            raise _no_such_document(doc_id)
         await self._sync(seq)
 
     async def retrieve(self, query: str, limit: int) -> list[Source]:
