@@ -41,11 +41,13 @@ def make_app(settings: Settings, ctx: AppContext | None = None) -> tornado.web.A
     from core.context import build_context
     from handlers import all_handlers
     from handlers.base import NotFoundHandler, log_request
+    from handlers.proxies import TrustedProxies
 
     ctx = ctx or build_context(settings)
     return tornado.web.Application(
         all_handlers(),
         ctx=ctx,
+        proxies=TrustedProxies(settings.trusted_proxies),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         compress_response=False,

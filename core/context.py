@@ -22,7 +22,6 @@ from core.ops.history import MetricsHistory
 from core.ops.metrics import FleetBoard, Metrics
 from core.store import Stores, open_stores
 from core.traffic.cache import ResponseCache
-from core.traffic.clients import TrustedProxies
 from core.traffic.concurrency import ConcurrencySlots
 from core.traffic.ratelimit import RateLimiter
 
@@ -43,7 +42,6 @@ class AppContext:
     executor: ThreadPoolExecutor
     cache: ResponseCache
     limiter: RateLimiter
-    proxies: TrustedProxies
     keys: KeyRing
     metrics: Metrics
     fleet: FleetBoard
@@ -125,7 +123,7 @@ def build_context(settings: Settings) -> AppContext:
                            "index": knowledge_probe(knowledge.status)}, health_executor,
                           stores=stores, llm_name=llm.name)
     ctx = AppContext(settings=settings, llm=llm, meter=meter, slots=slots, chat=chat, executor=executor,
-                     cache=cache, limiter=limiter, proxies=TrustedProxies(settings.trusted_proxies),
+                     cache=cache, limiter=limiter,
                      keys=KeyRing(settings.api_keys, settings.admin_api_keys),
                      metrics=metrics, fleet=fleet,
                      health_executor=health_executor, health=health,

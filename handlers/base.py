@@ -17,6 +17,8 @@ from tornado.web import HTTPError
 from core.auth import ADMIN, PUBLIC, Access, allows
 from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError, Unauthorized
 from core.traffic.clients import client_identity
+from core.traffic.ratelimit import Decision
+from handlers.proxies import TrustedProxies
 
 if TYPE_CHECKING:  # the type only: the HTTP layer does not import every core module
     from core.context import AppContext
@@ -35,6 +37,13 @@ RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge", "/v1/chat/
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID"
 CORS_EXPOSE_HEADERS = ("X-Request-ID, X-Server-ID, X-Cache, Retry-After, "
                        "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """The `X-RateLimit-*` headers of one rate-limit decision."""
+    return {"X-RateLimit-Limit": str(decision.limit),
+            "X-RateLimit-Remaining": str(decision.remaining),
+            "X-RateLimit-Reset": str(decision.reset_seconds)}
 
 
 @tornado.web.stream_request_body
@@ -110,7 +119,8 @@ class BaseHandler(tornado.web.RequestHandler):
     @property
     def client_address(self) -> str:
         """The client's address; forwarded headers only believed from trusted proxies."""
-        return self.ctx.proxies.client_address(self.request.remote_ip or "", self.request.headers)
+        proxies: TrustedProxies = self.application.settings["proxies"]
+        return proxies.client_address(self.request.remote_ip or "", self.request.headers)
 
     @property
     def endpoint(self) -> str:
@@ -164,7 +174,7 @@ class BaseHandler(tornado.web.RequestHandler):
         # so guessing keys spends the guesser's own bucket.
         key_digest = self.access.key_digest.hex() if self.access.key_digest else None
         decision = await limiter.check(client_identity(self.client_address, key_digest))
-        self._limit_headers = decision.headers()
+        self._limit_headers = rate_limit_headers(decision)
         for name, value in self._limit_headers.items():
             self.set_header(name, value)
         if not decision.allowed:

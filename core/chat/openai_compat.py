@@ -22,11 +22,10 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
+from core.chat.prompts import MAX_MATERIAL_CHARS, MAX_QUESTION_CHARS
 from core.chat.service import (
     MAX_HISTORY_TURNS,
-    MAX_MATERIAL_CHARS,
     MAX_MESSAGE_CHARS,
-    MAX_QUESTION_CHARS,
     MAX_TOKENS,
     TEMPERATURE,
     ChatRequest,

@@ -24,6 +24,9 @@ from core.config import PROJECT_ROOT
 # of the prompt files, so an edit without a bump still never serves stale answers.
 PROMPT_VERSION = "2026-12-01.1"
 PROMPTS_DIR = PROJECT_ROOT / "data" / "prompts"
+# What a candidate may send of a task, in chat and grading alike (characters).
+MAX_MATERIAL_CHARS = 50_000
+MAX_QUESTION_CHARS = 2_000
 
 MODES: dict[str, str] = {
     "chat": "答疑",

@@ -28,6 +28,8 @@ from pydantic import ConfigDict, Field
 
 from core.chat.offline import OFFLINE_NOTICE, retrieval_query
 from core.chat.prompts import (
+    MAX_MATERIAL_CHARS,
+    MAX_QUESTION_CHARS,
     MODE_ALIASES,
     MODES,
     PROMPT_VERSION,
@@ -60,8 +62,6 @@ from core.validation import (
 )
 
 MAX_MESSAGE_CHARS = 8_000
-MAX_MATERIAL_CHARS = 50_000
-MAX_QUESTION_CHARS = 2_000
 MAX_HISTORY_TURNS = 20
 MAX_HISTORY_CHARS = 50_000
 RETRIEVE_TOP_K = 4

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
-from core.chat.prompts import resolve_mode
+from core.chat.prompts import MAX_MATERIAL_CHARS, MAX_QUESTION_CHARS, resolve_mode
 from core.chat.wordlimit import WORD_LIMIT
 from core.errors import InvalidRequest
 from core.grading.points import ScoringPoint
@@ -15,8 +15,6 @@ from core.grading.structure import GENRE_PARTS
 from core.validation import NOT_BLANK, Choice, Integer, Number, Phrases, Shape, Text
 
 MAX_ANSWER_CHARS = 10_000
-MAX_MATERIAL_CHARS = 50_000
-MAX_QUESTION_CHARS = 2_000
 MAX_REFERENCE_CHARS = 10_000
 MAX_POINTS = 30
 MAX_POINT_LABEL = 60

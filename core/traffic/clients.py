@@ -1,53 +1,6 @@
-"""Who a client is: a hash of its API key, else its address.
-
-Forwarded-address headers are believed only when the peer is a trusted proxy, so a
-client cannot pick its own bucket by sending `X-Forwarded-For`.
-"""
+"""Who a client is, for the rate limit: a hash of its API key, else its address (the
+address as handlers/proxies.py believes it)."""
 from __future__ import annotations
-
-import ipaddress
-from collections.abc import Iterable, Mapping
-from functools import lru_cache
-
-
-class TrustedProxies:
-    """The networks whose `X-Real-IP` / `X-Forwarded-For` headers are believed."""
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
-
-    # One instance per process, kept for its life: the cache holding `self` is no leak.
-    @lru_cache(maxsize=1024)  # noqa: B019
-    def trusts(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._networks)
-
-    def client_address(self, peer: str, headers: Mapping[str, str]) -> str:
-        """The client's address as far as we can believe it."""
-        if not self.trusts(peer):
-            return peer
-        real = (headers.get("X-Real-IP") or "").strip()
-        if _is_ip(real):
-            return real
-        hops = [h.strip() for h in (headers.get("X-Forwarded-For") or "").split(",") if h.strip()]
-        # Walk from the nearest hop: the first one we don't trust is the client.
-        for hop in reversed(hops):
-            if not _is_ip(hop):
-                break
-            if not self.trusts(hop):
-                return hop
-        return peer
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def client_identity(address: str, key_digest: str | None) -> str:

@@ -22,18 +22,13 @@ LOCAL_BUCKETS_MAX = 10_000  # clients remembered by the degraded, per-process fa
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of one check, with what the rate-limit headers need."""
+    """The outcome of one check, with what the rate-limit headers need (handlers/base.py)."""
 
     allowed: bool
     limit: int
     remaining: int
     reset_seconds: int   # until the bucket is full again
     retry_after: int     # until the next token, when refused (else 0)
-
-    def headers(self) -> dict[str, str]:
-        return {"X-RateLimit-Limit": str(self.limit),
-                "X-RateLimit-Remaining": str(self.remaining),
-                "X-RateLimit-Reset": str(self.reset_seconds)}
 
 
 class LocalBuckets:
