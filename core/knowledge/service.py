@@ -13,6 +13,7 @@ limit 1–MAX_LIMIT, offset 0–MAX_OFFSET; a listing page limit 1–MAX_LIST_LI
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -56,6 +57,11 @@ STORE_FILE = "documents.sqlite3"
 # /health p99 79 ms with four CPU threads searching). One thread runs them in turn; on
 # two cores more threads bring no more searches per second, only a slower loop.
 SEARCH_THREADS = 1
+# Small segments the adds leave are merged this long after the last add or delete of
+# this process (SharedIndex.compact), so a run of adds does not pay for merges.
+COMPACT_AFTER_SECONDS = 1.0
+
+log = logging.getLogger("shenlun.knowledge")
 
 T = TypeVar("T")
 
@@ -193,6 +199,7 @@ class KnowledgeBase:
         # CPU); with it, a repeated question costs a stat and a small read until the
         # index changes. Per process, bounded, least recently used dropped first.
         self._retrieved: OrderedDict[tuple[str, int], tuple[str, list[Source]]] = OrderedDict()
+        self._compaction: asyncio.TimerHandle | None = None
 
     @classmethod
     def open(cls, data_dir: Path, executor: Executor, *, write_timeout: float = WRITE_TIMEOUT,
@@ -250,6 +257,7 @@ class KnowledgeBase:
         with self._writing():
             ids, seq = await self._run(self.store.upsert, docs)
         await self._sync(seq)
+        self._compact_later()
         return ids
 
     async def get(self, doc_id: str) -> dict[str, Any]:
@@ -266,6 +274,7 @@ class KnowledgeBase:
         if seq is None:
             raise NotFound(f"知识库中没有 id 为 {doc_id} 的文档")
         await self._sync(seq)
+        self._compact_later()
 
     async def retrieve(self, query: str, limit: int) -> list[Source]:
         """The passages most relevant to `query`, best first, above the relevance bar
@@ -322,6 +331,20 @@ class KnowledgeBase:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 0.05)
 
+    def _compact_later(self) -> None:
+        # One timer per process, pushed back by every write: merging waits for a pause.
+        loop = asyncio.get_running_loop()
+        if self._compaction is not None:
+            self._compaction.cancel()
+        self._compaction = loop.call_later(
+            COMPACT_AFTER_SECONDS, lambda: loop.run_in_executor(self.executor, self._compact))
+
+    def _compact(self) -> None:
+        try:
+            self.healer.compact()
+        except Exception:  # the next pause tries again; searches work without it
+            log.warning("merging the knowledge index's small segments failed", exc_info=True)
+
     async def _try_sync(self, seq: int) -> bool:
         try:
             return await self._run(self.healer.try_sync, seq)
@@ -335,6 +358,8 @@ class KnowledgeBase:
 
     def close(self) -> None:
         """Close searchers and database connections."""
+        if self._compaction is not None:
+            self._compaction.cancel()
         self.healer.close()
         self._search_executor.shutdown(wait=True, cancel_futures=True)
         self.index.close()
