@@ -80,6 +80,11 @@ class IndexUnavailable(ServiceError):
         super().__init__(message, retry_after=retry_after, headers=headers)
 
 
+class SearchTimeout(ServiceError):
+    code = "search_timeout"
+    message = "检索超时：这个查询匹配的内容太多，请换更具体的词，或用引号限定短语后再试"
+
+
 class InsufficientStorage(ServiceError):
     code = "insufficient_storage"
     message = "数据目录所在磁盘空间已满，暂时无法写入（查询不受影响）"

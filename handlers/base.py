@@ -26,7 +26,7 @@ STATUS_BY_CODE = {
     "invalid_json": 400, "invalid_request": 400, "unauthorized": 401, "forbidden": 403,
     "not_found": 404, "method_not_allowed": 405, "payload_too_large": 413,
     "rate_limited": 429, "internal_error": 500, "upstream_error": 502,
-    "server_busy": 503, "index_unavailable": 503, "upstream_timeout": 504,
+    "server_busy": 503, "index_unavailable": 503, "search_timeout": 503, "upstream_timeout": 504,
     "insufficient_storage": 507,
 }
 # For errors Tornado raises itself (unknown method, malformed request, …).

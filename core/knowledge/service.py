@@ -57,6 +57,12 @@ STORE_FILE = "documents.sqlite3"
 # /health p99 79 ms with four CPU threads searching). One thread runs them in turn; on
 # two cores more threads bring no more searches per second, only a slower loop.
 SEARCH_THREADS = 1
+# A search still running this long after it was submitted (waiting for the search
+# thread included) stops and answers 503 search_timeout: one runaway query must not
+# hold the search thread, and the queue behind it, for seconds. At 10,000 documents a
+# search takes ~10 ms (p99 ~50 ms), so only a pathological query or a queue of them
+# reaches it.
+SEARCH_BUDGET_SECONDS = 1.0
 # Small segments the adds leave are merged this long after the last add or delete of
 # this process (SharedIndex.compact), so a run of adds does not pay for merges.
 COMPACT_AFTER_SECONDS = 1.0
@@ -232,17 +238,19 @@ class KnowledgeBase:
         return await asyncio.get_running_loop().run_in_executor(self._search_executor, fn, *args)
 
     async def search(self, req: SearchRequest) -> dict[str, Any]:
-        """The contract's search answer: query, total, took_ms, results."""
+        """The contract's search answer: query, total, took_ms, results. SearchTimeout
+        past SEARCH_BUDGET_SECONDS."""
         started = time.perf_counter()
-        page = await self._run_search(self._search, req)
+        deadline = time.monotonic() + SEARCH_BUDGET_SECONDS
+        page = await self._run_search(self._search, req, deadline)
         return {"query": req.q, "total": page.total,
                 "took_ms": round((time.perf_counter() - started) * 1000, 1),
                 "results": page.results}
 
-    def _search(self, req: SearchRequest) -> searching.SearchPage:
+    def _search(self, req: SearchRequest, deadline: float | None = None) -> searching.SearchPage:
         return self.healer.read(lambda searcher: searching.search(
             searcher, req.q, limit=req.limit, offset=req.offset,
-            category=req.category, tags=req.tags, mode=req.mode))
+            category=req.category, tags=req.tags, mode=req.mode, deadline=deadline))
 
     async def list_documents(self, req: ListRequest) -> dict[str, Any]:
         """One page of the documents, latest updated first: total, limit, offset, documents."""

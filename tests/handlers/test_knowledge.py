@@ -264,3 +264,16 @@ async def test_list_needs_a_client_key(http_server_client):
     assert (await http_server_client.fetch("/api/knowledge", raise_error=False)).code == 401
     response = await http_server_client.fetch("/api/knowledge", headers={"X-API-Key": "client-key-for-tests-15b01"})
     assert response.code == 200 and json.loads(response.body)["total"] == 0
+
+
+async def test_a_search_past_its_time_budget_is_a_503_naming_it(http_server_client, monkeypatch):
+    from core.knowledge import service
+    await add(http_server_client, FENGQIAO)
+    monkeypatch.setattr(service, "SEARCH_BUDGET_SECONDS", -1.0)  # every search is already late
+    for q in ("枫桥经验 化解矛盾", '"枫桥 经验"'):  # both query paths: words, and a phrase
+        response, body = await search(http_server_client, q)
+        assert response.code == 503 and body["error"]["code"] == "search_timeout", q
+        assert "检索超时" in body["error"]["message"]
+    monkeypatch.setattr(service, "SEARCH_BUDGET_SECONDS", 1.0)
+    response, body = await search(http_server_client, '"枫桥 经验"')
+    assert response.code == 200 and [r["id"] for r in body["results"]] == ["fengqiao"]
