@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -546,9 +548,8 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
     module docstring). `progress(done, total)` is called as documents are indexed.
     Raises RebuildRunning if another rebuild is running. With `unless`, asked once the
     lock is held: when it answers True nothing is built and None is returned (the healer's
-    "somebody fixed it meanwhile"). With `procs` > 1, that many forked processes segment
-    and index (Whoosh's MpWriter), each writing a segment of its own: for scripts, not
-    for a server's threads (fork copies only the calling thread).
+    "somebody fixed it meanwhile"). With `procs` > 1, see _index_in_processes: for
+    scripts, not for a server (fork copies only the calling thread).
     """
     root = Path(root)
     indexes = root / "indexes"
@@ -562,21 +563,20 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
         path = indexes / name
         ix = whoosh_index.open_dir(str(path), schema=SCHEMA)
         with store.snapshot() as (seq, total, docs):
-            # One segment per process, never merged here: merging would rewrite every
-            # posting once more, for little gain in search time.
-            writer = ix.writer(procs=max(1, procs), multisegment=procs > 1, limitmb=limitmb)
-            try:
-                written = 0
-                for done, doc in enumerate(docs, 1):
-                    with writer.group():  # a document's passages stay together (one batch)
+            if procs > 1:
+                written = _index_in_processes(ix, list(docs), procs, limitmb, progress)
+            else:
+                writer = ix.writer(limitmb=limitmb)
+                try:
+                    written = 0
+                    for done, doc in enumerate(docs, 1):
                         written += add_passages(writer, doc)
-                    if progress:
-                        progress(done, total)
-            except BaseException:
-                writer.cancel()
-                raise
-            writer.commit(merge=False)
-        # MpWriter drops the work of a sub-process that died without a word: count.
+                        if progress:
+                            progress(done, total)
+                except BaseException:
+                    writer.cancel()
+                    raise
+                writer.commit(merge=False)
         if whoosh_index.open_dir(str(path), schema=SCHEMA).doc_count_all() != written:
             raise RuntimeError(f"the new index holds fewer passages than the {written} written; "
                                f"nothing was switched")
@@ -603,6 +603,51 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
         passages = whoosh_index.open_dir(str(path), schema=SCHEMA).doc_count()
         documents = store.count()
     return RebuildStats(documents=documents, passages=passages, name=name)
+
+
+def _index_in_processes(ix: FileIndex, docs: list[Document], procs: int, limitmb: int,
+                        progress: Callable[[int, int], None] | None) -> int:
+    """Index `docs` into the empty index `ix` in `procs` forked processes, each segmenting
+    and writing one segment of a contiguous run of documents (so a document's passages
+    stay neighbours), then commit them all in one TOC. Returns the passages written.
+
+    Not Whoosh's MpWriter: it hands the sub-processes documents whose fields are
+    computed, so the word boundaries (`cuts`, jieba's work) would be made serially in
+    the parent.
+    """
+    bounds = [len(docs) * k // procs for k in range(procs + 1)]
+    chunks = [docs[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    writer = ix.writer()  # holds the index's lock; its own segment stays empty
+    try:
+        segments, written, done = [], 0, 0
+        with multiprocessing.get_context("fork").Pool(len(chunks)) as pool:
+            jobs = [(str(ix.storage.folder), chunk, limitmb) for chunk in chunks]
+            for (segment, count), chunk in zip(pool.starmap(_write_segment, jobs), chunks):
+                segments.append(segment)
+                written += count
+                done += len(chunk)
+                if progress:
+                    progress(done, len(docs))
+        writer._commit_toc(segments)
+        writer._finish()
+    except BaseException:
+        writer.cancel()
+        raise
+    return written
+
+
+def _write_segment(folder: str, docs: list[Document], limitmb: int) -> tuple[Segment, int]:
+    # In a sub-process: a segment of `docs`, written but not yet in the TOC (the
+    # parent, which holds the lock, commits it), the way MpWriter's sub-writers do.
+    # Never _finish()/cancel() here: they remove the temporary folder all the writers
+    # of the index share; the parent's writer does that at the end.
+    writer = SegmentWriter(whoosh_index.open_dir(folder, schema=SCHEMA), _lk=False, limitmb=limitmb)
+    try:
+        written = sum(add_passages(writer, doc) for doc in docs)
+        return writer._finalize_segment(), written
+    except BaseException:
+        writer._close_segment()
+        raise
 
 
 def _remove_stale(indexes: Path, keep: set[str | None]) -> None:

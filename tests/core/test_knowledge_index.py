@@ -137,5 +137,6 @@ def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root, tmp_path)
            for w in ("qzxpar1", "乡村振兴", "qzxpar4")}
     parallel = rebuild(root, store, procs=2)
     assert parallel.passages == serial.passages and parallel.documents == 40
+    assert len(segment_sizes(open_process(root)[1])) == 2  # one segment per process
     index = open_process(root)[1]
     assert {w: [r["id"] for r in search(index.searcher(), w, limit=50).results] for w in one} == one
