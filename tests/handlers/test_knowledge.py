@@ -277,3 +277,26 @@ async def test_a_search_past_its_time_budget_is_a_503_naming_it(http_server_clie
     monkeypatch.setattr(service, "SEARCH_BUDGET_SECONDS", 1.0)
     response, body = await search(http_server_client, '"枫桥 经验"')
     assert response.code == 200 and [r["id"] for r in body["results"]] == ["fengqiao"]
+
+
+async def test_a_pause_after_single_adds_merges_their_segments(http_server_client, ctx, monkeypatch):
+    import asyncio
+
+    from core.knowledge import service
+    monkeypatch.setattr(service, "COMPACT_AFTER_SECONDS", 0.2)
+    index = ctx.knowledge.index
+
+    def segments():
+        return len(index._index(index.current_name())._segments())
+
+    before = segments()
+    for n in range(10):  # each add commits a segment of its own and merges nothing
+        doc = {"id": f"one-{n}", "title": f"第{n}篇", "content": "单篇写入测试。"}
+        assert (await add(http_server_client, doc))[0].code == 201
+    assert segments() >= before + 10 - 1
+    for _ in range(50):  # the pause: merged in the background
+        await asyncio.sleep(0.1)
+        if segments() < before + 3:
+            break
+    assert segments() < before + 3
+    assert (await search(http_server_client, "单篇写入测试", limit=20))[1]["total"] == 10
