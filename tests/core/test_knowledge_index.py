@@ -112,7 +112,7 @@ def segment_sizes(index):
 def test_one_document_adds_leave_small_segments_that_a_pause_merges(root, monkeypatch):
     monkeypatch.setattr(index_module, "MAX_SEGMENTS", 12)
     store, index = open_process(root)
-    other_store, other = open_process(root)  # a second process: its searcher keeps readers
+    _, other = open_process(root)  # a second process: its searcher keeps readers
     for n in range(20):
         add(store, index, doc(f"d{n}", f"qzxtier{n % 3}"))
         assert f"d{n}" in found(other, f"qzxtier{n % 3}")  # read-your-write after every add
@@ -127,7 +127,7 @@ def test_one_document_adds_leave_small_segments_that_a_pause_merges(root, monkey
     assert index.compact() == 0  # nothing left to merge
 
 
-def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root, tmp_path):
+def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root):
     store, _ = open_process(root)
     docs = [Document(f"p{n}", f"标题{n}", "\n\n".join(f"第{k}段提到qzxpar{(n + k) % 5}和乡村振兴。" * 20
                                                   for k in range(3))) for n in range(40)]
