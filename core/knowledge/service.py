@@ -345,8 +345,13 @@ class KnowledgeBase:
         loop = asyncio.get_running_loop()
         if self._compaction is not None:
             self._compaction.cancel()
-        self._compaction = loop.call_later(
-            COMPACT_AFTER_SECONDS, lambda: loop.run_in_executor(self.executor, self._compact))
+        self._compaction = loop.call_later(COMPACT_AFTER_SECONDS, self._start_compaction, loop)
+
+    def _start_compaction(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_in_executor(self.executor, self._compact)
+        except RuntimeError:  # the executor was shut down: the process is stopping
+            pass
 
     def _compact(self) -> None:
         try:
