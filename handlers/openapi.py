@@ -30,9 +30,8 @@ _ERROR_STATUSES = {
     "413": "请求体超过 MAX_BODY_BYTES（payload_too_large）",
     "429": "令牌桶已空（rate_limited），见 Retry-After",
     "502": "大模型返回错误、无法解析的内容，或无法连接（upstream_error）",
-    "503": "并发已满（server_busy）、知识库索引正在重建（index_unavailable，见 Retry-After）、搜索超过时间预算（search_timeout）、"
-           "健康检查失败，"
-           "或清空缓存时共享存储（Redis）不可用",
+    "503": "并发已满（server_busy）、知识库索引正在重建（index_unavailable，见 Retry-After）、"
+           "搜索超过时间预算（search_timeout）、健康检查失败，或清空缓存时共享存储（Redis）不可用",
     "504": "大模型超时（upstream_timeout）",
     "507": "数据目录所在磁盘已满或只读，写入被拒绝，读取不受影响（insufficient_storage）",
 }
