@@ -14,7 +14,7 @@ its frequencies are the bundled ones.
 - search: the same 24 queries, p50/p99 of `core.knowledge.search.search` in process (the
   service's search without HTTP) vs FTS5 `MATCH … ORDER BY bm25 LIMIT 10` with snippet(),
   at 1k and 10k documents; and p50/p99 through `GET /api/knowledge/search` at c=1.
-- quality: MRR@10 of the judged queries in bench/relevance_bundled.jsonl on the bundled
+- quality: MRR@10 of the judged queries in data/eval/retrieval.jsonl on the bundled
   corpus, for the project and for the FTS5 reference on the same documents and tokens.
 
     python bench/b5_knowledge.py [--sizes 1000,10000] [--search-seconds 3]
@@ -26,6 +26,7 @@ import http.client
 import json
 import random
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -156,33 +157,21 @@ def api_latencies(port: int, queries: list[str], seconds: float) -> list[float]:
         conn.close()
 
 
-RELEVANCE = Path(__file__).resolve().parent / "relevance_bundled.jsonl"
+def relevance(report: Report, work: Path) -> None:
+    """MRR@10 of the repository's judged queries (data/eval/retrieval.jsonl, the set
+    bench/retrieval_eval.py scores in full) on the bundled corpus: the project vs FTS5."""
+    import retrieval_eval  # here: it imports this module's FTS5 reference
 
-
-def mrr_at_10(ranked_ids, judged: list[dict]) -> float:
-    """Mean reciprocal rank of the first relevant document in the top 10."""
-    total = 0.0
-    for item in judged:
-        ids = ranked_ids(item["q"])[:10]
-        rank = next((n for n, doc_id in enumerate(ids, 1) if doc_id in item["relevant"]), None)
-        total += 1 / rank if rank else 0.0
-    return total / len(judged)
-
-
-def relevance(report: Report, work: Path, executor: ThreadPoolExecutor) -> None:
-    """MRR@10 of the judged queries on the bundled corpus: the project vs FTS5."""
-    judged = read_jsonl(RELEVANCE)
-    data = common.knowledge_template(work)
-    kb = KnowledgeBase.open(data, executor)
-    ours = mrr_at_10(lambda q: [r["id"] for r in kb._search(SearchRequest(q=q, limit=10)).results], judged)
-    docs = [{"id": d.id, "title": d.title, "content": d.content} for d in kb.store]
-    kb.close()
-    build_fts(docs, work / "fts-bundled.sqlite3")
-    conn = sqlite3.connect(work / "fts-bundled.sqlite3")
-    ref = mrr_at_10(lambda q: [row[0] for row in fts_search(conn, q)], judged)
-    conn.close()
+    judged = retrieval_eval.load_judgements()
+    corpus = retrieval_eval.Corpus.build(work / "relevance")
+    try:
+        ours, ref = (retrieval_eval.evaluate(rank, judged)[0]["all"].mrr
+                     for rank in (corpus.project, corpus.fts5))
+    finally:
+        corpus.close()
     report.add(f"MRR@10, {len(judged)} judged queries, bundled corpus", ours, "",
-               reference="FTS5 bm25, same tokens", ref_value=ref, note=RELEVANCE.name)
+               reference="FTS5 bm25, same tokens", ref_value=ref,
+               note=str(retrieval_eval.JUDGEMENTS.relative_to(common.ROOT)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir()
     analyzer.initialize()
     executor = ThreadPoolExecutor(2)
-    relevance(report, work, executor)
+    relevance(report, work)
     sizes = [int(s) for s in args.sizes.split(",")]
     data_dirs: dict[int, Path] = {}
     began = time.perf_counter()
@@ -218,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         chars = sum(len(d["content"]) for d in docs) / len(docs)
         data = work / f"data-{n}"
         started = time.perf_counter()
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run([sys.executable, str(common.SERVICE_ROOT / "scripts" / "reindex.py"),
                               "--source", str(source.parent), "--data-dir", str(data)],
                              cwd=common.SERVICE_ROOT, capture_output=True, text=True, timeout=900)
@@ -225,11 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         if out.returncode != 0:
             report.note(f"reindex.py failed for {n} documents: {out.stderr[-500:]}")
             continue
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        reindex_cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
         data_dirs[n] = data
+        fts_cpu = time.process_time()
         fts_seconds = build_fts(docs, work / f"fts-{n}.sqlite3")
+        fts_cpu = time.process_time() - fts_cpu
         report.add(f"reindex.py documents/s, {n} docs", n / wall, "docs/s",
                    reference="FTS5 insert, same segmentation", ref_value=n / fts_seconds,
                    note=f"{wall:.1f} s incl. start-up, ~{chars:.0f} chars/doc")
+        # CPU seconds do not depend on what else the machine runs: reindex.py's processes
+        # (all of them) against the FTS5 build's.
+        report.add(f"reindex.py CPU ms per document, {n} docs", reindex_cpu * 1000 / n, "ms",
+                   reference="FTS5 insert, same segmentation", ref_value=fts_cpu * 1000 / n)
 
         # Search in process: the service's search function vs FTS5, same queries.
         kb = KnowledgeBase.open(data, executor)

@@ -115,6 +115,11 @@ class IndexUnavailable(ServiceError):
         super().__init__(message, retry_after=retry_after, headers=headers)
 
 
+class SearchTimeout(ServiceError):
+    code, status = "search_timeout", 503
+    message = "检索超时：这个查询匹配的内容太多，请换更具体的词，或用引号限定短语后再试"
+
+
 class UpstreamTimeout(ServiceError):
     code, status, message = "upstream_timeout", 504, "大模型服务响应超时"
 

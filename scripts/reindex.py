@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import a folder of documents into the knowledge store, then rebuild the search index.
 
-    python scripts/reindex.py [--source DIR] [--data-dir DIR] [--no-import] [--if-empty]
+    python scripts/reindex.py [--source DIR] [--data-dir DIR] [--no-import] [--if-empty] [--procs N]
 
 Files (searched recursively, in name order):
   *.md     optional front matter between two '---' lines: id, title, category,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -155,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="only rebuild the index from the store")
     parser.add_argument("--if-empty", action="store_true",
                         help="do nothing if the store already has documents (first-run set-up)")
+    parser.add_argument("--procs", type=int, default=min(4, os.cpu_count() or 1),
+                        help="processes that segment and index in parallel (default: the CPUs, at most 4)")
     args = parser.parse_args(argv)
+    if args.procs < 1:
+        parser.error("--procs must be at least 1")
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 store.upsert(unique[start:start + 500])
             print(f"reindex: imported {len(unique)} document(s) from {source}"
                   + (f", skipped {len(problems)}" if problems else ""), file=sys.stderr)
-        stats = _rebuild(data_dir, store)
+        stats = _rebuild(data_dir, store, args.procs)
     except RuntimeError as exc:
         print(f"reindex: {exc}", file=sys.stderr)
         return 1
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _rebuild(data_dir: Path, store: DocumentStore):
+def _rebuild(data_dir: Path, store: DocumentStore, procs: int):
     bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
@@ -209,7 +214,7 @@ def _rebuild(data_dir: Path, store: DocumentStore):
             bar.update(done - bar.n)
 
     try:
-        return rebuild(data_dir / "knowledge", store, progress=progress)
+        return rebuild(data_dir / "knowledge", store, progress=progress, procs=procs)
     finally:
         if bar is not None:
             bar.close()

@@ -132,6 +132,12 @@ class IndexHealer:
             self._heal(name, f"{type(exc).__name__} on write")
             return False
 
+    def compact(self) -> int:
+        """SharedIndex.compact(), nothing while the index is being rebuilt."""
+        if self._thread is not None:
+            return 0
+        return self.index.compact()
+
     def version(self) -> str | None:
         """SharedIndex.version(); None when it cannot be read now (the search that
         follows finds out why). IndexUnavailable while being rebuilt. Cheap: on the loop

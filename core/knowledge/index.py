@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
+import math
+import multiprocessing
 import os
 import random
 import re
@@ -50,11 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whoosh import index as whoosh_index
+from whoosh.codec.base import Segment
 from whoosh.fields import ID, KEYWORD, STORED, TEXT, Schema
 from whoosh.index import FileIndex
+from whoosh.reading import IndexReader, MultiReader, SegmentReader, TermNotFound
 from whoosh.scoring import BM25F
 from whoosh.searching import Searcher
-from whoosh.writing import SegmentWriter
+from whoosh.writing import NO_MERGE, SegmentWriter
 
 from core.errors import ServerBusy
 from core.knowledge.analyzer import ANALYZER, cuts
@@ -82,18 +87,31 @@ SCHEMA = Schema(
     updated_at=STORED(),
 )
 WEIGHTING = BM25F(B=0.75, K1=1.2)
-MERGE_AT_SEGMENTS = 8  # a commit that would leave this many segments merges the small ones
+# Size-tiered merging: a segment's tier is log_MERGE_FACTOR of its passages, and the
+# segments of a tier are merged together (with all smaller ones) only once
+# MERGE_FACTOR of them have piled up. So a merge takes only segments of similar, small
+# sizes; a passage is rewritten about log_MERGE_FACTOR(N) times in its life, and the
+# big segment a rebuild wrote is not rewritten by the adds after it.
+MERGE_FACTOR = 8
+# An add's own commit does not merge: merging is compact()'s, run when the adds pause
+# (KnowledgeBase schedules it). Only past MAX_SEGMENTS segments (adds that never
+# pause) does a commit merge itself, so searches never face more than that many.
+MAX_SEGMENTS = 32
+REBUILD_LIMIT_MB = 128  # Whoosh's posting pool per writer process before it spills to disk
 
 
 # --- small file helpers ---
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself survives a crash
@@ -154,17 +172,108 @@ def add_passages(writer: SegmentWriter, doc: Document) -> int:
     return written
 
 
-def apply_changes(writer: SegmentWriter, changes: Changes) -> int:
+def apply_changes(writer: SegmentWriter, changes: Changes,
+                  readers: PostingReaders | None = None) -> int:
     """Bring an index (through its writer) in line with a batch of store changes.
     Idempotent: applying the same changes twice leaves the same index. Returns the
-    number of passages written."""
+    number of passages written. `readers`: kept segment readers to find the passages
+    to delete with (else Whoosh opens a reader of every segment)."""
+    gone = [*changes.deleted, *(doc.id for doc in changes.upserted)]
+    if readers is not None:
+        readers.delete(writer, gone)
+    else:
+        for doc_id in gone:
+            writer.delete_by_term("doc_id", doc_id)
     written = 0
-    for doc_id in changes.deleted:
-        writer.delete_by_term("doc_id", doc_id)
     for doc in changes.upserted:
-        writer.delete_by_term("doc_id", doc.id)
         written += add_passages(writer, doc)
     return written
+
+
+class PostingReaders:
+    """Segment readers kept across commits, for finding a document's passages.
+
+    A segment's postings never change once written (only its deletion set does, and
+    that lives in the writer's Segment objects), so a reader opened for one commit
+    serves every later one. Whoosh's delete_by_term opens a reader of every segment
+    per call: at 40 segments that was 60 ms of a one-document add.
+    """
+
+    def __init__(self) -> None:
+        self._readers: dict[str, SegmentReader] = {}
+        self._lock = threading.Lock()
+
+    def delete(self, writer: SegmentWriter, doc_ids: list[str]) -> int:
+        """Mark deleted, in `writer`, every live passage of the documents; returns how many."""
+        if not doc_ids:
+            return 0
+        with self._lock:
+            keep: dict[str, SegmentReader] = {}
+            for seg in writer.segments:
+                sid = seg.segment_id()
+                reader = self._readers.pop(sid, None)
+                keep[sid] = reader or SegmentReader(writer.storage, writer.schema, seg)
+            for stale in self._readers.values():  # segments merged away meanwhile
+                stale.close()
+            self._readers = keep
+            deleted, offset = 0, 0
+            for seg in writer.segments:
+                reader = keep[seg.segment_id()]
+                for doc_id in doc_ids:
+                    for n in _term_docs(reader, "doc_id", doc_id):
+                        if not seg.is_deleted(n):
+                            writer.delete_document(offset + n)
+                            deleted += 1
+                offset += seg.doc_count_all()
+            return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers = {}
+
+
+def _term_docs(reader: SegmentReader, field_name: str, text: str) -> list[int]:
+    # The raw postings (Whoosh's postings() filters by the reader's own, possibly older,
+    # deletion set; the caller checks the current one).
+    try:
+        matcher = reader._terms.matcher(field_name, reader._text_to_bytes(field_name, text),
+                                        reader.schema[field_name].format)
+    except (TermNotFound, KeyError):
+        return []
+    return list(matcher.all_ids())
+
+
+def _tier(passages: int) -> int:
+    return 0 if passages < MERGE_FACTOR else int(math.log(passages, MERGE_FACTOR))
+
+
+def to_merge(segments: list[Segment]) -> list[Segment]:
+    """The segments merge_tiered would merge (none: nothing to do): those of the lowest
+    tier that holds MERGE_FACTOR of them, and all smaller ones."""
+    tiers: dict[int, int] = {}
+    for seg in segments:
+        tier = _tier(seg.doc_count_all())
+        tiers[tier] = tiers.get(tier, 0) + 1
+    full = [tier for tier, count in tiers.items() if count >= MERGE_FACTOR]
+    if not full:
+        return []
+    return [seg for seg in segments if _tier(seg.doc_count_all()) <= min(full)]
+
+
+def merge_tiered(writer: SegmentWriter, segments: list[Segment]) -> list[Segment]:
+    """Whoosh merge policy (see MERGE_FACTOR): merges `to_merge(segments)` into the
+    writer's new segment; returns the segments left as they are."""
+    merged = to_merge(segments)
+    for seg in merged:
+        reader = SegmentReader(writer.storage, writer.schema, seg)
+        try:
+            writer.add_reader(reader)
+        finally:
+            reader.close()
+    ids = {seg.segment_id() for seg in merged}
+    return [seg for seg in segments if seg.segment_id() not in ids]
 
 
 def busy() -> ServerBusy:
@@ -197,6 +306,7 @@ class SharedIndex:
         self._local = threading.local()
         self._searchers: dict[int, Searcher] = {}
         self._lock = threading.Lock()
+        self._posting_readers = PostingReaders()
 
     # --- where the live index is ---
 
@@ -295,22 +405,45 @@ class SharedIndex:
         if changes.seq <= applied:
             return
         if changes.upserted or changes.deleted:
-            writer = self._index(name).writer(timeout=5.0)  # ours is the only writer: the lock is free
+            # ours is the only writer: Whoosh's own lock is free
+            writer = self._index(name).writer(timeout=5.0)
             try:
-                apply_changes(writer, changes)
+                apply_changes(writer, changes, self._posting_readers)
             except BaseException:
                 writer.cancel()
                 raise
-            # Whoosh merges small segments at every commit by default, rewriting their
-            # postings each time: at 10,000 documents that was ~90% of a one-document
-            # add (bench/b5_knowledge.py, 6 adds/s). Segments are merged only once
-            # MERGE_AT_SEGMENTS have piled up, so most commits write just the new one.
+            crowded = len(writer.segments) + 1 >= MAX_SEGMENTS
             try:
-                writer.commit(merge=len(writer.segments) + 1 >= MERGE_AT_SEGMENTS)
+                writer.commit(mergetype=merge_tiered if crowded else NO_MERGE)
             except BaseException:
                 _release_failed_commit(writer)
                 raise
-        _write_atomic(path / APPLIED, f"{changes.seq}\n")
+        # Not fsynced: the store is what makes an add durable. APPLIED only says how far
+        # this index got, and applying changes again is harmless, so a lost update of it
+        # (a power cut) costs a re-apply, never a document.
+        _write_atomic(path / APPLIED, f"{changes.seq}\n", durable=False)
+
+    def compact(self, rounds: int = 4) -> int:
+        """Merge the small segments the adds left (merge_tiered), unless somebody is
+        writing (then they stay for the next pause). Returns the merges made. Blocking:
+        for an executor thread when the adds pause."""
+        merges = 0
+        for _ in range(rounds):
+            name = self._live()
+            if not to_merge(self._index(name)._segments()):
+                break
+            with file_lock(self.path(name) / APPLY_LOCK, timeout=0) as held:
+                if not held or self.current_name() != name:
+                    break
+                self._catch_up(name)
+                writer = self._index(name).writer(timeout=5.0)
+                try:
+                    writer.commit(mergetype=merge_tiered)
+                except BaseException:
+                    _release_failed_commit(writer)
+                    raise
+            merges += 1
+        return merges
 
     # --- reading ---
 
@@ -319,16 +452,44 @@ class SharedIndex:
         name = self._live()
         searcher: Searcher | None = getattr(self._local, "searcher", None)
         if searcher is None or self._local.name != name or not searcher.up_to_date():
-            if searcher is not None:
+            same = searcher if searcher is not None and self._local.name == name else None
+            if searcher is not None and same is None:
                 searcher.close()
-            # A fresh reader, not Searcher.refresh(): refresh() reuses segment readers
-            # and, when another process's merge deletes a file under it, retries with
-            # readers it already closed (ReaderClosed). Opening afresh retries cleanly.
-            searcher = self._index(name).searcher(weighting=WEIGHTING)
+            searcher = self._open_searcher(name, same)
         self._local.searcher, self._local.name = searcher, name
         with self._lock:
             self._searchers[threading.get_ident()] = searcher
         return searcher
+
+    def _open_searcher(self, name: str, old: Searcher | None) -> Searcher:
+        # Readers of the segments that did not change since `old` (same id, same
+        # deletions) are kept: after an add only its new segment is opened, not all of
+        # them (~1.5 ms each). Not Searcher.refresh(): that one, when another process's
+        # merge deletes a file under it, retries with readers it already closed.
+        ix = self._index(name)
+        toc = ix._read_toc()
+        kept: dict[tuple[str, int], IndexReader] = {}
+        if old is not None:
+            kept = {(r.segment().segment_id(), r.segment().deleted_count()): r
+                    for r, _ in old.reader().leaf_readers()}
+        readers: list[IndexReader] = []
+        opened: list[IndexReader] = []
+        try:
+            for seg in toc.segments:
+                reader = kept.pop((seg.segment_id(), seg.deleted_count()), None)
+                if reader is None:
+                    reader = SegmentReader(ix.storage, toc.schema, seg, generation=toc.generation)
+                    opened.append(reader)
+                readers.append(reader)
+        except BaseException:
+            for reader in opened:
+                reader.close()
+            raise
+        for reader in kept.values():  # merged away or changed
+            reader.close()
+        # Always a MultiReader: it carries the generation up_to_date() compares, which
+        # a kept SegmentReader would have from its first commit.
+        return Searcher(MultiReader(readers, generation=toc.generation), weighting=WEIGHTING, fromindex=ix)
 
     def forget(self) -> None:
         """Drop this thread's searcher and the open indexes, so the next search opens
@@ -345,7 +506,8 @@ class SharedIndex:
                 log.debug("closing a failed searcher")
 
     def close(self) -> None:
-        """Close every thread's searcher."""
+        """Close every thread's searcher and the kept segment readers."""
+        self._posting_readers.close()
         with self._lock:
             for searcher in self._searchers.values():
                 searcher.close()
@@ -377,7 +539,8 @@ def create_index_dir(indexes: Path) -> str:
 
 def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
             progress: Callable[[int, int], None] | None = None,
-            unless: Callable[[], bool] | None = None) -> RebuildStats | None:
+            unless: Callable[[], bool] | None = None, procs: int = 1,
+            limitmb: int = REBUILD_LIMIT_MB) -> RebuildStats | None:
     """Build a new index from the whole store and make it the live one.
 
     Live processes keep searching the old index until the switch and the new one after;
@@ -385,7 +548,8 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
     module docstring). `progress(done, total)` is called as documents are indexed.
     Raises RebuildRunning if another rebuild is running. With `unless`, asked once the
     lock is held: when it answers True nothing is built and None is returned (the healer's
-    "somebody fixed it meanwhile").
+    "somebody fixed it meanwhile"). With `procs` > 1, see _index_in_processes: for
+    scripts, not for a server (fork copies only the calling thread).
     """
     root = Path(root)
     indexes = root / "indexes"
@@ -399,18 +563,23 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
         path = indexes / name
         ix = whoosh_index.open_dir(str(path), schema=SCHEMA)
         with store.snapshot() as (seq, total, docs):
-            writer = ix.writer(limitmb=128)
-            try:
-                done = 0
-                for doc in docs:
-                    add_passages(writer, doc)
-                    done += 1
-                    if progress:
-                        progress(done, total)
-            except BaseException:
-                writer.cancel()
-                raise
-            writer.commit(optimize=True)
+            if procs > 1:
+                written = _index_in_processes(ix, list(docs), procs, limitmb, progress)
+            else:
+                writer = ix.writer(limitmb=limitmb)
+                try:
+                    written = 0
+                    for done, doc in enumerate(docs, 1):
+                        written += add_passages(writer, doc)
+                        if progress:
+                            progress(done, total)
+                except BaseException:
+                    writer.cancel()
+                    raise
+                writer.commit(merge=False)
+        if whoosh_index.open_dir(str(path), schema=SCHEMA).doc_count_all() != written:
+            raise RuntimeError(f"the new index holds fewer passages than the {written} written; "
+                               f"nothing was switched")
         _write_atomic(path / APPLIED, f"{seq}\n")
 
         shared = SharedIndex(root, store)
@@ -434,6 +603,51 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
         passages = whoosh_index.open_dir(str(path), schema=SCHEMA).doc_count()
         documents = store.count()
     return RebuildStats(documents=documents, passages=passages, name=name)
+
+
+def _index_in_processes(ix: FileIndex, docs: list[Document], procs: int, limitmb: int,
+                        progress: Callable[[int, int], None] | None) -> int:
+    """Index `docs` into the empty index `ix` in `procs` forked processes, each segmenting
+    and writing one segment of a contiguous run of documents (so a document's passages
+    stay neighbours), then commit them all in one TOC. Returns the passages written.
+
+    Not Whoosh's MpWriter: it hands the sub-processes documents whose fields are
+    computed, so the word boundaries (`cuts`, jieba's work) would be made serially in
+    the parent.
+    """
+    bounds = [len(docs) * k // procs for k in range(procs + 1)]
+    chunks = [docs[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    writer = ix.writer()  # holds the index's lock; its own segment stays empty
+    try:
+        segments, written, done = [], 0, 0
+        with multiprocessing.get_context("fork").Pool(len(chunks)) as pool:
+            jobs = [(str(ix.storage.folder), chunk, limitmb) for chunk in chunks]
+            for (segment, count), chunk in zip(pool.starmap(_write_segment, jobs), chunks, strict=True):
+                segments.append(segment)
+                written += count
+                done += len(chunk)
+                if progress:
+                    progress(done, len(docs))
+        writer._commit_toc(segments)
+        writer._finish()
+    except BaseException:
+        writer.cancel()
+        raise
+    return written
+
+
+def _write_segment(folder: str, docs: list[Document], limitmb: int) -> tuple[Segment, int]:
+    # In a sub-process: a segment of `docs`, written but not yet in the TOC (the
+    # parent, which holds the lock, commits it), the way MpWriter's sub-writers do.
+    # Never _finish()/cancel() here: they remove the temporary folder all the writers
+    # of the index share; the parent's writer does that at the end.
+    writer = SegmentWriter(whoosh_index.open_dir(folder, schema=SCHEMA), _lk=False, limitmb=limitmb)
+    try:
+        written = sum(add_passages(writer, doc) for doc in docs)
+        return writer._finalize_segment(), written
+    except BaseException:
+        writer._close_segment()
+        raise
 
 
 def _remove_stale(indexes: Path, keep: set[str | None]) -> None:

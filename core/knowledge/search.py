@@ -23,6 +23,7 @@ import heapq
 import html
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,12 +31,14 @@ from itertools import accumulate
 from typing import Any
 
 from whoosh.codec.whoosh3 import W3LeafMatcher
+from whoosh.collectors import TimeLimitCollector
 from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
 from whoosh.query import And, AndMaybe, Or, Phrase, Query, Term
 from whoosh.reading import SegmentReader, TermNotFound
-from whoosh.searching import Searcher
+from whoosh.searching import Searcher, TimeLimit
 
 from core.chat.prompts import Source
+from core.errors import SearchTimeout
 from core.knowledge import analyzer
 
 TITLE_BOOST = 2.5       # a title match is worth this many content matches
@@ -60,6 +63,12 @@ MAX_QUERY_PHRASES = 8
 
 _QUOTED = re.compile(r'"([^"]*)"|“([^”]*)”|「([^」]*)」|『([^』]*)』')
 MODES = ("or", "and")
+
+
+def _check(deadline: float | None) -> None:
+    """SearchTimeout once time.monotonic() passed `deadline` (None: no budget)."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise SearchTimeout()
 
 
 @dataclass(frozen=True)
@@ -458,7 +467,8 @@ class _Credits:
         return best
 
 
-def _score_words(view: IndexView, words: Sequence[str]) -> tuple[dict[int, float], _Credits]:
+def _score_words(view: IndexView, words: Sequence[str],
+                 deadline: float | None = None) -> tuple[dict[int, float], _Credits]:
     """The BM25F score of every passage matching the words query of mode "or" (what
     Whoosh computes for `Or([_word_query(w) for w in words])`), and the credits, in one
     pass over the posting lists.
@@ -474,6 +484,7 @@ def _score_words(view: IndexView, words: Sequence[str]) -> tuple[dict[int, float
     for word in words:
         whole[word], partial[word] = set(), set()
         for token in analyzer.expand(word):
+            _check(deadline)  # a common token's postings are the long part
             weight = 1.0 if token == word else SUBWORD_WEIGHT
             for field_name, boost in (("title", TITLE_BOOST), ("content", 1.0)):
                 found = view.scores(field_name, token, weight * boost, scores)
@@ -509,7 +520,8 @@ def _best_passages(view: IndexView, scores: Mapping[int, float]) -> dict[str, tu
 
 
 def _rank(view: IndexView, best: Mapping[str, tuple[float, int]], matched: Container[int],
-          credits: _Credits, weights: Mapping[str, float], need: int) -> list[tuple[float, str, int]]:
+          credits: _Credits, weights: Mapping[str, float], need: int,
+          deadline: float | None = None) -> list[tuple[float, str, int]]:
     """(score, doc id, best passage) of the `need` best documents, best first.
 
     A document scores its best passage's score times coverage**COORD_POWER, at most its
@@ -521,6 +533,8 @@ def _rank(view: IndexView, best: Mapping[str, tuple[float, int]], matched: Conta
     heapq.heapify(order)  # popped best first; sorting them all cost more than the rest
     top: list[tuple[float, str, int]] = []
     while order:
+        if len(top) % 64 == 63:
+            _check(deadline)
         negative, doc_id, docnum = heapq.heappop(order)
         score = -negative
         if len(top) >= need and score < top[need - 1][0]:
@@ -535,29 +549,46 @@ def _rank(view: IndexView, best: Mapping[str, tuple[float, int]], matched: Conta
 
 
 def search(searcher: Searcher, text: str, *, limit: int = 10, offset: int = 0,
-           category: str = "", tags: Sequence[str] = (), mode: str = "or") -> SearchPage:
-    """Documents matching a query, best first, `limit` from `offset`."""
+           category: str = "", tags: Sequence[str] = (), mode: str = "or",
+           deadline: float | None = None) -> SearchPage:
+    """Documents matching a query, best first, `limit` from `offset`. Past `deadline`
+    (a time.monotonic() value) it stops and raises SearchTimeout: no partial page."""
     parsed = parse_query(text)
     query = build_query(parsed, mode)
     if query is None or searcher.doc_count_all() == 0:
         return SearchPage(total=0, results=[])
+    built = time.monotonic()
     view = IndexView.of(searcher)
+    if deadline is not None:
+        # The view is built once per index version (the first search after a change
+        # decodes every segment's columns, ~1 s at 10,000 documents on a busy machine):
+        # shared work, not this query's, so it does not count against the budget.
+        deadline += time.monotonic() - built
     allowed = view.filter_ids(category, tags)
     words = parsed.words if mode == "or" else ()
     if words and not parsed.phrases:
-        scores, credits = _score_words(view, words)
+        scores, credits = _score_words(view, words, deadline)
         if allowed is not None:
             scores = {n: s for n, s in scores.items() if n in allowed}
     else:
         # And mode and phrases: Whoosh scores them (its matchers check positions);
         # their matches are the documents with every word, far fewer.
-        hits = searcher.search(query, limit=None, filter=allowed)
-        scores = dict(hits.items())
+        collector = searcher.collector(limit=None, filter=allowed)
+        if deadline is not None:
+            # use_alarm=False: SIGALRM is for the main thread; this runs in the search thread
+            collector = TimeLimitCollector(collector, max(deadline - time.monotonic(), 0.001), use_alarm=False)
+        try:
+            searcher.search_with_collector(query, collector)
+        except TimeLimit:
+            raise SearchTimeout() from None
+        scores = dict(collector.results().items())
         credits = _Credits.of_words(view, words)
     best = _best_passages(view, scores)
     total = len(best)
     need = min(offset + limit, total)
-    ranked = _rank(view, best, scores, credits, _weights(searcher, words), need) if need > offset else []
+    ranked = _rank(view, best, scores, credits, _weights(searcher, words), need, deadline) \
+        if need > offset else []
+    _check(deadline)
     terms = parsed.terms
     results = []
     for score, doc_id, docnum in ranked[offset:need]:

@@ -10,6 +10,7 @@ import pytest
 
 from core.errors import ServerBusy
 from core.knowledge import analyzer
+from core.knowledge import index as index_module
 from core.knowledge.index import APPLY_LOCK, SharedIndex, file_lock, rebuild
 from core.knowledge.search import search
 from core.knowledge.store import Document, DocumentStore
@@ -102,3 +103,40 @@ def test_one_rebuild_at_a_time_and_old_directories_go(root):
     with file_lock(root / ".reindex.lock", timeout=0):
         with pytest.raises(RuntimeError, match="another reindex"):
             rebuild(root, store)
+
+
+def segment_sizes(index):
+    return sorted(seg.doc_count_all() for seg in index._index(index.current_name())._segments())
+
+
+def test_one_document_adds_leave_small_segments_that_a_pause_merges(root, monkeypatch):
+    monkeypatch.setattr(index_module, "MAX_SEGMENTS", 12)
+    store, index = open_process(root)
+    _, other = open_process(root)  # a second process: its searcher keeps readers
+    for n in range(20):
+        add(store, index, doc(f"d{n}", f"qzxtier{n % 3}"))
+        assert f"d{n}" in found(other, f"qzxtier{n % 3}")  # read-your-write after every add
+    sizes = segment_sizes(index)
+    assert len(sizes) < 12 + index_module.MERGE_FACTOR  # a crowded commit merged
+    add(store, index, doc("d3", "qzxtier2"))  # an update deletes through kept readers
+    before = {w: found(other, w) for w in ("qzxtier0", "qzxtier1", "qzxtier2")}
+    assert "d3" not in before["qzxtier0"] and "d3" in before["qzxtier2"]
+    assert index.compact() >= 1
+    assert len(segment_sizes(index)) < index_module.MERGE_FACTOR
+    assert {w: found(other, w) for w in before} == before  # merging changes no result
+    assert index.compact() == 0  # nothing left to merge
+
+
+def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root):
+    store, _ = open_process(root)
+    docs = [Document(f"p{n}", f"标题{n}", "\n\n".join(f"第{k}段提到qzxpar{(n + k) % 5}和乡村振兴。" * 20
+                                                  for k in range(3))) for n in range(40)]
+    store.upsert(docs)
+    serial = rebuild(root, store, procs=1)
+    one = {w: [r["id"] for r in search(open_process(root)[1].searcher(), w, limit=50).results]
+           for w in ("qzxpar1", "乡村振兴", "qzxpar4")}
+    parallel = rebuild(root, store, procs=2)
+    assert parallel.passages == serial.passages and parallel.documents == 40
+    assert len(segment_sizes(open_process(root)[1])) == 2  # one segment per process
+    index = open_process(root)[1]
+    assert {w: [r["id"] for r in search(index.searcher(), w, limit=50).results] for w in one} == one

@@ -264,3 +264,39 @@ async def test_list_needs_a_client_key(http_server_client):
     assert (await http_server_client.fetch("/api/knowledge", raise_error=False)).code == 401
     response = await http_server_client.fetch("/api/knowledge", headers={"X-API-Key": "client-key-for-tests-15b01"})
     assert response.code == 200 and json.loads(response.body)["total"] == 0
+
+
+async def test_a_search_past_its_time_budget_is_a_503_naming_it(http_server_client, monkeypatch):
+    from core.knowledge import service
+    await add(http_server_client, FENGQIAO)
+    monkeypatch.setattr(service, "SEARCH_BUDGET_SECONDS", -1.0)  # every search is already late
+    for q in ("枫桥经验 化解矛盾", '"枫桥 经验"'):  # both query paths: words, and a phrase
+        response, body = await search(http_server_client, q)
+        assert response.code == 503 and body["error"]["code"] == "search_timeout", q
+        assert "检索超时" in body["error"]["message"]
+    monkeypatch.setattr(service, "SEARCH_BUDGET_SECONDS", 1.0)
+    response, body = await search(http_server_client, '"枫桥 经验"')
+    assert response.code == 200 and [r["id"] for r in body["results"]] == ["fengqiao"]
+
+
+async def test_a_pause_after_single_adds_merges_their_segments(http_server_client, ctx, monkeypatch):
+    import asyncio
+
+    from core.knowledge import service
+    monkeypatch.setattr(service, "COMPACT_AFTER_SECONDS", 0.2)
+    index = ctx.knowledge.index
+
+    def segments():
+        return len(index._index(index.current_name())._segments())
+
+    before = segments()
+    for n in range(10):  # each add commits a segment of its own and merges nothing
+        doc = {"id": f"one-{n}", "title": f"第{n}篇", "content": "单篇写入测试。"}
+        assert (await add(http_server_client, doc))[0].code == 201
+    assert segments() >= before + 10 - 1
+    for _ in range(50):  # the pause: merged in the background
+        await asyncio.sleep(0.1)
+        if segments() < before + 3:
+            break
+    assert segments() < before + 3
+    assert (await search(http_server_client, "单篇写入测试", limit=20))[1]["total"] == 10
