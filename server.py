@@ -103,13 +103,15 @@ async def serve(settings: Settings) -> int:
         log.critical("refusing to start: %s", exc)
         return 3
     resources = time.perf_counter()
+    # What the first requests need (the LLM client, jieba's dictionaries) loads in the
+    # CPU executor while the app is built, and is loaded before the first request is
+    # taken: a balancer that sees /health 200 may send real traffic at once.
+    warming = ctx.warm_up()
     app = make_app(settings, ctx)
     server = make_server(app, settings)
+    await asyncio.gather(*map(asyncio.wrap_future, warming))
     server.listen(settings.port, settings.host)
     listening = time.perf_counter()
-    # What the first requests need and /health does not (the LLM client, jieba's
-    # dictionaries) loads in the CPU executor from now on, while /health answers.
-    ctx.warm_up()
     if not ctx.keys.enabled:
         log.warning("no API_KEYS configured: every endpoint is open to anyone who can reach port %d",
                     settings.port)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,14 +68,11 @@ class AppContext:
         """This process's metrics now, in the Prometheus text format."""
         self.metrics.set_cache_entries(await self.cache.count())
         return self.metrics.exposition()
-    def warm_up(self) -> None:
-        """Start loading, in the CPU executor, what the first requests need and /health
-        does not: the LLM's HTTP client (httpx) and jieba's dictionaries (~0.3 s).
-        Called once the server listens; a request that comes first waits for its part
-        off the loop."""
-        self.llm.warm_up()
-        if self.knowledge is not None:
-            self.knowledge.warm_up()
+    def warm_up(self) -> list[Future[None]]:
+        """Start loading, in the CPU executor, what the first requests need and the
+        start-up itself does not: the openai client (its import is ~0.6 s) and jieba's
+        dictionaries (~0.3 s), side by side; the futures say when they are loaded."""
+        return [self.llm.warm_up(), self.knowledge.warm_up()]
 
     async def close(self) -> None:
         """Release connections, executors and stores (reverse order of creation)."""
