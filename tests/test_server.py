@@ -239,8 +239,8 @@ print(sorted(m for m in ("openai", "httpx", "redis", "pkg_resources") if m in sy
 
 def test_start_up_loads_neither_an_sdk_nor_redis_nor_jiebas_dictionary(tmp_path):
     # An upstream is configured and the store is diskcache: what the server builds before
-    # it listens needs no HTTP client library, no Redis client, no pkg_resources (jieba's
-    # import of it costs ~0.15 s) and no dictionary (loaded after listen, ctx.warm_up).
+    # it starts loading needs no HTTP client library, no Redis client, no pkg_resources (jieba's
+    # import of it costs ~0.15 s) and no dictionary (loaded in the executor, ctx.warm_up).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STORE_", "API_KEYS"))}
     env.update(DATA_DIR=str(tmp_path), OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
     result = subprocess.run([sys.executable, "-c", _STARTUP_PROBE], cwd=ROOT, env=env, check=False,
@@ -250,11 +250,11 @@ def test_start_up_loads_neither_an_sdk_nor_redis_nor_jiebas_dictionary(tmp_path)
 
 
 @pytest.mark.slow
-def test_the_first_chat_and_search_after_start_up_wait_for_what_loads_after_listen(tmp_path, fake_llm):
+def test_the_first_chat_and_search_sent_together_right_after_start_up_are_answered(tmp_path, fake_llm):
     server = start_server(tmp_path, DATA_DIR=str(tmp_path), OPENAI_BASE_URL=fake_llm.base_url,
                           OPENAI_API_KEY="sk-test")
     try:
-        # Sent at once, together, while the client and the dictionaries may still be loading.
+        # Sent at once, together, as soon as the server listens.
         results: dict[str, tuple[int, bytes]] = {}
 
         def ask(name: str, method: str, path: str, body: object = None) -> None:
