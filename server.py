@@ -110,7 +110,9 @@ async def serve(settings: Settings) -> int:
     app = make_app(settings, ctx)
     server = make_server(app, settings)
     await asyncio.gather(*map(asyncio.wrap_future, warming))
-    server.listen(settings.port, settings.host)
+    # Tornado's default accept queue (128) drops the SYNs of a larger burst, and each
+    # dropped client waits a 1 s+ retransmit: size it to the requests we admit.
+    server.listen(settings.port, settings.host, backlog=max(1024, settings.max_concurrent_requests))
     listening = time.perf_counter()
     if not ctx.keys.enabled:
         log.warning("no API_KEYS configured: every endpoint is open to anyone who can reach port %d",

@@ -24,7 +24,9 @@ from core.validation import Integer
 def char_count(text: str) -> int:
     """Length of an answer as an examiner counts it: every character, punctuation
     included, except whitespace (spaces, tabs, line breaks)."""
-    return sum(1 for ch in text if not ch.isspace())
+    # str.split() cuts on exactly what str.isspace() calls whitespace, in C: ~20× the
+    # speed of a Python loop over the characters (a cache hit counts its whole answer).
+    return sum(map(len, text.split()))
 
 
 ANSWER_MODES = EXAM_MODES

@@ -14,6 +14,8 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)((?:api[_-]?key|authorization|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
 ]
+# What each pattern needs in a line (lower-cased), for the common case: nothing to scrub.
+_SECRET_HINTS = ("bearer", "api_key", "api-key", "apikey", "authorization", "token", "sk-")
 _ACCESS_FIELDS = ("request_id", "client", "method", "path", "status", "latency_ms", "cache")
 
 
@@ -33,6 +35,12 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        # Most lines hold nothing to scrub: substring checks say so (~3 µs, the
+        # patterns ~35 µs).
+        lowered = message.lower()
+        if not any(hint in lowered for hint in _SECRET_HINTS) and \
+                not any(secret in message for secret in self._secrets):
+            return True
         scrubbed = self.scrub(message)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
