@@ -61,7 +61,7 @@ from core.grading.rules import (
     relevance_factor,
 )
 from core.grading.structure import detect_genre, detect_question_type
-from core.grading.text import ensure_jieba, locate_quote, question_focus
+from core.grading.text import locate_quote, question_focus
 from core.llm import LLMGateway, LLMSession, Usage
 
 log = logging.getLogger("shenlun.grading")
@@ -84,8 +84,6 @@ class GradingService:
         self.executor = executor
         self.practice = practice
         self.server_id = server_id
-        # Load jieba's dictionaries in the background now, not in the first grade.
-        executor.submit(ensure_jieba)
 
     @property
     def offline(self) -> bool:
