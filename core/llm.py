@@ -242,8 +242,8 @@ class OpenAIProvider:
         self._concurrency = concurrency
         # `import openai` is ~0.6 s of CPU (more under load): the largest part of the
         # start-up. prepare() imports it and builds the clients; the server runs it in
-        # `executor` right after it listens (warm_up), and a call that comes before that
-        # is done waits for it there, never on the event loop.
+        # `executor` while it starts (warm_up), and a call that comes before that is
+        # done waits for it there, never on the event loop.
         self._executor = executor
         self._sdk: Any = None    # the openai module, once prepared
         self._httpx: Any = None  # and httpx
@@ -270,7 +270,7 @@ class OpenAIProvider:
             # its own (~75 ms apiece, ~1 s for the 13 clients of MAX_CONCURRENT_REQUESTS=100).
             tls = httpx.create_ssl_context()
             # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
-            self._clients = [
+            clients = [
                 openai.AsyncOpenAI(
                     api_key=self._api_key or "none", base_url=self._base_url or None,
                     timeout=self.timeout, max_retries=0,
@@ -278,8 +278,10 @@ class OpenAIProvider:
                         verify=tls, limits=httpx.Limits(max_connections=1000,
                                                         max_keepalive_connections=POOL_SHARD)))
                 for _ in range(shards)]
+            # `_clients` last: a call on the loop that sees it set finds the rest set too.
             self._sdk, self._httpx = openai, httpx
-            self._next_client = itertools.cycle(self._clients)
+            self._next_client = itertools.cycle(clients)
+            self._clients = clients
 
     def warm_up(self) -> Future[None]:
         """prepare() in the executor, started once; its future (call on the loop)."""
