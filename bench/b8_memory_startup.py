@@ -7,8 +7,8 @@ the project's bytecode compiled beforehand, as any start after the first one fro
 checkout (or an image built by the Dockerfile) has it. The phases are the server's own
 (its "listening" log line). Right after that first 200, one chat (a cache miss on the
 fake upstream) and one search are timed, against a second of each: the LLM client and
-jieba's dictionaries load after listen, and these say what the first requests pay for
-it. Under load: cache hits, misses and searches at once for a few seconds,
+jieba's dictionaries load before the server listens, and these say whether the first
+requests still pay for anything. Under load: cache hits, misses and searches at once for a few seconds,
 RSS sampled every 100 ms, the peak reported. Where the memory goes: a separate process
 imports the server and builds its context under tracemalloc, and the live Python
 allocations are printed by package (tracemalloc sees Python's allocations, not RSS).
@@ -43,7 +43,8 @@ tracemalloc.start()
 from core.config import Settings
 from core.context import build_context
 ctx = build_context(Settings.from_env())
-ctx.llm.warm_up().result(); ctx.knowledge.warm_up().result()  # as the server does after listen
+for loading in ctx.warm_up():  # as the server does before it listens
+    loading.result()
 by_package = collections.Counter()
 for stat in tracemalloc.take_snapshot().statistics("filename"):
     path = stat.traceback[0].filename
