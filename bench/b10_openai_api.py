@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from common import Report, finish
+from common import Report
 
 common.ensure_venv()
 import loadgen  # noqa: E402
@@ -33,21 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     common.prime_cache(server.url, "/api/chat", API_BODY)
     v1_answer = common.prime_cache(server.url, "/v1/chat/completions", V1_BODY)
     bare = common.start_bare(v1_answer, log_dir=logs)
-    c = args.concurrency
-    report.note(f"before: {common.machine_load()}")
     pid = {"server": server.proc.pid}
     runs = {
         "bare": (loadgen.Target(bare.url + "/api/chat", "POST", V1_BODY), {"server": bare.proc.pid}),
         "api": (loadgen.Target(server.url + "/api/chat", "POST", API_BODY), pid),
         "v1": (loadgen.Target(server.url + "/v1/chat/completions", "POST", V1_BODY), pid),
     }
-    measured = common.alternate(runs, rounds=args.rounds, concurrency=c, duration=args.duration,
-                                tool=args.tool)
-    s = {name: common.summary(rounds) for name, rounds in measured.items()}
-    for name, summ in s.items():
-        report.note(f"{name}: " + ", ".join(f"{k}={v:.1f}" for k, v in summ.items()))
-    report.note(f"after: {common.machine_load()}")
-    cfg = f"c={c}, {measured['bare'][0].result.tool}, median of {args.rounds}"
+    s, tool = common.cache_hit_rounds(report, runs, args)
+    cfg = f"c={args.concurrency}, {tool}, median of {args.rounds}"
     api, v1, b = s["api"], s["v1"], s["bare"]
     report.add("/v1 cache hit requests/s", v1["rps"], "rps", reference="/api/chat cache hit",
                ref_value=api["rps"], target=">= 0.90", met=v1["rps"] >= 0.9 * api["rps"], note=cfg)
@@ -56,13 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add("/v1 cache hit requests/s vs bare", v1["rps"], "rps", reference="bare Tornado JSON handler",
                ref_value=b["rps"], note=cfg)
     report.add("/v1 cache hit p99", v1["p99"], "ms", reference="/api/chat p99", ref_value=api["p99"])
-    errors = sum(v["errors"] for v in s.values())
-    if errors:
-        report.note(f"{errors} error answers during the runs")
-    for proc in (bare, server):
-        proc.stop()
-    upstream.stop()
-    return finish(report)
+    return common.finish_cache_hits(report, s, bare, server, upstream)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from common import Report, finish
+from common import Report
 
 common.ensure_venv()
 import loadgen  # noqa: E402
@@ -38,23 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     common.prime_cache(server.url, "/api/chat", chat_body(False))
     size = len(json.dumps(hit_kn, ensure_ascii=False).encode())
     bare = common.start_bare(hit_kn, log_dir=logs)
-    c = args.concurrency
-    report.note(f"before: {common.machine_load()}")
     runs = {
         "bare": (loadgen.Target(bare.url + "/api/chat", "POST", chat_body(True)), {"server": bare.proc.pid}),
         "hit": (loadgen.Target(server.url + "/api/chat", "POST", chat_body(True)), {"server": server.proc.pid}),
         "hit_noknowledge": (loadgen.Target(server.url + "/api/chat", "POST", chat_body(False)),
                             {"server": server.proc.pid}),
     }
-    measured = common.alternate(runs, rounds=args.rounds, concurrency=c, duration=args.duration,
-                                tool=args.tool)
-    s = {name: common.summary(rounds) for name, rounds in measured.items()}
-    for name, summ in s.items():
-        report.note(f"{name}: " + ", ".join(f"{k}={v:.1f}" for k, v in summ.items()))
-    report.note(f"after: {common.machine_load()}")
-    tool = measured["bare"][0].result.tool
+    s, tool = common.cache_hit_rounds(report, runs, args)
     b, h, p = s["bare"], s["hit"], s["hit_noknowledge"]
-    cfg = f"c={c}, {tool}, answer {size} B, median of {args.rounds}"
+    cfg = f"c={args.concurrency}, {tool}, answer {size} B, median of {args.rounds}"
     report.add("cache hit requests/s (default request, knowledge on)", h["rps"], "rps",
                reference="bare Tornado JSON handler", ref_value=b["rps"], target=">= 0.60",
                met=h["rps"] >= 0.6 * b["rps"], note=cfg)
@@ -66,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         report.add(f"cache hit p99 ({label})", res["p99"], "ms", reference="bare p99", ref_value=b["p99"])
         report.add(f"server CPU per cache hit ({label})", res["cpu_server"], "µs/req",
                    reference="bare CPU per request", ref_value=b["cpu_server"])
-    errors = sum(v["errors"] for v in s.values())
-    if errors:
-        report.note(f"{errors} error answers during the runs")
-    for proc in (bare, server):
-        proc.stop()
-    upstream.stop()
-    return finish(report)
+    return common.finish_cache_hits(report, s, bare, server, upstream)
 
 
 if __name__ == "__main__":

@@ -363,6 +363,31 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def cache_hit_rounds(report: Report, runs: dict[str, Any],
+                     args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], str]:
+    """The cache-hit `runs` measured alternately as `args` says (see `cache_hit_args`):
+    each run's summary, noted in `report` with the load before and after, and the name
+    of the load tool that ran them."""
+    report.note(f"before: {machine_load()}")
+    measured = alternate(runs, rounds=args.rounds, concurrency=args.concurrency,
+                         duration=args.duration, tool=args.tool)
+    summaries = {name: summary(rounds) for name, rounds in measured.items()}
+    for name, summ in summaries.items():
+        report.note(f"{name}: " + ", ".join(f"{k}={v:.1f}" for k, v in summ.items()))
+    report.note(f"after: {machine_load()}")
+    return summaries, next(iter(measured.values()))[0].result.tool
+
+
+def finish_cache_hits(report: Report, summaries: dict[str, dict[str, float]], *services: Server | Upstream) -> int:
+    """Note the error answers of the runs, stop `services`, print the report; the exit status."""
+    errors = sum(v["errors"] for v in summaries.values())
+    if errors:
+        report.note(f"{errors} error answers during the runs")
+    for service in services:
+        service.stop()
+    return finish(report)
+
+
 def alternate(runs: dict[str, Any], *, rounds: int, **kwargs: Any) -> dict[str, list[Measured]]:
     """Run each named measurement in turn, `rounds` times (A B C A B C …), so drifting
     background load hits every side alike; returns every round of each."""
