@@ -132,10 +132,7 @@ async def test_full_disk_refuses_writes_keeps_reads_and_recovers_without_restart
     client = http_server_client
     acknowledged: list[str] = []
     for batch in range(2):
-        response = await post_json(client, "/api/knowledge/add",
-                                   {"documents": documents(f"before{batch}", 10)})
-        assert tally.saw("add", response.code) == 201
-        acknowledged += json.loads(response.body)["ids"]
+        acknowledged += await add_stored(client, tally, documents(f"before{batch}", 10))
     response = await post_json(client, "/api/chat", CHAT)
     assert tally.saw("chat", response.code) == 200 and response.headers["X-Cache"] == "MISS"
     found_before = json.loads((await client.fetch(search_path("乡村振兴"))).body)
@@ -178,9 +175,7 @@ async def test_full_disk_refuses_writes_keeps_reads_and_recovers_without_restart
         await _sleep(0.1)
     tally.figures["seconds to heal"] = round(time.monotonic() - freed, 2)
     assert health["checks"]["disk"] == "ok" and health["checks"]["store"] == "ok"
-    response = await post_json(client, "/api/knowledge/add", {"documents": documents("after", 5)})
-    assert tally.saw("add", response.code) == 201
-    acknowledged += json.loads(response.body)["ids"]
+    acknowledged += await add_stored(client, tally, documents("after", 5))
     response = await post_json(client, "/api/chat", {**CHAT, "message": "恢复后：乡村振兴"})
     assert tally.saw("chat", response.code) == 200 and response.headers["X-Cache"] == "MISS"
     response = await client.fetch(search_path("乡村振兴"), raise_error=False)
@@ -195,9 +190,7 @@ async def test_full_disk_refuses_writes_keeps_reads_and_recovers_without_restart
 async def test_a_write_the_disk_refuses_half_way_is_rolled_back(http_server_client, small_disk, ctx):
     tally = Tally("disk refuses a write half-way")
     client = http_server_client
-    response = await post_json(client, "/api/knowledge/add", {"documents": documents("kept", 5)})
-    assert tally.saw("add", response.code) == 201
-    acknowledged = json.loads(response.body)["ids"]
+    acknowledged = await add_stored(client, tally, documents("kept", 5))
     ctx.disk.reserve_bytes = 0  # no refusal up front: the write itself meets the full disk
     filler = fill(small_disk)
     big = documents("big", 20)
@@ -208,9 +201,7 @@ async def test_a_write_the_disk_refuses_half_way_is_rolled_back(http_server_clie
     assert tally.saw("get", response.code) == 404
     filler.unlink()
     await _sleep(0.3)  # the cached statvfs look expires
-    response = await post_json(client, "/api/knowledge/add", {"documents": big})
-    assert tally.saw("add", response.code) == 201
-    acknowledged += json.loads(response.body)["ids"]
+    acknowledged += await add_stored(client, tally, big)
     await assert_all_present(client, acknowledged, tally)
     tally.report()
 
@@ -244,8 +235,7 @@ def full_index_disk(data_dir):
 async def test_an_index_the_disk_refuses_catches_up_once_there_is_room(full_index_disk, http_server_client):
     tally = Tally("index disk full, store not")
     client = http_server_client
-    response = await post_json(client, "/api/knowledge/add", {"documents": documents("first", 3)})
-    assert tally.saw("add", response.code) == 201
+    await add_stored(client, tally, documents("first", 3))
     filler = fill(full_index_disk)
     response = await post_json(client, "/api/knowledge/add", {"documents": documents("stored", 3)})
     assert tally.saw("add", response.code) == 507
@@ -255,10 +245,16 @@ async def test_an_index_the_disk_refuses_catches_up_once_there_is_room(full_inde
     filler.unlink()
     await _sleep(2.1)  # the failure is remembered for a moment
     # Whoosh's lock of the failed commit was released: the next add applies both batches.
-    response = await post_json(client, "/api/knowledge/add", {"documents": documents("later", 3)})
-    assert tally.saw("add", response.code) == 201
+    await add_stored(client, tally, documents("later", 3))
     await assert_all_present(client, [f"{p}-{n}" for p in ("first", "stored", "later") for n in range(3)], tally)
     tally.report()
+
+
+async def add_stored(client, tally: Tally, docs: list[dict[str, object]]) -> list[str]:
+    """POST `docs` to the add API, which must answer 201; the ids it acknowledged."""
+    response = await post_json(client, "/api/knowledge/add", {"documents": docs})
+    assert tally.saw("add", response.code) == 201
+    return list(json.loads(response.body)["ids"])
 
 
 async def assert_all_present(client, ids: list[str], tally: Tally) -> None:
@@ -290,9 +286,7 @@ def live_index(data_dir: Path) -> Path:
 async def test_deleted_index_directory_heals_while_running(http_server_client, data_dir, ctx):
     tally = Tally("index directory deleted while running")
     client = http_server_client
-    response = await post_json(client, "/api/knowledge/add", {"documents": documents("doc", 40)})
-    assert tally.saw("add", response.code) == 201
-    acknowledged = json.loads(response.body)["ids"]
+    acknowledged = await add_stored(client, tally, documents("doc", 40))
     before = {t: json.loads((await client.fetch(search_path(t))).body)["results"] for t in TOPICS}
 
     broken = live_index(data_dir)
