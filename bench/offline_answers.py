@@ -9,9 +9,12 @@ rubric phrasings that occur verbatim in the material), the grade, and whether th
 item meets the bar of the 概括/对策/应用文 types: 60–100 % of the limit, no Markdown,
 no [n], at least half of the key terms, and ≥ 50 % of the full score.
 
-    python bench/offline_answers.py [--show ITEM_ID|all] [--practice DIR]
+    python bench/offline_answers.py [--show ITEM_ID|all] [--practice DIR] [--about]
 
-Prints the table and exits 1 when a 概括/对策/应用文 item misses the bar.
+`--about` asks every 题目 as "N字左右" (its 不超过N字 rewritten) with no word_limit in
+the request, and grades it against the item's points with that 题目: both sides then
+read the limit from the 题目 alone (core/chat/terms.py), and the share is of the limit
+the grader read. Prints the table and exits 1 when a 概括/对策/应用文 item misses the bar.
 """
 from __future__ import annotations
 
@@ -40,7 +43,12 @@ def key_terms(item) -> list[str]:
     return sorted({p for point in item.points for p in point.phrasings if p in item.material})
 
 
-async def run(show: str | None, practice: Path | None) -> int:
+def about(question: str) -> str:
+    """The 题目 with its 不超过N字 asked as N字左右."""
+    return re.sub(r"(?:不超过|不多于)(\d+)字", r"\1字左右", question)
+
+
+async def run(show: str | None, practice: Path | None, ask_about: bool = False) -> int:
     executor = ThreadPoolExecutor(2)
     llm = OfflineProvider(executor)
     gateway = LLMGateway(llm, ConcurrencySlots(4), LLMMeter())
@@ -50,22 +58,29 @@ async def run(show: str | None, practice: Path | None) -> int:
                             practice=bank, server_id="bench")
     rows, failed = [], 0
     for item in bank.list():
-        req = ChatRequest.from_payload({"message": item.question, "mode": item.question_type,
-                                        "material": item.material, "question": item.question,
-                                        "word_limit": item.word_limit, "use_knowledge": False,
-                                        "cache": False})
+        question = about(item.question) if ask_about else item.question
+        req = ChatRequest.from_payload({"message": question, "mode": item.question_type,
+                                        "material": item.material, "question": question,
+                                        "word_limit": None if ask_about else item.word_limit,
+                                        "use_knowledge": False, "cache": False})
         answer = (await chat.answer(req)).body["answer"]
-        grade = await grader.grade(GradeRequest(answer=answer, practice_id=item.id))
+        if ask_about:
+            grade = await grader.grade(GradeRequest(
+                answer=answer, question=question, material=item.material, question_type=item.question_type,
+                full_score=item.full_score, genre=item.genre, scoring_points=item.points))
+        else:
+            grade = await grader.grade(GradeRequest(answer=answer, practice_id=item.id))
+        limit = grade["word_limit"] or item.word_limit
         terms = key_terms(item)
         mentioned = [t for t in terms if t in answer]
-        ratio = char_count(answer) / item.word_limit
+        ratio = char_count(answer) / limit
         markdown, markers = has_markdown(answer), bool(_MARKER.search(answer))
         share = grade["score"] / grade["full_score"]
         ok = (0.6 <= ratio <= 1.0 and not markdown and not markers
               and len(mentioned) * 2 >= len(terms) and share >= 0.5)
         gated = item.question_type in GATED
         failed += gated and not ok
-        rows.append((item.id, item.question_type, f"{char_count(answer)}/{item.word_limit}", f"{ratio:.0%}",
+        rows.append((item.id, item.question_type, f"{char_count(answer)}/{limit}", f"{ratio:.0%}",
                      "有" if markdown else "无", "有" if markers else "无", f"{len(mentioned)}/{len(terms)}",
                      f"{grade['score']:g}/{grade['full_score']:g}", f"{share:.0%}",
                      ("通过" if ok else "未通过") if gated else "（提纲，不计）"))
@@ -87,8 +102,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--show", help="print the answer of this item id (or 'all')")
     parser.add_argument("--practice", type=Path, help="another folder of practice items (default: data/practice)")
+    parser.add_argument("--about", action="store_true",
+                        help="ask every 题目 as N字左右, with no word_limit in the request")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.show, args.practice)))
+    sys.exit(asyncio.run(run(args.show, args.practice, args.about)))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.chat.terms import read_full_score, read_length
 from core.config import PROJECT_ROOT
 
 # Bump when the prompts or their assembly change; the cache key also carries a digest
 # of the prompt files, so an edit without a bump still never serves stale answers.
-PROMPT_VERSION = "2026-12-01.1"
+PROMPT_VERSION = "2026-12-01.2"
 PROMPTS_DIR = PROJECT_ROOT / "data" / "prompts"
 # What a candidate may send of a task, in chat and grading alike (characters).
 MAX_MATERIAL_CHARS = 50_000
@@ -179,9 +180,6 @@ SYSTEM_PROMPTS: Mapping[str, str] = _SystemPrompts()
 
 # --- reading a 题目 ---
 
-_LIMIT = re.compile(r"(?:不超过|不多于|不得超过|限|字数)\s*(\d{2,5})\s*字")
-_RANGE = re.compile(r"(\d{2,5})\s*[～~至到\-—－]+\s*(\d{2,5})\s*字")
-_SCORE = re.compile(r"[（(]\s*(\d{1,3})\s*分\s*[)）]")
 _ROLE = re.compile(r"(?:假如你是|假设你是|如果你是|你是|作为)([^，,。；;：:]{2,30}?)(?=[，,。；;]|将|要|请|$)")
 _STAFF = re.compile(r"的?(?:一名|一位)?(?:工作人员|干部|职员)$")
 _NAMED = re.compile(r"以([^，,。；;]{2,20}?)(?:的)?名义")
@@ -200,7 +198,7 @@ class TaskSpec:
 
     mode: str
     limit: int | None = None       # the word limit (the upper end of a range)
-    low: int | None = None         # the lower end of the word budget
+    low: int | None = None         # the lower end of the word budget (alone: 不少于N字)
     score: int | None = None
     points: tuple[int, int] | None = None   # how many points an answer should have
     role: str = ""                 # 作答身份 (…的工作人员, 镇党委书记)
@@ -218,19 +216,19 @@ class TaskSpec:
 
 def read_task(mode: str, task: str, word_limit: int | None = None, book: PromptBook | None = None) -> TaskSpec:
     """Read the budget, score, role, 文种 and parts of a 题目 (`task`); a `word_limit`
-    given with the request wins over the one written in the 题目."""
+    given with the request wins over the one written in the 题目 (whose floor stays
+    when it lies under that limit)."""
     book = book or default_book()
     text = task or ""
-    limit, low = word_limit, None
-    ranged = _RANGE.search(text)
-    if ranged and not word_limit:
-        low, limit = sorted((int(ranged.group(1)), int(ranged.group(2))))
-    elif not limit and (found := _LIMIT.search(text)):
-        limit = int(found.group(1))
-    if limit and not low:
-        low = math.ceil(limit * BAND_LOW)
-    score_match = _SCORE.search(text)
-    score = int(score_match.group(1)) if score_match else None
+    # The grader's reading of the 题目 (core/chat/terms.py), so that the answer is held
+    # to the bounds it is graded by: N～M字 gives M and N; N字左右 gives N ± 10 % (the
+    # grader's limit, not N: an answer of 320 for 300字左右 is on target, not over).
+    stated = read_length(text)
+    limit = word_limit or stated.upper
+    low = stated.lower
+    if limit and not (low and low <= limit):
+        low = math.ceil(limit * BAND_LOW)   # no floor stated (or one above the limit asked)
+    score = read_full_score(text)
     points = None
     if mode in ("summarize", "countermeasure"):
         if score:
@@ -346,6 +344,8 @@ def exam_system_prompt(book: PromptBook, spec: TaskSpec) -> str:
                               parts="、".join(spec.required_parts), exempt=exempt))
     if spec.limit:
         parts.append(fill(book.common("字数"), limit=spec.limit, low=spec.low, high=spec.limit))
+    elif spec.low:
+        parts.append(fill(book.common("字数下限"), low=spec.low))
     if spec.points:
         parts.append(fill(book.common("要点数"), score=spec.score or "—",
                           points=f"{spec.points[0]}～{spec.points[1]}"))

@@ -65,8 +65,9 @@ def trim_to_limit(text: str, limit: int) -> str:
 
 
 def band(limit: int, low: int | None = None) -> tuple[int, int]:
-    """The word budget of a limit: 85–100 % unless the 题目 gives a range."""
-    return (low or math.ceil(limit * BAND_LOW)), limit
+    """The word budget of a limit: 85–100 % unless the 题目 gives a floor under it
+    (a range; a 不少于N字 above a default limit does not fit and is not taken)."""
+    return (low if low and low <= limit else math.ceil(limit * BAND_LOW)), limit
 
 
 def _revision(messages: Sequence[dict[str, str]], answer: str, request: str) -> list[dict[str, str]]:

@@ -1,7 +1,7 @@
-"""The exam's own rules, applied by code: what the question says about itself (limit,
-score, what it asks for), what the answer gives (its 审题 and its 文种), and the caps
-an examiner applies whatever the points (审题错误, 文种错误, 字数过少) and the 四类卷
-an essay is marked by.
+"""The exam's own rules, applied by code: what the question asks for, what the answer
+gives (its 审题 and its 文种), and the caps an examiner applies whatever the points
+(审题错误, 文种错误, 字数过少) and the 四类卷 an essay is marked by. The limit and score a
+question states are read by core/chat/terms.py, for chat and grading alike.
 
 Each cap is a `Cap` with the rule's name, the highest score it allows and the reason
 in Chinese; the grade keeps the lowest, and the feedback names the caps first, in the
@@ -16,47 +16,6 @@ from dataclasses import dataclass
 from core.grading.rubric import json_number, round_score
 from core.grading.structure import detect_genre
 from core.grading.text import compact, item_spans, paragraphs, strip_marker
-
-# --- what the question says about itself ---
-
-_NUM = r"(\d{2,5})"
-_RANGE = re.compile(_NUM + r"\s*[～~〜\-—–至到]\s*" + _NUM + r"\s*字")
-_AT_MOST = re.compile(r"(?:不超过|不多于|不得超过|限|以内[:：]?\s*)" + _NUM + r"\s*字|" + _NUM + r"\s*字(?:以内|之内|以下)")
-_ABOUT = re.compile(_NUM + r"\s*字左右")
-_AT_LEAST = re.compile(r"(?:不少于|不低于|至少)" + _NUM + r"\s*字")
-_SCORE = re.compile(r"[（(]\s*(\d{1,3})\s*分\s*[）)]")
-
-
-@dataclass(frozen=True)
-class Length:
-    """The length a question asks for: an upper limit and a lower bound (either may be None)."""
-
-    upper: int | None = None
-    lower: int | None = None
-
-
-def read_length(question: str) -> Length:
-    """`不超过N字` / `N字以内`, `N字左右` (±10 %), `N～M字`, `不少于N字` from the question."""
-    if m := _RANGE.search(question):
-        lo, hi = sorted((int(m.group(1)), int(m.group(2))))
-        return Length(upper=hi, lower=lo)
-    upper = lower = None
-    if m := _ABOUT.search(question):
-        n = int(m.group(1))
-        upper, lower = round(n * 1.1), round(n * 0.9)
-    if m := _AT_MOST.search(question):
-        upper = int(m.group(1) or m.group(2))
-    if m := _AT_LEAST.search(question):
-        lower = int(m.group(1))
-    return Length(upper=upper, lower=lower)
-
-
-def read_full_score(question: str) -> int | None:
-    """The score a question states, `（15分）`."""
-    m = _SCORE.search(question)
-    value = int(m.group(1)) if m else None
-    return value if value and 1 <= value <= 100 else None
-
 
 # --- 审题: what the question asks for and what the answer gives ---
 

@@ -26,9 +26,10 @@ from dataclasses import replace
 from typing import Any
 
 from core.chat.prompts import SYSTEM_PROMPTS, Prompt
+from core.chat.terms import read_full_score, read_length
 from core.chat.wordlimit import char_count, condense_messages, trim_to_limit
 from core.errors import InvalidRequest, UpstreamError
-from core.grading.exam import apply_caps, read_full_score, read_length
+from core.grading.exam import apply_caps
 from core.grading.llm_grader import (
     GRADE_PROMPT_VERSION,
     LLMVerdict,

@@ -12,7 +12,7 @@ from core.chat.wordlimit import char_count
 from core.errors import InvalidRequest
 from core.grading import GradeRequest, GradingService, PracticeBank
 from core.grading.calibration import load_cases
-from core.grading.exam import check_task, item_kind, read_full_score, read_length
+from core.grading.exam import check_task, item_kind
 from core.grading.lexicon import head_words
 from core.grading.points import ScoringPoint, is_heading, judge, points_from_material
 from core.grading.rules import needs_how_for
@@ -117,18 +117,6 @@ def test_the_question_states_its_own_limit_and_full_score(grade):
     asked = grade({"question": item.question, "material": item.material, "answer": long_answer,
                    "word_limit": 400, "full_score": 20})
     assert (asked["word_limit_source"], asked["full_score_source"], asked["over_limit"]) == ("request", "request", False)
-
-
-@pytest.mark.parametrize("question, upper, lower, score", [
-    ("概括问题。（15分）要求：不超过200字。", 200, None, 15),
-    ("谈谈理解。(20 分)要求：300字左右。", 330, 270, 20),
-    ("写一篇文章。（40分）要求：总字数1000～1200字。", 1200, 1000, 40),
-    ("拟写倡议书，400字以内。", 400, None, None),
-    ("写一篇文章，不少于800字。", None, 800, None),
-])
-def test_limits_and_scores_are_read_from_the_question(question, upper, lower, score):
-    length = read_length(question)
-    assert (length.upper, length.lower, read_full_score(question)) == (upper, lower, score)
 
 
 @pytest.mark.parametrize("answer", [

@@ -344,6 +344,17 @@ async def test_exam_prompt_forbids_markdown_and_markers_and_carries_band_and_gen
     assert body["checks"]["genre"] == "倡议书" and body["checks"]["format_parts"]["落款"] is True
 
 
+async def test_an_about_n_characters_task_gets_the_band_the_grader_holds_it_to(http_server_client, fake_llm):
+    fake_llm.reply = lambda body: "网络暴力伤人于无形。" * 50              # 500 characters
+    body = json.loads((await post_json(http_server_client, "/api/chat", {
+        "message": "请作答", "mode": "analyze", "material": "网络暴力事件频发。",
+        "question": "谈谈你对“网络暴力”的理解。（20分）要求：500字左右。", "use_knowledge": False,
+        "cache": False})).body)
+    assert "450～550字" in system_prompt(fake_llm)       # 500 ± 10 %, as the grader reads it
+    assert (body["word_limit"], body["checks"]["band"], body["checks"]["within_band"]) == (550, [450, 550], True)
+    assert fake_llm.calls == 1
+
+
 async def test_chat_mode_keeps_citation_markers_exam_modes_do_not(http_server_client, fake_llm):
     await post_json(http_server_client, "/api/knowledge/add", {
         "id": "merge", "title": "要点合并", "category": "方法",
