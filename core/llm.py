@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -32,7 +32,6 @@ from core.traffic.concurrency import ConcurrencySlots
 if TYPE_CHECKING:  # imported by OpenAIProvider.prepare(), after the server listens
     import openai
     from openai import AsyncOpenAI
-    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger("shenlun.llm")
 
@@ -363,25 +362,29 @@ class OpenAIProvider:
         """The answer as text, one piece per network read of the upstream's stream."""
         loop = asyncio.get_running_loop()
         got_text = False
+        body = {"model": self.model, "messages": prompt.messages, "temperature": temperature,
+                "max_tokens": max_tokens, "stream": True}
         client = await self._client()
         openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                # The client's request path (auth, base URL, pool, status errors as
-                # openai's types) but not its typed stream: that builds a pydantic model
-                # per chunk, most of the ~270 µs of CPU a relayed delta cost
-                # (bench/b9_stream_relay.py). Leaving the block closes the response, and
-                # with it the upstream connection, so a vanished client stops generation.
-                async with client.chat.completions.with_streaming_response.create(
-                        # {role, content} dicts: the shape openai's message TypedDicts describe.
-                        model=self.model, messages=cast("list[ChatCompletionMessageParam]", prompt.messages),
-                        temperature=temperature,
-                        max_tokens=max_tokens, stream=True) as response:
-                    async for text in sse_deltas(response.http_response.aiter_bytes(), usage):
+                # The client's request path (auth, base URL, transport, status errors as
+                # openai's types) but neither its typed request nor its typed stream:
+                # `create()` walks the messages through its TypedDict transformer (most
+                # of the CPU of a streamed answer at c=1,000, bench/b9_stream_relay.py)
+                # and its stream builds a pydantic model per chunk (most of the ~270 µs a
+                # relayed delta cost). Closing the response closes the upstream transfer,
+                # so a vanished client stops generation.
+                response = await client.post("/chat/completions", body=body, cast_to=httpx.Response,
+                                             stream=True)
+                try:
+                    async for text in sse_deltas(response.aiter_bytes(), usage):
                         deadline.reschedule(loop.time() + self.timeout)
                         if text:
                             got_text = True
                             yield text
+                finally:
+                    await response.aclose()
         except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
