@@ -120,7 +120,9 @@ def concurrent_part(report: Report, work: Path, chat: bytes, streams: int) -> No
     direct_body = json.dumps({"model": "fake-model", "stream": True,
                               "messages": [{"role": "user", "content": "你好"}]}).encode()
     direct, _ = asyncio.run(concurrent_streams(upstream.port, "/v1/chat/completions", direct_body, streams, None))
+    cpu_before = common.cpu_seconds(relay.proc.pid)
     bare, _ = asyncio.run(concurrent_streams(relay.port, "/api/chat", chat, streams, None))
+    bare_ms = (common.cpu_seconds(relay.proc.pid) - cpu_before) / streams * 1000
     cpu_before = common.cpu_seconds(server.proc.pid)
     through, health = asyncio.run(concurrent_streams(server.port, "/api/chat", chat, streams, server.port))
     cpu_ms = (common.cpu_seconds(server.proc.pid) - cpu_before) / streams * 1000
@@ -134,7 +136,7 @@ def concurrent_part(report: Report, work: Path, chat: bytes, streams: int) -> No
                     f"{errors_d} direct; service CPU {cpu_ms:.1f} ms per answer")
     report.add(f"mean answer time, {streams} concurrent streams, bare relay", mean_b, "s",
                reference="straight to the fake", ref_value=mean_d,
-               note=f"the floor of a Tornado relay here; {errors_b} errors")
+               note=f"the floor of a Tornado relay here; {errors_b} errors; relay CPU {bare_ms:.1f} ms per answer")
     report.add(f"mean answer time, {streams} concurrent streams, service vs bare relay", mean_t, "s",
                reference="bare Tornado relay", ref_value=mean_b)
     answered = [h for h in health if h >= 0]

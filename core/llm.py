@@ -9,10 +9,8 @@ one timeout on the model; retrying is left to the client, which sees 502/504.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -224,9 +222,6 @@ class LLMSession:
         self._meter.counted(usage)
 
 
-POOL_SHARD = 8  # connections per HTTP client (see OpenAIProvider.__init__)
-
-
 class OpenAIProvider:
     """Any OpenAI-compatible `chat/completions` endpoint through `AsyncOpenAI`."""
 
@@ -240,47 +235,36 @@ class OpenAIProvider:
         self._base_url = base_url
         self._concurrency = concurrency
         # `import openai` is ~0.6 s of CPU (more under load): the largest part of the
-        # start-up. prepare() imports it and builds the clients; the server runs it in
+        # start-up. prepare() imports it and builds the client; the server runs it in
         # `executor` while it starts (warm_up), and a call that comes before that is
         # done waits for it there, never on the event loop.
         self._executor = executor
         self._sdk: Any = None    # the openai module, once prepared
         self._httpx: Any = None  # and httpx
-        self._clients: list[AsyncOpenAI] = []
-        self._next_client: Iterator[AsyncOpenAI] = iter(())
+        self._openai: AsyncOpenAI | None = None
         self._preparing: Future[None] | None = None
         self._build_lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Import openai and build the clients, once (blocking)."""
+        """Import openai and build the client, once (blocking)."""
         with self._build_lock:
-            if self._clients:
+            if self._openai is not None:
                 return
             import httpx
             import openai
 
-            # httpx's pool (httpcore 1.0) walks every connection it holds on every request
-            # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
-            # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
-            # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
-            # several clients of about POOL_SHARD each, taken in turn.
-            shards = max(1, math.ceil(self._concurrency / POOL_SHARD))
-            # One TLS context for all of them: each client would load the CA bundle into
-            # its own (~75 ms apiece, ~1 s for the 13 clients of MAX_CONCURRENT_REQUESTS=100).
-            tls = httpx.create_ssl_context()
-            # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
-            clients = [
-                openai.AsyncOpenAI(
-                    api_key=self._api_key or "none", base_url=self._base_url or None,
-                    timeout=self.timeout, max_retries=0,
-                    http_client=openai.DefaultAsyncHttpxClient(
-                        verify=tls, limits=httpx.Limits(max_connections=1000,
-                                                        max_keepalive_connections=POOL_SHARD)))
-                for _ in range(shards)]
-            # `_clients` last: a call on the loop that sees it set finds the rest set too.
+            from core.curl_transport import curl_http_client
+
+            # Carried by libcurl, not by httpx's own transport (see core/curl_transport.py):
+            # one client, one libcurl pool for every call in flight. A local endpoint
+            # (vLLM, Ollama) may need no key, but the client insists on one.
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key or "none", base_url=self._base_url or None,
+                timeout=self.timeout, max_retries=0,
+                http_client=curl_http_client(max_clients=self._concurrency, timeout=self.timeout))
+            # `_openai` last: a call on the loop that sees it set finds the rest set too.
             self._sdk, self._httpx = openai, httpx
-            self._next_client = itertools.cycle(clients)
-            self._clients = clients
+            self._openai = client
 
     def warm_up(self) -> Future[None]:
         """prepare() in the executor, started once; its future (call on the loop)."""
@@ -294,11 +278,11 @@ class OpenAIProvider:
         return self._preparing
 
     async def _client(self) -> AsyncOpenAI:
-        """The client for the next call (round robin over the shards); the first calls
-        wait for prepare(), off the loop."""
-        if not self._clients:
+        """The client; the first calls wait for prepare(), off the loop."""
+        if self._openai is None:
             await asyncio.wrap_future(self.warm_up())
-        return next(self._next_client)
+            assert self._openai is not None
+        return self._openai
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
@@ -398,8 +382,8 @@ class OpenAIProvider:
             raise UpstreamError(UpstreamError.EMPTY)
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
+        if self._openai is not None:
+            await self._openai.close()
 
 
 class OfflineProvider:

@@ -1,0 +1,222 @@
+"""An `httpx` transport over Tornado's `CurlAsyncHTTPClient` (libcurl), for the
+`openai` client: the SDK still builds every request (auth, base URL, headers) and
+maps the answers to its error types; libcurl carries them.
+
+Why: at 1,000 streamed answers in flight, httpx's own transport (httpcore over anyio)
+cost ~4 ms of CPU per answer on the event loop, more than all the rest of the service
+(bench/b9_stream_relay.py). libcurl keeps HTTP/1.1 connections alive in its pool,
+decodes chunked bodies and speaks TLS in C, and honours the proxy variables of the
+environment (`https_proxy`, `http_proxy` in lower case, `no_proxy`).
+
+Protocol of one request (all on the event loop): `handle_async_request` starts the
+fetch and returns the `httpx.Response` as soon as libcurl has passed the status line
+and headers (header_callback); body chunks (streaming_callback, delivered by Tornado
+from the loop, those of one loop iteration together) go into the response's
+`CurlStream`, which the reader drains. The fetch's end (or failure) closes the stream.
+Closing the response before that aborts the transfer (see `CurlStream.aclose`).
+
+Imported by `OpenAIProvider.prepare()` only: pycurl, httpx and certifi load in the
+executor, never while the server starts.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import certifi
+import httpx
+import pycurl
+from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
+from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_line
+
+# libcurl's error numbers (curl/curl.h) as the httpx exceptions the openai client maps
+# to APIConnectionError / APITimeoutError; any other is a ReadError.
+_CONNECT_ERRORS = {pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_RESOLVE_HOST,
+                   pycurl.E_COULDNT_CONNECT, pycurl.E_SSL_CONNECT_ERROR,
+                   pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE}
+_PROTOCOL_ERRORS = {pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT,
+                    pycurl.E_FTP_WEIRD_SERVER_REPLY,  # 8, CURLE_WEIRD_SERVER_REPLY since 7.51
+                    pycurl.E_GOT_NOTHING, pycurl.E_PARTIAL_FILE, pycurl.E_BAD_CONTENT_ENCODING}
+
+
+class CurlTransport(httpx.AsyncBaseTransport):
+    """httpx requests through one `CurlAsyncHTTPClient` of its own (`max_clients`
+    transfers at once; more wait in Tornado's queue).
+
+    The Tornado client belongs to the event loop it was made on, so it is made by the
+    first request, on the loop, not where the transport is built (the executor)."""
+
+    def __init__(self, *, max_clients: int, ca_certs: str | None = None) -> None:
+        self._max_clients = max_clients
+        # The CA bundle httpx would use (SSL_CERT_FILE, else certifi's): the one built
+        # into the pycurl wheel's libcurl points at a path the host may not have.
+        self._ca_certs = ca_certs or os.environ.get("SSL_CERT_FILE") or certifi.where()
+        self._client: CurlAsyncHTTPClient | None = None
+
+    def _curl(self) -> CurlAsyncHTTPClient:
+        if self._client is None:
+            self._client = CurlAsyncHTTPClient(force_instance=True, max_clients=self._max_clients)
+        return self._client
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; the response once its headers are in (the body streams on)."""
+        timeouts = request.extensions.get("timeout") or {}
+        body = await request.aread()
+        stream = CurlStream()
+        curl_request = HTTPRequest(
+            # A dict: fetch() copies the headers into its own HTTPHeaders anyway.
+            str(request.url), method=request.method, headers=dict(request.headers.items()),
+            body=body or None,
+            # httpx decodes the body by its Content-Encoding (it asked for the encodings
+            # it reads); httpx follows redirects itself.
+            decompress_response=False, follow_redirects=False,
+            connect_timeout=timeouts.get("connect") or 0, request_timeout=0,
+            header_callback=stream.header_line, streaming_callback=stream.feed,
+            prepare_curl_callback=stream.prepared(timeouts.get("read")),
+            ca_certs=self._ca_certs, allow_nonstandard_methods=True)
+        fetch = self._curl().fetch(curl_request, raise_error=False)
+        fetch.add_done_callback(stream.fetched)
+        try:
+            status, fields = await stream.headers()
+        except BaseException:  # cancelled (the caller's deadline), or the transfer failed
+            await stream.aclose()
+            raise
+        return httpx.Response(status, headers=fields, stream=stream, request=request,
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class CurlStream(httpx.AsyncByteStream):
+    """One transfer: its headers as they arrive, then its body chunks, then its end."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._status = 0
+        self._fields = HTTPHeaders()
+        self._head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = self._loop.create_future()
+        self._chunks: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._error: httpx.TransportError | None = None
+        self._aborted = False
+
+    # --- from Tornado, on the loop ---
+
+    def header_line(self, line: str) -> None:
+        """One header line as libcurl passed it (the status line, a field, or the blank
+        line that ends a head; an interim 1xx head is skipped)."""
+        line = line.rstrip("\r\n")
+        if line.startswith("HTTP/"):
+            try:
+                self._status = parse_response_start_line(line).code
+            except HTTPInputError:
+                self._status = 0
+            self._fields = HTTPHeaders()
+        elif line:
+            self._fields.parse_line(line)
+        elif self._status >= 200 and not self._head.done():
+            self._head.set_result((self._status, list(self._fields.get_all())))
+
+    def feed(self, chunk: bytes) -> None:
+        """Body bytes (streaming_callback)."""
+        self._chunks.append(chunk)
+        self._wake()
+
+    def fetched(self, fetch: asyncio.Future[HTTPResponse]) -> None:
+        """The transfer ended: the body is complete, or the transfer failed."""
+        self._done = True
+        self._wake()
+        if self._aborted:
+            return  # nobody reads on
+        try:
+            error = fetch.result().error
+        except Exception as exc:  # Tornado passes errors in the response; just in case
+            error = exc
+        if isinstance(error, HTTPClientError) and not isinstance(error, CurlError):
+            error = None  # an error status: httpx has it from the head
+        if error is not None:
+            self._error = _as_httpx_error(error, headers_in=self._head.done())
+        if not self._head.done():
+            self._head.set_exception(self._error or httpx.RemoteProtocolError("no response head"))
+
+    def prepared(self, read_timeout: float | None) -> Callable[[pycurl.Curl], None]:
+        """Tornado's prepare_curl_callback: the options it does not set itself."""
+        def prepare(curl: pycurl.Curl) -> None:
+            # Tornado turns on libcurl's trace when its logger is at DEBUG: that trace
+            # holds the request's headers, the API key among them.
+            curl.setopt(pycurl.VERBOSE, False)
+            if read_timeout:
+                # httpx's read timeout, kept by libcurl: less than a byte a second for
+                # that long (whole seconds) fails the transfer.
+                curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+                curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(read_timeout)))
+            # The abort switch for aclose(): libcurl calls this while it transfers and
+            # about once a second while it waits; a true return stops the transfer.
+            curl.setopt(pycurl.NOPROGRESS, False)
+            curl.setopt(pycurl.XFERINFOFUNCTION, self._progress)
+        return prepare
+
+    def _progress(self, *_: int) -> bool:
+        return self._aborted
+
+    # --- from the reader ---
+
+    async def headers(self) -> tuple[int, list[tuple[str, str]]]:
+        """(status, header fields) once the head is in; the transfer's error if it
+        failed first."""
+        return await self._head
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._chunks:
+                chunks, self._chunks = self._chunks, []
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            elif self._error is not None:
+                raise self._error
+            elif self._done:
+                return
+            else:
+                self._waiter = self._loop.create_future()
+                await self._waiter
+
+    async def aclose(self) -> None:
+        """Stop reading. A transfer still running is aborted by libcurl's next progress
+        call: at once when bytes arrive, else within about a second (an upstream that
+        has not sent anything yet, still thinking, is hung up on that late, and its
+        connection is not reused)."""
+        if not self._done:
+            self._aborted = True
+        self._chunks = []
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def _as_httpx_error(error: BaseException, *, headers_in: bool) -> httpx.TransportError:
+    """A failed transfer as the httpx exception httpx's own transport would raise."""
+    if not isinstance(error, CurlError):
+        return httpx.ReadError(str(error)) if headers_in else httpx.ConnectError(str(error))
+    errno, message = error.errno, error.message or str(error)
+    if errno == pycurl.E_OPERATION_TIMEDOUT:
+        return httpx.ReadTimeout(message) if headers_in or "onnect" not in message \
+            else httpx.ConnectTimeout(message)
+    if errno in _CONNECT_ERRORS:
+        return httpx.ConnectError(message)
+    if errno in _PROTOCOL_ERRORS:
+        return httpx.RemoteProtocolError(message)
+    return httpx.ReadError(message)
+
+
+def curl_http_client(*, max_clients: int, timeout: float, **kwargs: Any) -> httpx.AsyncClient:
+    """An httpx client for the openai SDK, carried by a `CurlTransport`; proxies are
+    libcurl's to find (from the environment), so httpx looks for none itself."""
+    return httpx.AsyncClient(transport=CurlTransport(max_clients=max_clients), timeout=timeout,
+                             follow_redirects=True, trust_env=False, **kwargs)
