@@ -65,7 +65,7 @@ class CurlTransport(httpx.AsyncBaseTransport):
         """Send `request`; the response once its headers are in (the body streams on)."""
         timeouts = request.extensions.get("timeout") or {}
         body = await request.aread()
-        stream = CurlStream()
+        stream = CurlStream(timeouts.get("read"))
         curl_request = HTTPRequest(
             # A dict: fetch() copies the headers into its own HTTPHeaders anyway.
             str(request.url), method=request.method, headers=dict(request.headers.items()),
@@ -75,7 +75,7 @@ class CurlTransport(httpx.AsyncBaseTransport):
             decompress_response=False, follow_redirects=False,
             connect_timeout=timeouts.get("connect") or 0, request_timeout=0,
             header_callback=stream.header_line, streaming_callback=stream.feed,
-            prepare_curl_callback=stream.prepared(timeouts.get("read")),
+            prepare_curl_callback=stream.prepared(),
             ca_certs=self._ca_certs, allow_nonstandard_methods=True)
         fetch = self._curl().fetch(curl_request, raise_error=False)
         fetch.add_done_callback(stream.fetched)
@@ -94,24 +94,34 @@ class CurlTransport(httpx.AsyncBaseTransport):
 
 
 class CurlStream(httpx.AsyncByteStream):
-    """One transfer: its headers as they arrive, then its body chunks, then its end."""
+    """One transfer: its headers as they arrive, then its body chunks, then its end.
 
-    def __init__(self) -> None:
+    httpx's read timeout is kept here, not by libcurl (whose low-speed limit averages
+    over several seconds, so it would fire late after an upload): one timer per
+    transfer, pushed back lazily to the last byte's time plus the timeout."""
+
+    def __init__(self, read_timeout: float | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._status = 0
         self._fields = HTTPHeaders()
         self._head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = self._loop.create_future()
         self._chunks: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._done = False
+        self._done = False     # the transfer ended (or failed, or timed out)
+        self._closed = False   # the reader is gone
+        self._aborted = False  # libcurl is to stop the transfer
         self._error: httpx.TransportError | None = None
-        self._aborted = False
+        self._read_timeout = read_timeout
+        self._last_read = self._loop.time()
+        self._watch = self._loop.call_at(self._last_read + read_timeout, self._check_read) \
+            if read_timeout else None
 
     # --- from Tornado, on the loop ---
 
     def header_line(self, line: str) -> None:
         """One header line as libcurl passed it (the status line, a field, or the blank
         line that ends a head; an interim 1xx head is skipped)."""
+        self._last_read = self._loop.time()
         line = line.rstrip("\r\n")
         if line.startswith("HTTP/"):
             try:
@@ -126,45 +136,58 @@ class CurlStream(httpx.AsyncByteStream):
 
     def feed(self, chunk: bytes) -> None:
         """Body bytes (streaming_callback)."""
+        self._last_read = self._loop.time()
         self._chunks.append(chunk)
         self._wake()
 
     def fetched(self, fetch: asyncio.Future[HTTPResponse]) -> None:
         """The transfer ended: the body is complete, or the transfer failed."""
-        self._done = True
-        self._wake()
-        if self._aborted:
-            return  # nobody reads on
+        if self._done:
+            return  # timed out before: the reader has its error
         try:
             error = fetch.result().error
-        except Exception as exc:  # Tornado passes errors in the response; just in case
+        except Exception as exc:  # Tornado raises transport errors even with raise_error=False
             error = exc
         if isinstance(error, HTTPClientError) and not isinstance(error, CurlError):
             error = None  # an error status: httpx has it from the head
-        if error is not None:
-            self._error = _as_httpx_error(error, headers_in=self._head.done())
-        if not self._head.done():
-            self._head.set_exception(self._error or httpx.RemoteProtocolError("no response head"))
+        self._end(_as_httpx_error(error, headers_in=self._head.done()) if error is not None else None)
 
-    def prepared(self, read_timeout: float | None) -> Callable[[pycurl.Curl], None]:
+    def prepared(self) -> Callable[[pycurl.Curl], None]:
         """Tornado's prepare_curl_callback: the options it does not set itself."""
         def prepare(curl: pycurl.Curl) -> None:
             # Tornado turns on libcurl's trace when its logger is at DEBUG: that trace
             # holds the request's headers, the API key among them.
             curl.setopt(pycurl.VERBOSE, False)
-            if read_timeout:
-                # httpx's read timeout, kept by libcurl: less than a byte a second for
-                # that long (whole seconds) fails the transfer.
-                curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-                curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(read_timeout)))
-            # The abort switch for aclose(): libcurl calls this while it transfers and
-            # about once a second while it waits; a true return stops the transfer.
+            # The abort switch (see aclose): libcurl calls this as bytes move, and, with
+            # a low-speed limit set, once a second while the connection is idle (that
+            # limit's own check; a day is never reached: the read timeout comes first).
             curl.setopt(pycurl.NOPROGRESS, False)
             curl.setopt(pycurl.XFERINFOFUNCTION, self._progress)
+            curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+            curl.setopt(pycurl.LOW_SPEED_TIME, 86400)
         return prepare
 
     def _progress(self, *_: int) -> bool:
         return self._aborted
+
+    def _check_read(self) -> None:
+        if self._done:
+            return
+        due = self._last_read + (self._read_timeout or 0)
+        if self._loop.time() < due:
+            self._watch = self._loop.call_at(due, self._check_read)
+            return
+        self._aborted = True
+        self._end(httpx.ReadTimeout(f"no bytes from the upstream in {self._read_timeout} s"))
+
+    def _end(self, error: httpx.TransportError | None) -> None:
+        self._done = True
+        self._error = error
+        if self._watch is not None:
+            self._watch.cancel()
+        if not self._head.done() and not self._closed:
+            self._head.set_exception(error or httpx.RemoteProtocolError("no response head"))
+        self._wake()
 
     # --- from the reader ---
 
@@ -187,13 +210,14 @@ class CurlStream(httpx.AsyncByteStream):
                 await self._waiter
 
     async def aclose(self) -> None:
-        """Stop reading. A transfer still running is aborted by libcurl's next progress
-        call: at once when bytes arrive, else within about a second (an upstream that
-        has not sent anything yet, still thinking, is hung up on that late, and its
-        connection is not reused)."""
+        """Stop reading; a transfer still running is aborted by libcurl's next progress
+        call: at once when bytes arrive, else within a second (an upstream that has
+        sent nothing yet, a model still thinking, is hung up on then)."""
+        self._closed = True
+        self._chunks = []
         if not self._done:
             self._aborted = True
-        self._chunks = []
+            self._end(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
