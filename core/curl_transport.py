@@ -2,11 +2,15 @@
 `openai` client: the SDK still builds every request (auth, base URL, headers) and
 maps the answers to its error types; libcurl carries them.
 
-Why: at 1,000 streamed answers in flight, httpx's own transport (httpcore over anyio)
-cost ~4 ms of CPU per answer on the event loop, more than all the rest of the service
-(bench/b9_stream_relay.py). libcurl keeps HTTP/1.1 connections alive in its pool,
-decodes chunked bodies and speaks TLS in C, and honours the proxy variables of the
-environment (`https_proxy`, `http_proxy` in lower case, `no_proxy`).
+Why: httpx's own transport (httpcore over anyio) is Python from the socket up, and its
+pool walks every connection it holds on each request and release, O(n²) in the
+connections in use (encode/httpcore#1035; the service used to spread calls over pool
+shards of 8 connections). At 1,000 streamed answers in flight the service spent 8.3 ms
+of CPU per answer with it, 4.6 ms with this transport (bench/b9_stream_relay.py, one
+run each, same machine). libcurl keeps HTTP/1.1 connections alive in its pool (one
+TLS handshake per connection, not per call), decodes chunked bodies and speaks TLS in
+C, and honours the proxy variables of the environment (`https_proxy`, `http_proxy` in
+lower case only, `no_proxy`).
 
 Protocol of one request (all on the event loop): `handle_async_request` starts the
 fetch and returns the `httpx.Response` as soon as libcurl has passed the status line

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 import time
 
 import httpx
 import openai
 import pytest
+import tornado.httpserver
+import tornado.web
+from tornado.testing import bind_unused_port
 
 from core.curl_transport import CurlTransport, curl_http_client
 from testkit import free_port
@@ -167,3 +173,46 @@ async def test_a_proxy_in_the_environment_carries_the_calls(client, monkeypatch)
         server.close()
     assert response.json()["choices"][0]["message"]["content"] == "经代理"
     assert seen == [b"POST http://llm.invalid/v1/chat/completions HTTP/1.1"]
+
+
+@pytest.fixture
+def tls_server(tmp_path, io_loop):
+    """A Tornado HTTPS server on loopback with a self-signed certificate for 127.0.0.1:
+    (base URL, the certificate, the client ports its requests came from)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
+    ports: set[int] = set()
+
+    class Hello(tornado.web.RequestHandler):
+        def post(self) -> None:
+            ports.add(self.request.connection.stream.socket.getpeername()[1])
+            self.finish({"choices": [{"message": {"content": "加密连接"}}]})
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sock, port = bind_unused_port()
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/v1/chat/completions", Hello)]),
+                                           ssl_options=context)
+    server.add_sockets([sock])
+    yield f"https://127.0.0.1:{port}/v1", str(cert), ports
+    server.stop()
+
+
+async def test_tls_is_verified_and_its_connection_kept_alive(tls_server):
+    url, cert, ports = tls_server
+    trusted = httpx.AsyncClient(transport=CurlTransport(max_clients=2, ca_certs=cert))
+    untrusted = httpx.AsyncClient(transport=CurlTransport(max_clients=2))  # certifi's bundle
+    try:
+        for _ in range(2):
+            response = await trusted.post(url + "/chat/completions", json=BODY)
+            assert response.json()["choices"][0]["message"]["content"] == "加密连接"
+        assert len(ports) == 1  # one TLS handshake for both calls
+        with pytest.raises(httpx.ConnectError):
+            await untrusted.post(url + "/chat/completions", json=BODY)
+    finally:
+        await trusted.aclose()
+        await untrusted.aclose()
