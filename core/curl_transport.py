@@ -146,12 +146,11 @@ class CurlStream(httpx.AsyncByteStream):
 
     def fetched(self, fetch: asyncio.Future[HTTPResponse]) -> None:
         """The transfer ended: the body is complete, or the transfer failed."""
+        # Tornado raises transport errors even with raise_error=False; taken here even
+        # when nobody reads on, so asyncio does not log them as never retrieved.
+        error = fetch.exception() or fetch.result().error
         if self._done:
-            return  # timed out before: the reader has its error
-        try:
-            error = fetch.result().error
-        except Exception as exc:  # Tornado raises transport errors even with raise_error=False
-            error = exc
+            return  # closed, or timed out: the reader has its answer
         if isinstance(error, HTTPClientError) and not isinstance(error, CurlError):
             error = None  # an error status: httpx has it from the head
         self._end(_as_httpx_error(error, headers_in=self._head.done()) if error is not None else None)
