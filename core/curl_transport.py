@@ -215,7 +215,8 @@ class CurlStream(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         """Stop reading; a transfer still running is aborted by libcurl's next progress
         call: at once when bytes arrive, else within a second (an upstream that has
-        sent nothing yet, a model still thinking, is hung up on then)."""
+        sent nothing yet, a model still thinking, is hung up on then). An aborted
+        transfer's connection is closed, not reused."""
         self._closed = True
         self._chunks = []
         if not self._done:

@@ -51,8 +51,11 @@ async def test_a_stream_arrives_in_pieces_with_its_status_headers_and_every_byte
 
 
 async def test_connections_are_kept_alive_between_calls(client, fake_llm):
-    # One TCP connection for calls in a row: libcurl's pool, not a handshake per call.
-    for _ in range(3):
+    # One TCP connection for calls in a row, streamed or whole: libcurl's pool, not a
+    # handshake per call.
+    for _ in range(2):
+        async with client.stream("POST", fake_llm.base_url + "/chat/completions", json=BODY) as response:
+            assert b"[DONE]" in b"".join([piece async for piece in response.aiter_bytes()])
         response = await client.post(fake_llm.base_url + "/chat/completions", json={**BODY, "stream": False})
         assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
     assert len(fake_llm.client_ports) == 1
