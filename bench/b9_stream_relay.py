@@ -8,9 +8,11 @@
    where deltas that arrive together may be written together.
 2. 1,000 concurrent streamed answers on one process (MAX_CONCURRENT_REQUESTS=1200;
    upstream waits 1 s, then streams 20 deltas): mean answer time through the service
-   vs straight to the same fake, errors, and /health latency meanwhile.
+   vs straight to the same fake, errors, and /health latency meanwhile; and the same
+   load through the bare relay, the floor of a Tornado relay on this machine (bench
+   client, fake and relay share its cores), with the service's ratio to it.
 
-    python bench/b9_stream_relay.py [--rounds 3] [--answers 5] [--streams 1000]
+    python bench/b9_stream_relay.py [--rounds 3] [--answers 5] [--streams 1000] [--part cpu|concurrent]
 Targets: CPU per delta <= 2x the bare relay's; mean answer time at c=1,000 <= 1.5x direct.
 """
 from __future__ import annotations
@@ -101,11 +103,55 @@ async def concurrent_streams(port: int, path: str, body: bytes, n: int,
     return results, health
 
 
+def mean_ok(results: list[tuple[float, int, bool]]) -> tuple[float | None, int]:
+    """(mean seconds of the complete answers, how many did not complete)."""
+    ok = [t for t, _, complete in results if complete]
+    return (statistics.fmean(ok) if ok else None), len(results) - len(ok)
+
+
+def concurrent_part(report: Report, work: Path, chat: bytes, streams: int) -> None:
+    """Part 2: `streams` answers at once straight to the fake, through the bare relay
+    and through the service (one after the other, same fake)."""
+    logs = work / "logs"
+    upstream = common.start_upstream(log_dir=logs, latency=1.0, answer_chars=160, chunk_chars=8, name="fake-c1000")
+    server = common.start_server(common.fresh_data_dir(work, "data-c1000"), upstream=upstream.base_url,
+                                 log_dir=logs, name="server-c1000", MAX_CONCURRENT_REQUESTS=1200)
+    relay = start_relay(upstream.base_url, log_dir=logs)
+    direct_body = json.dumps({"model": "fake-model", "stream": True,
+                              "messages": [{"role": "user", "content": "你好"}]}).encode()
+    direct, _ = asyncio.run(concurrent_streams(upstream.port, "/v1/chat/completions", direct_body, streams, None))
+    cpu_before = common.cpu_seconds(relay.proc.pid)
+    bare, _ = asyncio.run(concurrent_streams(relay.port, "/api/chat", chat, streams, None))
+    bare_ms = (common.cpu_seconds(relay.proc.pid) - cpu_before) / streams * 1000
+    cpu_before = common.cpu_seconds(server.proc.pid)
+    through, health = asyncio.run(concurrent_streams(server.port, "/api/chat", chat, streams, server.port))
+    cpu_ms = (common.cpu_seconds(server.proc.pid) - cpu_before) / streams * 1000
+    mean_d, errors_d = mean_ok(direct)
+    mean_b, errors_b = mean_ok(bare)
+    mean_t, errors = mean_ok(through)
+    report.add(f"mean answer time, {streams} concurrent streams", mean_t, "s",
+               reference="straight to the fake", ref_value=mean_d, target="<= 1.5",
+               met=bool(mean_t and mean_d and mean_t <= 1.5 * mean_d and errors == 0),
+               note=f"upstream 1 s then 20 deltas; {errors} errors through the service, "
+                    f"{errors_d} direct; service CPU {cpu_ms:.1f} ms per answer")
+    report.add(f"mean answer time, {streams} concurrent streams, bare relay", mean_b, "s",
+               reference="straight to the fake", ref_value=mean_d,
+               note=f"the floor of a Tornado relay here; {errors_b} errors; relay CPU {bare_ms:.1f} ms per answer")
+    report.add(f"mean answer time, {streams} concurrent streams, service vs bare relay", mean_t, "s",
+               reference="bare Tornado relay", ref_value=mean_b)
+    answered = [h for h in health if h >= 0]
+    report.add(f"/health during the {streams} streams, max", max(answered) if answered else None, "ms",
+               note=f"{len(answered)} of {len(health)} probes answered 200")
+    for proc in (relay, server, upstream):
+        proc.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--answers", type=int, default=5)
     ap.add_argument("--streams", type=int, default=1000)
+    ap.add_argument("--part", choices=("cpu", "concurrent"), help="only part 1 or only part 2")
     args = ap.parse_args(argv)
     report = Report("b9_stream_relay", "streamed answers: CPU per delta vs a bare relay; 1,000 concurrent streams")
     work = common.tmpdir()
@@ -114,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     chat = json.dumps({"message": "请讲讲归纳概括题", "stream": True, "cache": False,
                        "use_knowledge": False}, ensure_ascii=False).encode()
     report.note(f"before: {common.machine_load()}")
-    for label, delay in (("paced 1 ms", 0.001), ("burst", 0.0)):
+    for label, delay in (("paced 1 ms", 0.001), ("burst", 0.0)) if args.part != "concurrent" else ():
         upstream = common.start_upstream(log_dir=logs, chunk_delay=delay, answer_chars=2 * DELTAS,
                                          chunk_chars=2, name=f"fake-{delay}")
         server = common.start_server(common.fresh_data_dir(work, f"data-{delay}"), upstream=upstream.base_url,
@@ -133,29 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         for proc in (relay, server, upstream):
             proc.stop()
 
-    upstream = common.start_upstream(log_dir=logs, latency=1.0, answer_chars=160, chunk_chars=8, name="fake-c1000")
-    server = common.start_server(common.fresh_data_dir(work, "data-c1000"), upstream=upstream.base_url,
-                                 log_dir=logs, name="server-c1000", MAX_CONCURRENT_REQUESTS=1200)
-    direct_body = json.dumps({"model": "fake-model", "stream": True,
-                              "messages": [{"role": "user", "content": "你好"}]}).encode()
-    direct, _ = asyncio.run(concurrent_streams(upstream.port, "/v1/chat/completions", direct_body,
-                                               args.streams, None))
-    through, health = asyncio.run(concurrent_streams(server.port, "/api/chat", chat, args.streams, server.port))
-    d_ok = [t for t, _, ok in direct if ok]
-    t_ok = [t for t, _, ok in through if ok]
-    errors = len(through) - len(t_ok)
-    mean_d = statistics.fmean(d_ok) if d_ok else None
-    mean_t = statistics.fmean(t_ok) if t_ok else None
-    report.add(f"mean answer time, {args.streams} concurrent streams", mean_t, "s",
-               reference="straight to the fake", ref_value=mean_d, target="<= 1.5",
-               met=bool(mean_t and mean_d and mean_t <= 1.5 * mean_d and errors == 0),
-               note=f"upstream 1 s then 20 deltas; {errors} errors through the service, "
-                    f"{len(direct) - len(d_ok)} direct")
-    answered = [h for h in health if h >= 0]
-    report.add(f"/health during the {args.streams} streams, max", max(answered) if answered else None, "ms",
-               note=f"{len(answered)} of {len(health)} probes answered 200")
-    for proc in (server, upstream):
-        proc.stop()
+    if args.part != "cpu":
+        concurrent_part(report, work, chat, args.streams)
     report.note(f"after: {common.machine_load()}")
     return finish(report)
 

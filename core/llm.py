@@ -9,17 +9,15 @@ one timeout on the model; retrying is left to the client, which sees 502/504.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -32,7 +30,6 @@ from core.traffic.concurrency import ConcurrencySlots
 if TYPE_CHECKING:  # imported by OpenAIProvider.prepare(), after the server listens
     import openai
     from openai import AsyncOpenAI
-    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger("shenlun.llm")
 
@@ -225,9 +222,6 @@ class LLMSession:
         self._meter.counted(usage)
 
 
-POOL_SHARD = 8  # connections per HTTP client (see OpenAIProvider.__init__)
-
-
 class OpenAIProvider:
     """Any OpenAI-compatible `chat/completions` endpoint through `AsyncOpenAI`."""
 
@@ -241,47 +235,41 @@ class OpenAIProvider:
         self._base_url = base_url
         self._concurrency = concurrency
         # `import openai` is ~0.6 s of CPU (more under load): the largest part of the
-        # start-up. prepare() imports it and builds the clients; the server runs it in
+        # start-up. prepare() imports it and builds the client; the server runs it in
         # `executor` while it starts (warm_up), and a call that comes before that is
         # done waits for it there, never on the event loop.
         self._executor = executor
         self._sdk: Any = None    # the openai module, once prepared
         self._httpx: Any = None  # and httpx
-        self._clients: list[AsyncOpenAI] = []
-        self._next_client: Iterator[AsyncOpenAI] = iter(())
+        self._openai: AsyncOpenAI | None = None
+        self._completions_url = ""
         self._preparing: Future[None] | None = None
         self._build_lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Import openai and build the clients, once (blocking)."""
+        """Import openai and build the client, once (blocking)."""
         with self._build_lock:
-            if self._clients:
+            if self._openai is not None:
                 return
             import httpx
             import openai
 
-            # httpx's pool (httpcore 1.0) walks every connection it holds on every request
-            # and release: O(n²) in the connections in use (encode/httpcore#1035). At 100
-            # slow answers in flight that cost ~15 ms of CPU per answer and capped a process
-            # near 30 answers/s (bench/b3_slow_upstream.py), so connections are spread over
-            # several clients of about POOL_SHARD each, taken in turn.
-            shards = max(1, math.ceil(self._concurrency / POOL_SHARD))
-            # One TLS context for all of them: each client would load the CA bundle into
-            # its own (~75 ms apiece, ~1 s for the 13 clients of MAX_CONCURRENT_REQUESTS=100).
-            tls = httpx.create_ssl_context()
-            # A local endpoint (vLLM, Ollama) may need no key, but the client insists on one.
-            clients = [
-                openai.AsyncOpenAI(
-                    api_key=self._api_key or "none", base_url=self._base_url or None,
-                    timeout=self.timeout, max_retries=0,
-                    http_client=openai.DefaultAsyncHttpxClient(
-                        verify=tls, limits=httpx.Limits(max_connections=1000,
-                                                        max_keepalive_connections=POOL_SHARD)))
-                for _ in range(shards)]
-            # `_clients` last: a call on the loop that sees it set finds the rest set too.
+            from core.curl_transport import curl_http_client
+
+            # Carried by libcurl, not by httpx's own transport (see core/curl_transport.py):
+            # one client, one libcurl pool for every call in flight. A local endpoint
+            # (vLLM, Ollama) may need no key, but the client insists on one.
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key or "none", base_url=self._base_url or None,
+                timeout=self.timeout, max_retries=0,
+                http_client=curl_http_client(max_clients=self._concurrency, timeout=self.timeout))
+            # The endpoint's absolute URL, from the client's base URL once (a query on it
+            # kept): the client would parse and join a relative path on every call, ~0.1 ms.
+            base = client.base_url
+            self._completions_url = str(base.copy_with(path=base.path.rstrip("/") + "/chat/completions"))
+            # `_openai` last: a call on the loop that sees it set finds the rest set too.
             self._sdk, self._httpx = openai, httpx
-            self._next_client = itertools.cycle(clients)
-            self._clients = clients
+            self._openai = client
 
     def warm_up(self) -> Future[None]:
         """prepare() in the executor, started once; its future (call on the loop)."""
@@ -295,11 +283,11 @@ class OpenAIProvider:
         return self._preparing
 
     async def _client(self) -> AsyncOpenAI:
-        """The client for the next call (round robin over the shards); the first calls
-        wait for prepare(), off the loop."""
-        if not self._clients:
+        """The client; the first calls wait for prepare(), off the loop."""
+        if self._openai is None:
             await asyncio.wrap_future(self.warm_up())
-        return next(self._next_client)
+            assert self._openai is not None
+        return self._openai
 
     async def complete(self, prompt: Prompt, *, temperature: float, max_tokens: int) -> Completion:
         return await self._complete_messages(prompt.messages, temperature, max_tokens, {})
@@ -335,7 +323,7 @@ class OpenAIProvider:
         openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout):
-                response = await client.post("/chat/completions", body=body, cast_to=httpx.Response)
+                response = await client.post(self._completions_url, body=body, cast_to=httpx.Response)
             data = response.json()
         except (TimeoutError, openai.APITimeoutError):
             raise UpstreamTimeout() from None
@@ -363,25 +351,29 @@ class OpenAIProvider:
         """The answer as text, one piece per network read of the upstream's stream."""
         loop = asyncio.get_running_loop()
         got_text = False
+        body = {"model": self.model, "messages": prompt.messages, "temperature": temperature,
+                "max_tokens": max_tokens, "stream": True}
         client = await self._client()
         openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                # The client's request path (auth, base URL, pool, status errors as
-                # openai's types) but not its typed stream: that builds a pydantic model
-                # per chunk, most of the ~270 µs of CPU a relayed delta cost
-                # (bench/b9_stream_relay.py). Leaving the block closes the response, and
-                # with it the upstream connection, so a vanished client stops generation.
-                async with client.chat.completions.with_streaming_response.create(
-                        # {role, content} dicts: the shape openai's message TypedDicts describe.
-                        model=self.model, messages=cast("list[ChatCompletionMessageParam]", prompt.messages),
-                        temperature=temperature,
-                        max_tokens=max_tokens, stream=True) as response:
-                    async for text in sse_deltas(response.http_response.aiter_bytes(), usage):
+                # The client's request path (auth, base URL, transport, status errors as
+                # openai's types) but neither its typed request nor its typed stream:
+                # `create()` walks the messages through its TypedDict transformer (most
+                # of the CPU of a streamed answer at c=1,000, bench/b9_stream_relay.py)
+                # and its stream builds a pydantic model per chunk (most of the ~270 µs a
+                # relayed delta cost). Closing the response closes the upstream transfer,
+                # so a vanished client stops generation.
+                response = await client.post(self._completions_url, body=body, cast_to=httpx.Response,
+                                             stream=True)
+                try:
+                    async for text in sse_deltas(response.aiter_bytes(), usage):
                         deadline.reschedule(loop.time() + self.timeout)
                         if text:
                             got_text = True
                             yield text
+                finally:
+                    await response.aclose()
         except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
@@ -395,8 +387,8 @@ class OpenAIProvider:
             raise UpstreamError(UpstreamError.EMPTY)
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
+        if self._openai is not None:
+            await self._openai.close()
 
 
 class OfflineProvider:

@@ -39,6 +39,8 @@ class FakeLLM:
             body["messages"][-1]["content"][:40]
         self.calls = 0
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers
+        self.client_ports: set[int] = set()     # one per TCP connection the requests came on
         self.disconnects = 0          # streams whose client went away before the end
 
     @property
@@ -89,6 +91,8 @@ class _Completions(tornado.web.RequestHandler):
         body = json.loads(self.request.body)
         fake.calls += 1
         fake.requests.append(body)
+        fake.headers.append(dict(self.request.headers))
+        fake.client_ports.add(self.request.connection.stream.socket.getpeername()[1])
         if fake.latency:
             await asyncio.sleep(fake.latency)
         if fake.status != 200:

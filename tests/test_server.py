@@ -232,7 +232,7 @@ import sys
 import server
 from core.config import Settings
 app = server.make_app(Settings.from_env())
-print(sorted(m for m in ("openai", "httpx", "redis", "pkg_resources") if m in sys.modules))
+print(sorted(m for m in ("openai", "httpx", "pycurl", "redis", "pkg_resources") if m in sys.modules))
 """
 
 

@@ -35,6 +35,7 @@ async def test_complete_sends_the_prompt_and_returns_text_model_and_usage(provid
 
 async def test_stream_yields_the_whole_text_in_pieces_and_fills_usage_when_reported(provider, fake_llm):
     fake_llm.reply = lambda body: "分条作答，每条以关键词开头。" * 3
+    fake_llm.chunk_delay = 0.01  # chunks that arrive together are passed on together
     usage = Usage()
     pieces = [p async for p in provider.stream(PROMPT, temperature=0.7, max_tokens=64, usage=usage)]
     assert len(pieces) > 1 and "".join(pieces) == fake_llm.reply({})
