@@ -282,7 +282,8 @@ class ChatService:
             value = await self.cache.get(key)
         except StoreUnavailable:
             return None, None
-        return key, value if isinstance(value, str) else None
+        # Anything but an answer's JSON object (a value of another shape) is a miss.
+        return key, value if isinstance(value, str) and value.startswith("{") else None
 
     async def _retrieve(self, req: ChatRequest) -> list[Source]:
         if not (req.use_knowledge and self.retriever):
