@@ -2,9 +2,10 @@
 
 `/api/chat` answered from the shared cache vs a bare Tornado JSON handler answering the
 same object (bench/bare_server.py), one process each, same load generator, same
-concurrency. Two request shapes: the default one (use_knowledge true: every request,
-hit or not, runs the knowledge retrieval the cache key depends on) and use_knowledge
-false (the gateway alone: auth, rate limit, validation, cache read, metrics, logs).
+concurrency. Two request shapes: the default one (use_knowledge true: the cache key
+holds the knowledge base's version, so a hit reads that version and retrieves nothing)
+and use_knowledge false (the gateway alone: auth, rate limit, validation, cache read,
+metrics, logs).
 
     python bench/b1_cache_hit.py [--duration 4] [--rounds 3] [--concurrency 32]
 Target: service requests/s >= 60% of bare Tornado's.

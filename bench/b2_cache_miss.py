@@ -2,13 +2,16 @@
 
 `/api/chat` with a unique prompt each time (a cache miss, then a cache write) → the fake
 OpenAI-compatible upstream answering at once, vs the load generator calling that
-upstream directly with the request the service would send, at concurrency 1, 16, 64.
+upstream directly with the request the service would send, at concurrency 1, 16, 64;
+above 1, also vs a bare Tornado JSON handler answering the same body (bench 1's
+reference), the issue's yardstick for a miss's own cost.
 The fake runs in a process of its own (bench/fake_upstream.py). Requests carry
 use_knowledge=false, so the figures are the gateway's own cost (bench 1 shows what
 retrieval adds).
 
     python bench/b2_cache_miss.py [--duration 3] [--rounds 3]
-Targets: <= 2 ms added p99 at concurrency 1; >= 80% of direct requests/s at 16 and 64.
+Targets: <= 2 ms added p99 at concurrency 1; >= 80% of direct requests/s at 16 and 64;
+misses >= 20% of the bare handler's requests/s at 16.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     server = common.start_server(common.fresh_data_dir(work, "data"), upstream=upstream.base_url,
                                  log_dir=logs, MAX_CONCURRENT_REQUESTS=100)
     chat = json.dumps({"message": QUESTION, "use_knowledge": False}, ensure_ascii=False)
+    bare = common.start_bare(json.loads(common.http("POST", server.url + "/api/chat", chat.encode())[2]),
+                             log_dir=logs)
     runs = {
         "direct": (loadgen.Target(upstream.base_url + "/chat/completions", "POST", direct_body(), unique=True),
                    {"upstream": upstream.proc.pid}),
@@ -61,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     report.note(f"before: {common.machine_load()}")
     tool = None
     for c in [int(x) for x in args.concurrency.split(",")]:
-        measured = common.alternate(runs, rounds=args.rounds, concurrency=c, duration=args.duration,
+        these = runs if c == 1 else {**runs, "bare": (loadgen.Target(bare.url + "/api/chat", "POST", chat),
+                                                       {"server": bare.proc.pid})}
+        measured = common.alternate(these, rounds=args.rounds, concurrency=c, duration=args.duration,
                                     tool=args.tool)
         tool = tool or measured["direct"][0].result.tool
         d, s = common.summary(measured["direct"]), common.summary(measured["service"])
@@ -87,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         report.add(f"requests/s at c={c}", s["rps"], "rps", reference="direct requests/s", ref_value=d["rps"],
                    target=">= 0.80" if c > 1 else "", met=(s["rps"] >= 0.8 * d["rps"]) if c > 1 else None,
                    note=cfg)
+        if c > 1:
+            b = common.summary(measured["bare"])
+            report.note(f"c={c} bare: " + ", ".join(f"{k}={v:.1f}" for k, v in b.items()))
+            report.add(f"misses/s at c={c} vs a bare handler", s["rps"], "rps",
+                       reference="bare Tornado JSON handler", ref_value=b["rps"],
+                       target=">= 0.20" if c == 16 else "", met=(s["rps"] >= 0.2 * b["rps"]) if c == 16 else None,
+                       note=cfg)
         report.add(f"service CPU per miss at c={c}", s["cpu_service"], "µs/req",
                    reference="upstream CPU per request", ref_value=s["cpu_upstream"], note="same requests")
         if s["errors"] or d["errors"]:
@@ -94,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     report.note(f"after: {common.machine_load()}")
     server.stop()
     upstream.stop()
+    bare.stop()
     return finish(report)
 
 

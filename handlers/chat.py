@@ -113,7 +113,7 @@ class ChatHandler(EventStreamHandler):
             result = await self.ctx.chat.answer(req)
             self.cache_status = result.cache_status
             self.set_header("X-Cache", result.cache_status)
-            self.write_json(result.body)
+            self.finish(result.encoded())
             return
         await self.relay(self.ctx.chat.stream(req))
 

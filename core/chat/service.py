@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -68,6 +68,9 @@ RETRIEVE_TOP_K = 4
 STREAM_REPLAY_CHARS = 32  # delta size when a cached answer is streamed
 INLINE_QUERY_CHARS = 500  # material up to this long has its keywords counted on the loop (< 1 ms)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+# The cached value's shape (the JSON text of an answer's own fields), in every key:
+# a change of shape makes the old entries unreachable instead of misread.
+CACHE_FORMAT = 2
 
 
 _MODE_REFUSAL = ("{field} 必须是以下之一：" + "、".join(f"{key}（{label}）" for key, label in MODES.items())
@@ -145,18 +148,44 @@ class Retriever(Protocol):
     async def retrieve(self, query: str, limit: int) -> list[Source]:
         """The passages most relevant to `query`, best first, above the relevance bar."""
 
+    def version(self) -> str | None:
+        """Changes whenever what `retrieve` may find changes (an add, a delete, a
+        rebuild); None when it cannot be read now. Cheap: called on the loop."""
+
 
 class AnswerCache(Protocol):
-    async def get(self, key: str) -> dict[str, Any] | None: ...
-    async def set(self, key: str, value: dict[str, Any]) -> None: ...
+    async def get(self, key: str) -> Any | None: ...
+    async def set(self, key: str, value: Any) -> None: ...
 
 
-@dataclass
 class ChatResult:
-    """A whole answer plus how it was obtained (`cache_status` for `X-Cache`)."""
+    """A whole answer plus how it was obtained (`cache_status` for `X-Cache`).
 
-    body: dict[str, Any]
-    cache_status: str
+    `answer_json` is the JSON text of the answer's own fields, made once when the
+    answer was (the response cache keeps exactly it); `meta` the fields of this one
+    response (id, cached, server_id, elapsed_ms). `encoded()` splices the two without
+    decoding the answer, so a cache hit costs no JSON round trip."""
+
+    def __init__(self, answer_json: str, meta: dict[str, Any], cache_status: str,
+                 fields: dict[str, Any] | None = None) -> None:
+        self.answer_json = answer_json
+        self.meta = meta
+        self.cache_status = cache_status
+        self._fields = fields  # the decoded answer_json, when the caller has it
+        self._body: dict[str, Any] | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The answer as an object: `meta`, then the answer's fields."""
+        if self._body is None:
+            fields = self._fields if self._fields is not None else json.loads(self.answer_json)
+            self._body = {**self.meta, **fields}
+        return self._body
+
+    def encoded(self) -> str:
+        """`body` as JSON text."""
+        head = json.dumps(self.meta, ensure_ascii=False)
+        return f"{head[:-1]}, {self.answer_json[1:]}"
 
 
 class ChatService:
@@ -173,19 +202,19 @@ class ChatService:
         self.retriever = retriever
         self.cache = cache
         # Concurrent identical misses in this process wait for the first one.
-        self._inflight: dict[str, asyncio.Future[Completion]] = {}
+        self._inflight: dict[str, asyncio.Future[tuple[str, dict[str, Any]]]] = {}
 
     async def answer(self, req: ChatRequest) -> ChatResult:
         """The whole answer for one request."""
         started = time.monotonic()
+        key, hit = await self._lookup(req)
+        if hit is not None:  # no retrieval and no prompt: the key stands for both
+            return ChatResult(hit, self._meta(started, cached=True), "HIT")
         sources = await self._retrieve(req)
         prompt = self._prompt(req, sources)
-        key, hit = await self._lookup(req, sources)
-        if hit is not None:
-            return ChatResult(self._body(req, prompt, Completion.from_dict(hit), started, cached=True), "HIT")
-        outcome = await self._complete_once(key, req, prompt)
-        return ChatResult(self._body(req, prompt, outcome, started, cached=False),
-                          "MISS" if key is not None else "BYPASS")
+        answer_json, fields = await self._complete_once(key, req, prompt)
+        return ChatResult(answer_json, self._meta(started, cached=False),
+                          "MISS" if key is not None else "BYPASS", fields)
 
     async def stream(self, req: ChatRequest) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """The answer as events: ("start", {"cache": HIT|MISS|BYPASS}), then
@@ -196,20 +225,19 @@ class ChatService:
         caller can still answer with a plain status.
         """
         started = time.monotonic()
+        key, hit = await self._lookup(req)
+        if hit is not None:
+            fields = json.loads(hit)
+            yield "start", {"cache": "HIT"}
+            if fields["sources"]:
+                yield "sources", {"sources": fields["sources"]}
+            text = fields.pop("answer")
+            for start in range(0, len(text), STREAM_REPLAY_CHARS):
+                yield "delta", {"delta": text[start:start + STREAM_REPLAY_CHARS]}
+            yield "done", {**self._meta(started, cached=True), **fields}
+            return
         sources = await self._retrieve(req)
         prompt = self._prompt(req, sources)
-        key, hit = await self._lookup(req, sources)
-        if hit is not None:
-            outcome = Completion.from_dict(hit)
-            yield "start", {"cache": "HIT"}
-            if sources:
-                yield "sources", {"sources": self._sources(prompt)}
-            for start in range(0, len(outcome.text), STREAM_REPLAY_CHARS):
-                yield "delta", {"delta": outcome.text[start:start + STREAM_REPLAY_CHARS]}
-            meta = self._body(req, prompt, outcome, started, cached=True)
-            meta.pop("answer")
-            yield "done", meta
-            return
         async with self.gateway.session() as call:
             yield "start", {"cache": "MISS" if key is not None else "BYPASS"}
             if sources:
@@ -228,26 +256,34 @@ class ChatService:
             if cleaner and (tail := cleaner.close()):
                 yield "delta", {"delta": tail}
         outcome = self._plain(prompt, Completion("".join(parts), self.llm.model, call.usage))
+        answer_json, fields = self._encoded(req, prompt, outcome)
         # Only a stream that ran to its end reaches this line, so cut-off answers
         # are never cached.
         if key is not None and self.cache is not None:
-            await self.cache.set(key, outcome.as_dict())
-        meta = self._body(req, prompt, outcome, started, cached=False)
-        meta.pop("answer")
-        yield "done", meta
+            await self.cache.set(key, answer_json)
+        fields.pop("answer")
+        yield "done", {**self._meta(started, cached=False), **fields}
 
     # --- parts ---
 
-    async def _lookup(self, req: ChatRequest, sources: Sequence[Source]) -> tuple[str | None, dict[str, Any] | None]:
-        """(cache key, cached value). The key is None when the answer bypasses the
-        cache: asked to, caching off, or the shared store unreachable (degraded)."""
+    async def _lookup(self, req: ChatRequest) -> tuple[str | None, str | None]:
+        """(cache key, cached answer JSON). The key is None when the answer bypasses the
+        cache: asked to, caching off, the knowledge version unreadable, or the shared
+        store unreachable (degraded)."""
         if self.cache is None or not req.cache:
             return None, None
-        key = self._cache_key(req, sources)
+        knowledge = None
+        if req.use_knowledge and self.retriever is not None:
+            knowledge = self.retriever.version()  # IndexUnavailable while rebuilt: 503
+            if knowledge is None:
+                return None, None
+        key = self._cache_key(req, knowledge)
         try:
-            return key, await self.cache.get(key)
+            value = await self.cache.get(key)
         except StoreUnavailable:
             return None, None
+        # Anything but an answer's JSON object (a value of another shape) is a miss.
+        return key, value if isinstance(value, str) and value.startswith("{") else None
 
     async def _retrieve(self, req: ChatRequest) -> list[Source]:
         if not (req.use_knowledge and self.retriever):
@@ -267,32 +303,33 @@ class ChatService:
                             material=req.material, task=req.task, word_limit=req.word_limit,
                             sources=sources, book=self.prompts)
 
-    def _cache_key(self, req: ChatRequest, sources: Sequence[Source]) -> str:
-        # Everything that changes the answer, the retrieved passages' text included,
-        # so a knowledge change that alters retrieval changes the key.
-        material = {
-            "v": PROMPT_VERSION, "prompts": self.prompts.digest, "provider": self.llm.name, "model": self.llm.model,
-            "mode": req.mode, "question": req.question, "history": req.history,
-            "material": req.material, "task": req.task, "word_limit": req.word_limit,
-            "temperature": req.temperature, "max_tokens": req.max_tokens,
-            "sources": [(s.id, hashlib.sha256(s.text.encode()).hexdigest()) for s in sources],
-        }
-        blob = json.dumps(material, ensure_ascii=False, sort_keys=True).encode()
+    def _cache_key(self, req: ChatRequest, knowledge: str | None) -> str:
+        # Everything that decides the answer. With knowledge on, the knowledge base's
+        # version stands for the passages: the same version retrieves the same passages
+        # for the same request, so a hit needs no retrieval, and any add, delete or
+        # rebuild (a new version) makes the next identical request a miss.
+        material = [CACHE_FORMAT, PROMPT_VERSION, self.prompts.digest, self.llm.name, self.llm.model,
+                    req.mode, req.question, [(t["role"], t["content"]) for t in req.history],
+                    req.material, req.task, req.word_limit, req.temperature, req.max_tokens, knowledge]
+        blob = json.dumps(material, ensure_ascii=False).encode()
         return "chat:" + hashlib.sha256(blob).hexdigest()
 
-    async def _complete_once(self, key: str | None, req: ChatRequest, prompt: Prompt) -> Completion:
+    async def _complete_once(self, key: str | None, req: ChatRequest,
+                             prompt: Prompt) -> tuple[str, dict[str, Any]]:
+        """(answer JSON, answer fields) of a miss; cached under `key` unless it is None.
+        Concurrent identical misses in this process share one LLM call."""
         if key is None or self.cache is None:
-            return await self._complete(req, prompt)
+            return self._encoded(req, prompt, await self._complete(req, prompt))
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[str, dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            outcome = await self._complete(req, prompt)
-            await self.cache.set(key, outcome.as_dict())
-            future.set_result(outcome)
-            return outcome
+            answer = self._encoded(req, prompt, await self._complete(req, prompt))
+            await self.cache.set(key, answer[0])
+            future.set_result(answer)
+            return answer
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: followers may not exist
@@ -339,27 +376,32 @@ class ChatService:
         return [{"id": s.id, "title": s.title, "score": round(s.score, 3), "snippet": s.snippet}
                 for s in prompt.sources]
 
-    def _body(self, req: ChatRequest, prompt: Prompt, outcome: Completion, started: float, *,
-              cached: bool) -> dict[str, Any]:
+    def _meta(self, started: float, *, cached: bool) -> dict[str, Any]:
+        """The fields of one response, cached answer or not."""
+        return {"id": os.urandom(16).hex(), "cached": cached, "server_id": self.server_id,
+                "elapsed_ms": round((time.monotonic() - started) * 1000, 1)}
+
+    def _encoded(self, req: ChatRequest, prompt: Prompt, outcome: Completion) -> tuple[str, dict[str, Any]]:
+        fields = self._fields(req, prompt, outcome)
+        return json.dumps(fields, ensure_ascii=False), fields
+
+    def _fields(self, req: ChatRequest, prompt: Prompt, outcome: Completion) -> dict[str, Any]:
+        """The answer's own fields: what the cache keeps and every hit repeats."""
         count = char_count(outcome.text)
         cited = {int(n) for n in _CITATION.findall(outcome.text)}
         cited |= {n for c in outcome.citations for n in c["sources"]}
         known = range(1, len(prompt.sources) + 1)
         limit = prompt.word_limit
         body: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
             "answer": outcome.text,
             "mode": req.mode,
             "model": outcome.model,
             "sources": self._sources(prompt),
-            "cached": cached,
             "char_count": count,
             "word_limit": limit,
             "over_limit": bool(limit and count > limit),
             "unknown_citations": sorted(n for n in cited if n not in known),
             "usage": outcome.usage.as_dict(),
-            "server_id": self.server_id,
-            "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
         }
         check = self._check(prompt, outcome.text)
         if check is not None:

@@ -302,6 +302,7 @@ class SharedIndex:
         self.indexes = self.root / "indexes"
         self.indexes.mkdir(parents=True, exist_ok=True)
         self._pointer: tuple[tuple[int, int, int], str] | None = None
+        self._applied: tuple[tuple[str, int, int, int], str] | None = None  # (stat of APPLIED, version)
         self._open_indexes: dict[str, FileIndex] = {}
         self._local = threading.local()
         self._searchers: dict[int, Searcher] = {}
@@ -386,10 +387,23 @@ class SharedIndex:
 
     def version(self) -> str:
         """Changes whenever what a search can find may have changed: the live index's
-        name (a rebuild) and the last store change it holds (an add or delete). One stat
-        and one small read, cheap enough to call on the event loop."""
+        name (a rebuild) and the last store change it holds (an add or delete). Two
+        stats; APPLIED is read only when it was replaced (~5 µs, not ~40: every cached
+        chat answer with knowledge asks, on the event loop)."""
         name = self._live()
-        return f"{name}:{read_applied(self.path(name))}"
+        applied = self.path(name) / APPLIED
+        try:
+            st = os.stat(applied)
+        except FileNotFoundError:
+            return f"{name}:0"
+        # APPLIED is only ever replaced (os.replace of a new file): a new inode or mtime.
+        stamp = (name, st.st_ino, st.st_mtime_ns, st.st_size)
+        known = self._applied
+        if known is not None and known[0] == stamp:
+            return known[1]
+        version = f"{name}:{read_applied(self.path(name))}"
+        self._applied = (stamp, version)
+        return version
 
     def _live(self) -> str:
         name = self.current_name()

@@ -299,6 +299,10 @@ class KnowledgeBase:
         await self._sync(seq)
         self._compact_later()
 
+    def version(self) -> str | None:
+        """The live index's version (`IndexHealer.version`): the chat cache keys on it."""
+        return self.healer.version()
+
     async def retrieve(self, query: str, limit: int) -> list[Source]:
         """The passages most relevant to `query`, best first, above the relevance bar
         (the `Retriever` of core/chat/service.py)."""

@@ -47,17 +47,47 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class SecondStamp:
+    """A `strftime` of the local time, made once per second: every access line asks
+    for one, and strftime costs more than the rest of the timestamp."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self.fmt, time.localtime(second))
+            self._second = second
+        return self._text
+
+
+class SeedFormatter(logging.Formatter):
+    """`logging.Formatter` with the same `asctime`, its seconds formatted once per second."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._stamp = SecondStamp(self.default_time_format)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        return f"{self._stamp(record.created)},{int(record.msecs):03d}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the access fields when present."""
 
     def __init__(self, server_id: str) -> None:
         super().__init__()
         self._server_id = server_id
+        self._stamp = SecondStamp("%Y-%m-%dT%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-                  + f".{int(record.msecs):03d}",
+            "ts": f"{self._stamp(record.created)}.{int(record.msecs):03d}",
             "level": record.levelname,
             "logger": record.name,
             "server_id": self._server_id,
@@ -77,7 +107,7 @@ def configure_logging(*, level: str, fmt: str, server_id: str, secrets: Iterable
     if fmt.strip().lower() == "json":
         handler.setFormatter(JsonFormatter(server_id))
     else:
-        handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(SeedFormatter(fmt))
     handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from core.store import Bucket, StoreUnavailable
 
 log = logging.getLogger("shenlun.store")
 TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be
-BUCKET_SWEEP_EVERY = 1000  # takes between two deletions of expired buckets, per process
+BUCKET_SWEEP_EVERY = 1000  # takes between two tidy-ups (expired buckets, WAL checkpoint), per process
 
 _SQL_BUCKETS = """CREATE TABLE IF NOT EXISTS buckets (
     key TEXT PRIMARY KEY, tokens REAL NOT NULL, stamp REAL NOT NULL,
@@ -64,6 +64,7 @@ class DiskStore:
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
         self._touched: dict[str, float] = {}  # key → when this process last stamped it
         self._bucket_db: sqlite3.Connection | None = None
+        self._tidying = False  # one tidy-up at a time
         self._takes = 0
 
     # --- a full or read-only disk: degraded like Redis down ---
@@ -158,11 +159,28 @@ class DiskStore:
                 "key": key, "capacity": float(capacity), "rate": per_second, "now": now,
                 "expires": now + capacity / per_second}).fetchone()
             self._takes += 1
-            if self._takes % BUCKET_SWEEP_EVERY == 0:
+            if self._takes % BUCKET_SWEEP_EVERY == 0 and not self._tidying:
+                self._tidying = True
+                asyncio.get_running_loop().run_in_executor(self._executor, self._tidy_buckets, now)
+        return Bucket(bool(allowed), float(tokens))
+
+    def _tidy_buckets(self, now: float) -> None:
+        """Forget expired buckets and checkpoint the WAL, on an executor thread with a
+        connection of its own (opened for the job: once per BUCKET_SWEEP_EVERY takes).
+        The checkpoint syncs the disk (1–2 fdatasync, up to milliseconds on a busy
+        disk), which stalled every request when SQLite's autocheckpoint ran it inside
+        a take on the loop."""
+        try:
+            with self._writing(), closing(sqlite3.connect(
+                    self.directory / "buckets.sqlite3", timeout=5, isolation_level=None)) as db:
                 # An idle bucket is full again when it expires: forgetting it changes
                 # nothing, and the table stays small.
-                self._buckets().execute("DELETE FROM buckets WHERE expires < ?", (now,))
-        return Bucket(bool(allowed), float(tokens))
+                db.execute("DELETE FROM buckets WHERE expires < ?", (now,))
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # best effort: the next round tries again
+            log.debug("token bucket tidy-up failed", exc_info=True)
+        finally:
+            self._tidying = False
 
     def _buckets(self) -> sqlite3.Connection:
         """The token buckets' own SQLite file in this directory (WAL, autocommit)."""
@@ -182,6 +200,7 @@ class DiskStore:
                             raise
                         time.sleep(0.01)
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA wal_autocheckpoint=0")  # _tidy_buckets checkpoints, off the loop
                 db.execute(_SQL_BUCKETS)
             except BaseException:
                 db.close()

@@ -34,7 +34,7 @@ class ResponseCache:
         """The cache directory (diskcache backend), else None."""
         return self.store.directory if isinstance(self.store, DiskStore) else None
 
-    async def get(self, key: str) -> dict[str, Any] | None:
+    async def get(self, key: str) -> Any | None:
         """The cached value, or None (expired, evicted, missing or unreadable).
 
         Raises StoreUnavailable when the shared store cannot be reached."""
@@ -46,7 +46,7 @@ class ResponseCache:
             log.warning("cache read failed", exc_info=True)
             return None
 
-    async def set(self, key: str, value: dict[str, Any]) -> None:
+    async def set(self, key: str, value: Any) -> None:
         """Store a complete answer; failures are logged, never raised to the user."""
         try:
             await self.store.set(key, value, ttl=self.ttl_seconds, max_entries=self.max_entries)

@@ -52,6 +52,21 @@ def test_an_add_in_one_process_is_searchable_in_another(root):
     assert found(index_a, "qzxshared") == []
 
 
+def test_the_version_follows_every_change_and_rebuild_made_by_any_process(root):
+    store_a, index_a = open_process(root)
+    store_b, index_b = open_process(root)
+    seen = [index_b.version()]
+    add(store_a, index_a, doc("one", "qzxversion"))
+    seen.append(index_b.version())  # b reads the change a applied
+    assert seen[-1] == f"{index_a.current_name()}:{store_a.seq()}" == index_a.version()
+    assert index_b.version() == seen[-1]  # unchanged: the same answer from the stat
+    store_b.delete("one") and index_b.sync(store_b.seq())
+    seen.append(index_a.version())
+    rebuild(root, store_a)
+    seen.append(index_b.version())  # a rebuild is a new index, whatever it holds
+    assert len(set(seen)) == len(seen) == 4
+
+
 def test_a_busy_index_gives_server_busy_but_keeps_the_document(root):
     store, index = open_process(root)
     live = index.path(index.current_name())

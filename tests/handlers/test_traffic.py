@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import pytest
@@ -247,6 +248,60 @@ async def test_a_knowledge_change_that_alters_retrieval_is_a_miss(http_server_cl
     assert again.headers["X-Cache"] == "MISS"  # the passage it is grounded on changed
     assert "萌芽状态" in json.dumps(fake_llm.requests[-1]["messages"], ensure_ascii=False)
     assert fake_llm.calls == 2
+
+
+async def ask_with_knowledge(client, body):
+    response = await post_json(client, "/api/chat", body)
+    assert response.code == 200
+    return response.headers["X-Cache"], json.loads(response.body)
+
+
+@both_backends
+async def test_a_hit_repeats_the_answers_sources_and_an_add_changes_them_on_the_next_call(
+        http_server_client, fake_llm):
+    ask = {"message": "枫桥经验如何化解基层矛盾？", "mode": "analyze"}
+    first_doc = {"id": "fengqiao-1", "title": "新时代枫桥经验与基层治理",
+                 "content": "枫桥经验强调矛盾不上交，依靠群众就地化解基层矛盾。"}
+    assert (await post_json(http_server_client, "/api/knowledge/add", first_doc)).code == 201
+    status, miss = await ask_with_knowledge(http_server_client, ask)
+    assert status == "MISS" and [s["id"] for s in miss["sources"]] == ["fengqiao-1"]
+    status, hit = await ask_with_knowledge(http_server_client, ask)
+    assert status == "HIT" and hit["cached"] is True
+    # The sources are kept with the answer; id and timing are the response's own.
+    assert {k: v for k, v in hit.items() if k not in ("id", "cached", "elapsed_ms")} == \
+        {k: v for k, v in miss.items() if k not in ("id", "cached", "elapsed_ms")}
+    assert hit["id"] != miss["id"] and re.fullmatch(r"[0-9a-f]{32}", hit["id"])
+    streamed, chunks = await stream_chat(http_server_client, ask)
+    events = parse_sse(b"".join(c for _, c in chunks).decode())
+    assert streamed.headers["X-Cache"] == "HIT"
+    assert ("sources", {"sources": miss["sources"]}) in events
+    assert events[-1][1]["sources"] == miss["sources"] and events[-1][1]["cached"] is True
+
+    second_doc = {"id": "fengqiao-2", "title": "枫桥经验化解基层矛盾的做法",
+                  "content": "枫桥经验化解基层矛盾：小事不出村，大事不出镇，矛盾不上交。"}
+    assert (await post_json(http_server_client, "/api/knowledge/add", second_doc)).code == 201
+    status, after = await ask_with_knowledge(http_server_client, ask)
+    assert status == "MISS" and "fengqiao-2" in [s["id"] for s in after["sources"]]
+    assert "小事不出村" in json.dumps(fake_llm.requests[-1]["messages"], ensure_ascii=False)
+    status, again = await ask_with_knowledge(http_server_client, ask)
+    assert status == "HIT" and again["sources"] == after["sources"] and fake_llm.calls == 2
+
+
+async def test_a_hit_is_answered_without_retrieval(http_server_client, fake_llm, ctx):
+    ask = {"message": "归纳概括题的要点怎么合并？", "mode": "summarize"}
+    doc = {"id": "merge-1", "title": "归纳概括题的要点合并",
+           "content": "归纳概括题的要点要同类合并，合并后用关键词领起，不重复。"}
+    assert (await post_json(http_server_client, "/api/knowledge/add", doc)).code == 201
+    status, miss = await ask_with_knowledge(http_server_client, ask)
+    assert status == "MISS" and [s["id"] for s in miss["sources"]] == ["merge-1"]
+    ctx.knowledge._retrieved.clear()  # the per-process memo a retrieval fills
+    status, hit = await ask_with_knowledge(http_server_client, ask)
+    assert status == "HIT" and hit["sources"] == miss["sources"]
+    assert not ctx.knowledge._retrieved  # nothing was searched for the hit
+    deleted = await http_server_client.fetch("/api/knowledge/merge-1", method="DELETE", raise_error=False)
+    assert deleted.code in (200, 204)
+    status, after = await ask_with_knowledge(http_server_client, ask)
+    assert status == "MISS" and after["sources"] == [] and fake_llm.calls == 2
 
 
 # --- Redis unreachable: the documented degraded mode ---
