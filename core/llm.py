@@ -113,18 +113,6 @@ class Completion:
     revised: str | None = None
     revision_kept: bool | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form (what the response cache keeps)."""
-        return {"text": self.text, "model": self.model, "usage": self.usage.as_dict(),
-                "citations": self.citations, "revised": self.revised,
-                "revision_kept": self.revision_kept}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Completion:
-        return cls(data["text"], data["model"], Usage(**data["usage"]),
-                   citations=list(data.get("citations") or []), revised=data.get("revised"),
-                   revision_kept=data.get("revision_kept"))
-
 
 class LLMProvider(Protocol):
     """What the chat service needs from a model."""
