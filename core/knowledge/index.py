@@ -63,6 +63,7 @@ from whoosh.writing import NO_MERGE, SegmentWriter
 
 from core.errors import ServerBusy
 from core.knowledge.analyzer import ANALYZER, cuts
+from core.knowledge.codec import KnowledgeCodec
 from core.knowledge.passages import split_passages
 from core.knowledge.store import Changes, Document, DocumentStore
 
@@ -87,6 +88,9 @@ SCHEMA = Schema(
     updated_at=STORED(),
 )
 WEIGHTING = BM25F(B=0.75, K1=1.2)
+# Every writer here writes through it (core/knowledge/codec.py): the same W3 files,
+# rare terms inlined, posting lists written a term at a time.
+CODEC = KnowledgeCodec()
 # Size-tiered merging: a segment's tier is log_MERGE_FACTOR of its passages, and the
 # segments of a tier are merged together (with all smaller ones) only once
 # MERGE_FACTOR of them have piled up. So a merge takes only segments of similar, small
@@ -406,7 +410,7 @@ class SharedIndex:
             return
         if changes.upserted or changes.deleted:
             # ours is the only writer: Whoosh's own lock is free
-            writer = self._index(name).writer(timeout=5.0)
+            writer = self._index(name).writer(timeout=5.0, codec=CODEC)
             try:
                 apply_changes(writer, changes, self._posting_readers)
             except BaseException:
@@ -436,7 +440,7 @@ class SharedIndex:
                 if not held or self.current_name() != name:
                     break
                 self._catch_up(name)
-                writer = self._index(name).writer(timeout=5.0)
+                writer = self._index(name).writer(timeout=5.0, codec=CODEC)
                 try:
                     writer.commit(mergetype=merge_tiered)
                 except BaseException:
@@ -566,7 +570,7 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
             if procs > 1:
                 written = _index_in_processes(ix, list(docs), procs, limitmb, progress)
             else:
-                writer = ix.writer(limitmb=limitmb)
+                writer = ix.writer(limitmb=limitmb, codec=CODEC)
                 try:
                     written = 0
                     for done, doc in enumerate(docs, 1):
@@ -617,7 +621,7 @@ def _index_in_processes(ix: FileIndex, docs: list[Document], procs: int, limitmb
     """
     bounds = [len(docs) * k // procs for k in range(procs + 1)]
     chunks = [docs[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
-    writer = ix.writer()  # holds the index's lock; its own segment stays empty
+    writer = ix.writer(codec=CODEC)  # holds the index's lock; its own segment stays empty
     try:
         segments, written, done = [], 0, 0
         with multiprocessing.get_context("fork").Pool(len(chunks)) as pool:
@@ -641,7 +645,8 @@ def _write_segment(folder: str, docs: list[Document], limitmb: int) -> tuple[Seg
     # parent, which holds the lock, commits it), the way MpWriter's sub-writers do.
     # Never _finish()/cancel() here: they remove the temporary folder all the writers
     # of the index share; the parent's writer does that at the end.
-    writer = SegmentWriter(whoosh_index.open_dir(folder, schema=SCHEMA), _lk=False, limitmb=limitmb)
+    writer = SegmentWriter(whoosh_index.open_dir(folder, schema=SCHEMA), _lk=False, limitmb=limitmb,
+                           codec=CODEC)
     try:
         written = sum(add_passages(writer, doc) for doc in docs)
         return writer._finalize_segment(), written
