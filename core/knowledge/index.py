@@ -62,7 +62,7 @@ from whoosh.searching import Searcher
 from whoosh.writing import NO_MERGE, SegmentWriter
 
 from core.errors import ServerBusy
-from core.knowledge.analyzer import ANALYZER, cuts
+from core.knowledge.analyzer import ANALYZER, IndexPositions, cuts
 from core.knowledge.codec import KnowledgeCodec
 from core.knowledge.passages import split_passages
 from core.knowledge.store import Changes, Document, DocumentStore
@@ -75,11 +75,18 @@ APPLY_LOCK = "APPLY.lock"
 REINDEX_LOCK = ".reindex.lock"  # held by whoever rebuilds: one rebuild per data directory
 _NAME = re.compile(r"^index-[0-9A-Za-z.\-]{1,80}$")
 
+def _text(**kwargs: object) -> TEXT:
+    # A phrase-searchable text field whose postings are gathered by IndexPositions.
+    field = TEXT(analyzer=ANALYZER, phrase=True, **kwargs)
+    field.format = IndexPositions(field_boost=field.format.field_boost)
+    return field
+
+
 SCHEMA = Schema(
     pid=ID(stored=True, unique=True),          # passage id: "<doc id>#<n>"
     doc_id=ID(stored=True, sortable=True),  # a column: hits map to documents without stored fields
-    title=TEXT(analyzer=ANALYZER, stored=True, phrase=True),
-    content=TEXT(analyzer=ANALYZER, stored=True, phrase=True),  # the passage's text
+    title=_text(stored=True),
+    content=_text(stored=True),  # the passage's text
     cuts=STORED(),  # jieba's word boundaries in content (analyzer.cuts): snippets without jieba
     category=ID(stored=True),
     tags=KEYWORD(stored=True, commas=True, scorable=False),
