@@ -63,7 +63,7 @@ from whoosh.writing import NO_MERGE, SegmentWriter
 
 from core.errors import ServerBusy
 from core.knowledge.analyzer import ANALYZER, IndexPositions, cuts
-from core.knowledge.codec import KnowledgeCodec
+from core.knowledge.codec import KnowledgeCodec, add_segment
 from core.knowledge.passages import split_passages
 from core.knowledge.store import Changes, Document, DocumentStore
 
@@ -280,7 +280,7 @@ def merge_tiered(writer: SegmentWriter, segments: list[Segment]) -> list[Segment
     for seg in merged:
         reader = SegmentReader(writer.storage, writer.schema, seg)
         try:
-            writer.add_reader(reader)
+            add_segment(writer, reader)
         finally:
             reader.close()
     ids = {seg.segment_id() for seg in merged}

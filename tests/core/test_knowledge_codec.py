@@ -8,11 +8,12 @@ from whoosh import index as whoosh_index
 from whoosh.codec.whoosh3 import W3Codec
 from whoosh.fields import TEXT
 from whoosh.query import Phrase, Term
+from whoosh.reading import SegmentReader
 
 from core.config import PROJECT_ROOT
 from core.knowledge import analyzer
 from core.knowledge.analyzer import ANALYZER
-from core.knowledge.codec import INLINE_LIMIT, KnowledgeCodec
+from core.knowledge.codec import INLINE_LIMIT, KnowledgeCodec, segment_postings
 from core.knowledge.index import SCHEMA, add_passages
 from core.knowledge.search import search
 from scripts.reindex import read_folder
@@ -106,3 +107,21 @@ def test_inlined_segments_merge_and_answer_phrases_like_stock_ones(tmp_path, cor
             found_a = sorted(hit["pid"] for hit in a.search(query, limit=None))
             found_b = sorted(hit["pid"] for hit in b.search(query, limit=None))
         assert found_a == found_b and found_a, query
+
+
+def test_a_merge_reads_the_same_live_postings_as_whoosh(tmp_path, corpus):
+    ix = build(tmp_path / "ours", corpus, KnowledgeCodec())
+    writer = ix.writer(codec=KnowledgeCodec())
+    for doc in corpus[::7]:  # deletions, which a merge must skip
+        writer.delete_by_term("doc_id", doc.id)
+    writer.commit(merge=False)
+    ix = whoosh_index.open_dir(str(tmp_path / "ours"), schema=SCHEMA)
+    (segment,) = ix._segments()
+    assert segment.deleted_count() > 0
+    reader = SegmentReader(ix.storage, SCHEMA, segment)
+    try:
+        ours = list(segment_postings(reader))
+        assert ours == list(reader.iter_postings())
+        assert {docnum for _, _, docnum, _, _ in ours}.isdisjoint(segment.deleted_docs())
+    finally:
+        reader.close()
