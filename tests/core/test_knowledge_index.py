@@ -140,3 +140,19 @@ def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root):
     assert len(segment_sizes(open_process(root)[1])) == 2  # one segment per process
     index = open_process(root)[1]
     assert {w: [r["id"] for r in search(index.searcher(), w, limit=50).results] for w in one} == one
+
+
+def test_an_update_replaces_the_passages_wherever_they_were_written(root):
+    # Each process records which documents its own new segments hold; the other one
+    # reads a segment's ids itself. Either way the old passages go, and only they.
+    store, index = open_process(root)
+    other_store, other = open_process(root)
+    for n in range(4):
+        add(store, index, doc(f"u{n}", f"qzxold{n}"))
+    add(store, index, doc("u1", "qzxnew1"))  # this process wrote u1's segment
+    add(other_store, other, doc("u2", "qzxnew2"))  # another process did not
+    other_store.delete("u3") and other.sync(other_store.seq())
+    for searching in (index, other):
+        assert [found(searching, f"qzxold{n}") for n in range(4)] == [["u0"], [], [], []]
+        assert found(searching, "qzxnew1") == ["u1"] and found(searching, "qzxnew2") == ["u2"]
+        assert searching.searcher().doc_count() == 3  # one passage each, no stale copies
