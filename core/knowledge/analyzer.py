@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from whoosh.analysis import CompositeAnalyzer, Token, Tokenizer
+from whoosh.formats import Positions
 
 from core.config import PROJECT_ROOT
 
@@ -394,6 +395,47 @@ class JiebaTokenizer(Tokenizer):  # type: ignore[misc]  # Whoosh has no type hin
                     token.endchar = start_char + start + last
                 yield token
             pos += advance
+
+
+def index_positions(value: str) -> dict[str, list[int]]:
+    """Each token the "index" mode of JiebaTokenizer emits for `value` (stop words
+    removed, positions from 0), with its positions in order: what Whoosh's Positions
+    format gathers from the tokens, without making one. Indexing spent more time in
+    the Token round trip than in building the postings (bench/b5_knowledge.py)."""
+    poses: dict[str, list[int]] = {}
+    pos = 0
+    gap = False
+    for raw, _, _ in segment(value):
+        word, kind = _kind(raw)
+        if kind == _PUNCT:
+            gap = True
+            continue
+        if kind != _CONTENT:  # whitespace, over-long "words", stop words
+            continue
+        if gap:
+            pos += 1
+            gap = False
+        for text, offset, _, _ in _layout(word):
+            found = poses.get(text)
+            if found is None:
+                poses[text] = [pos + offset]
+            else:
+                found.append(pos + offset)
+        pos += _advance(word)
+    return poses
+
+
+class IndexPositions(Positions):  # type: ignore[misc]  # Whoosh has no type hints
+    """Whoosh's Positions format (the same postings, byte for byte) for the text
+    fields, gathering an indexed value's positions through `index_positions`."""
+
+    def word_values(self, value: str, analyzer: object, **kwargs: object) -> Iterator[tuple[str, int, float, bytes]]:
+        if analyzer is not ANALYZER or kwargs.get("mode") != "index":
+            yield from super().word_values(value, analyzer, **kwargs)
+            return
+        boost = self.field_boost
+        for text, poslist in index_positions(value).items():
+            yield text, len(poslist), len(poslist) * 1.0 * boost, self.encode(poslist)
 
 
 def chinese_analyzer() -> CompositeAnalyzer:

@@ -47,7 +47,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,8 @@ from whoosh.searching import Searcher
 from whoosh.writing import NO_MERGE, SegmentWriter
 
 from core.errors import ServerBusy
-from core.knowledge.analyzer import ANALYZER, cuts
+from core.knowledge.analyzer import ANALYZER, IndexPositions, cuts
+from core.knowledge.codec import KnowledgeCodec, add_segment
 from core.knowledge.passages import split_passages
 from core.knowledge.store import Changes, Document, DocumentStore
 
@@ -74,11 +75,18 @@ APPLY_LOCK = "APPLY.lock"
 REINDEX_LOCK = ".reindex.lock"  # held by whoever rebuilds: one rebuild per data directory
 _NAME = re.compile(r"^index-[0-9A-Za-z.\-]{1,80}$")
 
+def _text(**kwargs: object) -> TEXT:
+    # A phrase-searchable text field whose postings are gathered by IndexPositions.
+    field = TEXT(analyzer=ANALYZER, phrase=True, **kwargs)
+    field.format = IndexPositions(field_boost=field.format.field_boost)
+    return field
+
+
 SCHEMA = Schema(
     pid=ID(stored=True, unique=True),          # passage id: "<doc id>#<n>"
     doc_id=ID(stored=True, sortable=True),  # a column: hits map to documents without stored fields
-    title=TEXT(analyzer=ANALYZER, stored=True, phrase=True),
-    content=TEXT(analyzer=ANALYZER, stored=True, phrase=True),  # the passage's text
+    title=_text(stored=True),
+    content=_text(stored=True),  # the passage's text
     cuts=STORED(),  # jieba's word boundaries in content (analyzer.cuts): snippets without jieba
     category=ID(stored=True),
     tags=KEYWORD(stored=True, commas=True, scorable=False),
@@ -87,15 +95,22 @@ SCHEMA = Schema(
     updated_at=STORED(),
 )
 WEIGHTING = BM25F(B=0.75, K1=1.2)
+# Every writer here writes through it (core/knowledge/codec.py): the same W3 files,
+# rare terms inlined, posting lists written a term at a time.
+CODEC = KnowledgeCodec()
 # Size-tiered merging: a segment's tier is log_MERGE_FACTOR of its passages, and the
 # segments of a tier are merged together (with all smaller ones) only once
 # MERGE_FACTOR of them have piled up. So a merge takes only segments of similar, small
 # sizes; a passage is rewritten about log_MERGE_FACTOR(N) times in its life, and the
 # big segment a rebuild wrote is not rewritten by the adds after it.
 MERGE_FACTOR = 8
-# An add's own commit does not merge: merging is compact()'s, run when the adds pause
-# (KnowledgeBase schedules it). Only past MAX_SEGMENTS segments (adds that never
-# pause) does a commit merge itself, so searches never face more than that many.
+# A one-document add's commit does not merge: merging is compact()'s, run when the adds
+# pause (KnowledgeBase schedules it). Only past MAX_SEGMENTS segments (adds that never
+# pause) does a commit merge itself, so searches never face more than that many. A
+# commit whose own segment is of tier 1 or more (a batch) does merge when it fills its
+# tier: left to a pause that never came, the segments of a run of batches were all
+# merged at once by the first crowded single add (a 3 s answer; b5 measured 8 single
+# adds/s right after 1,000 documents in batches of 50).
 MAX_SEGMENTS = 32
 REBUILD_LIMIT_MB = 128  # Whoosh's posting pool per writer process before it spills to disk
 
@@ -196,11 +211,14 @@ class PostingReaders:
     A segment's postings never change once written (only its deletion set does, and
     that lives in the writer's Segment objects), so a reader opened for one commit
     serves every later one. Whoosh's delete_by_term opens a reader of every segment
-    per call: at 40 segments that was 60 ms of a one-document add.
+    per call: at 40 segments that was 60 ms of a one-document add. For the same reason
+    a segment's set of document ids is read once: a new document (most adds) is then
+    looked for in no segment's term table (~50 µs a segment, 1.5 ms of an add).
     """
 
     def __init__(self) -> None:
         self._readers: dict[str, SegmentReader] = {}
+        self._doc_ids: dict[str, frozenset[bytes]] = {}
         self._lock = threading.Lock()
 
     def delete(self, writer: SegmentWriter, doc_ids: list[str]) -> int:
@@ -208,30 +226,43 @@ class PostingReaders:
         if not doc_ids:
             return 0
         with self._lock:
-            keep: dict[str, SegmentReader] = {}
-            for seg in writer.segments:
-                sid = seg.segment_id()
-                reader = self._readers.pop(sid, None)
-                keep[sid] = reader or SegmentReader(writer.storage, writer.schema, seg)
-            for stale in self._readers.values():  # segments merged away meanwhile
-                stale.close()
-            self._readers = keep
+            live = {seg.segment_id() for seg in writer.segments}
+            for sid in [sid for sid in self._readers if sid not in live]:  # merged away meanwhile
+                self._readers.pop(sid).close()
+            self._doc_ids = {sid: ids for sid, ids in self._doc_ids.items() if sid in live}
+            wanted = [doc_id.encode("utf-8") for doc_id in doc_ids]
             deleted, offset = 0, 0
             for seg in writer.segments:
-                reader = keep[seg.segment_id()]
-                for doc_id in doc_ids:
-                    for n in _term_docs(reader, "doc_id", doc_id):
+                sid = seg.segment_id()
+                present = self._doc_ids.get(sid)
+                if present is None:
+                    present = self._doc_ids[sid] = frozenset(self._reader(writer, seg).lexicon("doc_id"))
+                for doc_id in (d for d, raw in zip(doc_ids, wanted, strict=True) if raw in present):
+                    for n in _term_docs(self._reader(writer, seg), "doc_id", doc_id):
                         if not seg.is_deleted(n):
                             writer.delete_document(offset + n)
                             deleted += 1
                 offset += seg.doc_count_all()
             return deleted
 
+    def written(self, segment_id: str, doc_ids: Iterable[str]) -> None:
+        """Record the documents a new segment holds (all its passages came from them),
+        so the next deletes need not open it to know."""
+        with self._lock:
+            self._doc_ids[segment_id] = frozenset(doc_id.encode("utf-8") for doc_id in doc_ids)
+
+    def _reader(self, writer: SegmentWriter, seg: Segment) -> SegmentReader:
+        reader = self._readers.get(seg.segment_id())
+        if reader is None:
+            reader = self._readers[seg.segment_id()] = SegmentReader(writer.storage, writer.schema, seg)
+        return reader
+
     def close(self) -> None:
         with self._lock:
             for reader in self._readers.values():
                 reader.close()
             self._readers = {}
+            self._doc_ids = {}
 
 
 def _term_docs(reader: SegmentReader, field_name: str, text: str) -> list[int]:
@@ -249,10 +280,11 @@ def _tier(passages: int) -> int:
     return 0 if passages < MERGE_FACTOR else int(math.log(passages, MERGE_FACTOR))
 
 
-def to_merge(segments: list[Segment]) -> list[Segment]:
+def to_merge(segments: list[Segment], adding: int = 0) -> list[Segment]:
     """The segments merge_tiered would merge (none: nothing to do): those of the lowest
-    tier that holds MERGE_FACTOR of them, and all smaller ones."""
-    tiers: dict[int, int] = {}
+    tier that holds MERGE_FACTOR of them, and all smaller ones. `adding`: the passages of
+    the committing writer's own new segment, which counts in its tier."""
+    tiers: dict[int, int] = {_tier(adding): 1} if adding else {}
     for seg in segments:
         tier = _tier(seg.doc_count_all())
         tiers[tier] = tiers.get(tier, 0) + 1
@@ -265,11 +297,11 @@ def to_merge(segments: list[Segment]) -> list[Segment]:
 def merge_tiered(writer: SegmentWriter, segments: list[Segment]) -> list[Segment]:
     """Whoosh merge policy (see MERGE_FACTOR): merges `to_merge(segments)` into the
     writer's new segment; returns the segments left as they are."""
-    merged = to_merge(segments)
+    merged = to_merge(segments, writer.docnum - writer.docbase)
     for seg in merged:
         reader = SegmentReader(writer.storage, writer.schema, seg)
         try:
-            writer.add_reader(reader)
+            add_segment(writer, reader)
         finally:
             reader.close()
     ids = {seg.segment_id() for seg in merged}
@@ -420,18 +452,22 @@ class SharedIndex:
             return
         if changes.upserted or changes.deleted:
             # ours is the only writer: Whoosh's own lock is free
-            writer = self._index(name).writer(timeout=5.0)
+            writer = self._index(name).writer(timeout=5.0, codec=CODEC)
             try:
-                apply_changes(writer, changes, self._posting_readers)
+                written = apply_changes(writer, changes, self._posting_readers)
             except BaseException:
                 writer.cancel()
                 raise
-            crowded = len(writer.segments) + 1 >= MAX_SEGMENTS
+            merging = len(writer.segments) + 1 >= MAX_SEGMENTS or \
+                (_tier(written) >= 1 and bool(to_merge(writer.segments, written)))
+            new_segment = writer.newsegment.segment_id()
             try:
-                writer.commit(mergetype=merge_tiered if crowded else NO_MERGE)
+                writer.commit(mergetype=merge_tiered if merging else NO_MERGE)
             except BaseException:
                 _release_failed_commit(writer)
                 raise
+            if not merging:  # the new segment holds these documents' passages and no others
+                self._posting_readers.written(new_segment, (doc.id for doc in changes.upserted))
         # Not fsynced: the store is what makes an add durable. APPLIED only says how far
         # this index got, and applying changes again is harmless, so a lost update of it
         # (a power cut) costs a re-apply, never a document.
@@ -450,7 +486,7 @@ class SharedIndex:
                 if not held or self.current_name() != name:
                     break
                 self._catch_up(name)
-                writer = self._index(name).writer(timeout=5.0)
+                writer = self._index(name).writer(timeout=5.0, codec=CODEC)
                 try:
                     writer.commit(mergetype=merge_tiered)
                 except BaseException:
@@ -580,7 +616,7 @@ def rebuild(root: Path, store: DocumentStore, *, lock_timeout: float = 60.0,
             if procs > 1:
                 written = _index_in_processes(ix, list(docs), procs, limitmb, progress)
             else:
-                writer = ix.writer(limitmb=limitmb)
+                writer = ix.writer(limitmb=limitmb, codec=CODEC)
                 try:
                     written = 0
                     for done, doc in enumerate(docs, 1):
@@ -631,7 +667,7 @@ def _index_in_processes(ix: FileIndex, docs: list[Document], procs: int, limitmb
     """
     bounds = [len(docs) * k // procs for k in range(procs + 1)]
     chunks = [docs[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
-    writer = ix.writer()  # holds the index's lock; its own segment stays empty
+    writer = ix.writer(codec=CODEC)  # holds the index's lock; its own segment stays empty
     try:
         segments, written, done = [], 0, 0
         with multiprocessing.get_context("fork").Pool(len(chunks)) as pool:
@@ -655,7 +691,8 @@ def _write_segment(folder: str, docs: list[Document], limitmb: int) -> tuple[Seg
     # parent, which holds the lock, commits it), the way MpWriter's sub-writers do.
     # Never _finish()/cancel() here: they remove the temporary folder all the writers
     # of the index share; the parent's writer does that at the end.
-    writer = SegmentWriter(whoosh_index.open_dir(folder, schema=SCHEMA), _lk=False, limitmb=limitmb)
+    writer = SegmentWriter(whoosh_index.open_dir(folder, schema=SCHEMA), _lk=False, limitmb=limitmb,
+                           codec=CODEC)
     try:
         written = sum(add_passages(writer, doc) for doc in docs)
         return writer._finalize_segment(), written

@@ -97,3 +97,15 @@ def test_compact_dictionary_cache_round_trips(tmp_path):
     assert prefix_dict._load(path) == (codes, 123)
     path.write_bytes(b"not a cache")
     assert prefix_dict._load(path) is None  # a broken cache is rebuilt, never trusted
+
+
+def test_index_positions_are_the_index_mode_tokens_of_the_bundled_corpus():
+    # IndexPositions indexes through index_positions(), not the tokenizer: the two must
+    # never differ (texts with stop words, punctuation, Latin, digits and long words).
+    texts = [p.read_text(encoding="utf-8") for p in sorted((PROJECT_ROOT / "data" / "knowledge").rglob("*.md"))]
+    texts += ["ＧＤＰ增长５％，我们的 https://example.com/" + "a" * 60 + " 乡村振兴战略！", "", "的了。，"]
+    for text in texts:
+        expected: dict[str, list[int]] = {}
+        for token, pos in index_tokens(text):
+            expected.setdefault(token, []).append(pos)
+        assert analyzer.index_positions(text) == expected

@@ -142,6 +142,22 @@ def test_one_document_adds_leave_small_segments_that_a_pause_merges(root, monkey
     assert index.compact() == 0  # nothing left to merge
 
 
+def test_batches_merge_when_they_fill_a_tier_and_single_adds_do_not(root):
+    store, index = open_process(root)
+    _, other = open_process(root)
+    batch = index_module.MERGE_FACTOR  # one-passage documents: each batch is a tier-1 segment
+    for n in range(index_module.MERGE_FACTOR - 1):
+        add(store, index, *(doc(f"b{n}-{k}", f"qzxbatch{k}") for k in range(batch)))
+    assert len(segment_sizes(index)) == index_module.MERGE_FACTOR - 1  # no merge yet
+    add(store, index, *(doc(f"b7-{k}", f"qzxbatch{k}") for k in range(batch)))  # fills tier 1
+    assert segment_sizes(index) == [index_module.MERGE_FACTOR ** 2]  # merged by that commit
+    for n in range(index_module.MERGE_FACTOR + 1):  # single adds leave their segments
+        add(store, index, doc(f"s{n}", "qzxsingle"))
+    assert len(segment_sizes(index)) == index_module.MERGE_FACTOR + 2
+    assert len(found(other, "qzxbatch3")) == index_module.MERGE_FACTOR
+    assert len(found(other, "qzxsingle")) == index_module.MERGE_FACTOR + 1
+
+
 def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root):
     store, _ = open_process(root)
     docs = [Document(f"p{n}", f"标题{n}", "\n\n".join(f"第{k}段提到qzxpar{(n + k) % 5}和乡村振兴。" * 20
@@ -155,3 +171,19 @@ def test_a_rebuild_in_two_processes_finds_what_one_process_finds(root):
     assert len(segment_sizes(open_process(root)[1])) == 2  # one segment per process
     index = open_process(root)[1]
     assert {w: [r["id"] for r in search(index.searcher(), w, limit=50).results] for w in one} == one
+
+
+def test_an_update_replaces_the_passages_wherever_they_were_written(root):
+    # Each process records which documents its own new segments hold; the other one
+    # reads a segment's ids itself. Either way the old passages go, and only they.
+    store, index = open_process(root)
+    other_store, other = open_process(root)
+    for n in range(4):
+        add(store, index, doc(f"u{n}", f"qzxold{n}"))
+    add(store, index, doc("u1", "qzxnew1"))  # this process wrote u1's segment
+    add(other_store, other, doc("u2", "qzxnew2"))  # another process did not
+    other_store.delete("u3") and other.sync(other_store.seq())
+    for searching in (index, other):
+        assert [found(searching, f"qzxold{n}") for n in range(4)] == [["u0"], [], [], []]
+        assert found(searching, "qzxnew1") == ["u1"] and found(searching, "qzxnew2") == ["u2"]
+        assert searching.searcher().doc_count() == 3  # one passage each, no stale copies
