@@ -13,4 +13,6 @@ bash scripts/install_nginx.sh || echo "==> Nginx missing: tests/test_fleet.py is
 bash scripts/install_redis.sh || echo "==> redis-server missing: the Redis-backend tests are skipped (and fail when CI is set)" >&2
 # The console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
 bash scripts/install_debian_package.sh chromium chromium || echo "==> chromium missing: tests/test_console.py is skipped (and fails when CI is set)" >&2
+# The TLS test of the libcurl transport makes a self-signed certificate with openssl.
+bash scripts/install_debian_package.sh openssl openssl || echo "==> openssl missing: the TLS transport test is skipped (and fails when CI is set)" >&2
 exec "$ROOT/.venv/bin/python" -m pytest "$@"
