@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import certifi
 import httpx
@@ -243,8 +242,8 @@ def _as_httpx_error(error: BaseException, *, headers_in: bool) -> httpx.Transpor
     return httpx.ReadError(message)
 
 
-def curl_http_client(*, max_clients: int, timeout: float, **kwargs: Any) -> httpx.AsyncClient:
+def curl_http_client(*, max_clients: int, timeout: float | httpx.Timeout) -> httpx.AsyncClient:
     """An httpx client for the openai SDK, carried by a `CurlTransport`; proxies are
     libcurl's to find (from the environment), so httpx looks for none itself."""
     return httpx.AsyncClient(transport=CurlTransport(max_clients=max_clients), timeout=timeout,
-                             follow_redirects=True, trust_env=False, **kwargs)
+                             follow_redirects=True, trust_env=False)
