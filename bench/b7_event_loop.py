@@ -5,6 +5,8 @@ upstream takes 25 s), knowledge searches run from 4 clients without pause, and /
 is polled by one client: its p50/p99 against the same poll on the idle server before.
 /health answers from the loop after its probes (cache write/read, index) on their own
 one-thread executor, so it shows how long the loop and the GIL make a request wait.
+A note gives the server's busy threads' time on a CPU and waiting for one (Linux), to
+tell a busy machine from a busy process.
 
     python bench/b7_event_loop.py [--duration 8]
 """
@@ -67,14 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration, warmup=0.5))) for q in QUERIES[:4]]
     for t in searchers:
         t.start()
+    before = _threads(server.proc.pid)
+    started = time.monotonic()
     loaded = loadgen.run_python(health, concurrency=1, duration=args.duration, warmup=0.5)
+    _note_threads(report, before, _threads(server.proc.pid), time.monotonic() - started)
     for t in searchers:
         t.join(args.duration + 30)
     report.note(f"loaded /health: {loaded.as_dict()}")
     report.add("/health p50 under load", loaded.p50_ms, "ms", reference="idle /health p50", ref_value=idle.p50_ms,
                note=f"{SLOTS} slots held, 4 search clients")
     report.add("/health p99 under load", loaded.p99_ms, "ms", reference="idle /health p99", ref_value=idle.p99_ms,
-               target="< 100 ms", met=loaded.p99_ms < 100)
+               target="≤ 20 ms", met=loaded.p99_ms <= 20)
     if search_results:
         rps = sum(r.rps for r in search_results)
         p99 = max(r.p99_ms for r in search_results)
@@ -83,6 +88,34 @@ def main(argv: list[str] | None = None) -> int:
     server.stop()
     upstream.stop()
     return finish(report)
+
+
+def _threads(pid: int) -> dict[int, tuple[int, int, int]]:
+    """Linux: each thread of the server → (nice, ns on a CPU, ns waiting for one)."""
+    out: dict[int, tuple[int, int, int]] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            on_cpu, waiting, _ = map(int, (task / "schedstat").read_text().split())
+            nice = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(task.name)] = (nice, on_cpu, waiting)
+    return out
+
+
+def _note_threads(report: Report, before: dict, after: dict, seconds: float) -> None:
+    # Where the loop's waits come from: the server's busy threads' share of the wall time
+    # on a CPU and waiting for one (runnable, not scheduled: a busy machine); the loop is
+    # the process's first thread (its id is the pid), the search thread runs niced.
+    busy = []
+    for tid, (nice, on_cpu, waiting) in sorted(after.items()):
+        _, cpu0, wait0 = before.get(tid, (nice, 0, 0))
+        cpu, wait = (on_cpu - cpu0) / 1e9 / seconds, (waiting - wait0) / 1e9 / seconds
+        if cpu >= 0.05:
+            name = "loop" if tid == min(after) else f"thread {tid}"
+            busy.append(f"{name} (nice {nice}): on a CPU {cpu:.0%}, waiting for one {wait:.0%}")
+    if busy:
+        report.note("under load, " + "; ".join(busy))
 
 
 def _quote(text: str) -> str:

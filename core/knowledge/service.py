@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +70,14 @@ SEARCH_THREADS = 1
 # of 8 on 2 cores (bench/b5_knowledge.py), so only a pathological query or a long queue
 # reaches it.
 SEARCH_BUDGET_SECONDS = 3.0
+# The search thread runs this many nice steps below the event loop (Linux: a thread's
+# own priority). On a machine with no idle core the loop waited for a CPU half the time
+# while 4 clients searched, then for the GIL the search thread held: /health p99 27-52 ms
+# before, 11-27 ms at nice 5 (four alternating runs of bench/b7_event_loop.py at a load
+# of 5-7 on 2 cores, docs/benchmarks.md). Searches then get the CPU the loop leaves:
+# 26% fewer searches/s on average in those runs (at nice 10, a fifth of them); with an
+# idle core nothing changes.
+SEARCH_NICE = 5
 # Small segments the adds leave are merged this long after the last add or delete of
 # this process (SharedIndex.compact), so a run of adds does not pay for merges.
 COMPACT_AFTER_SECONDS = 1.0
@@ -195,6 +205,15 @@ def _no_such_document(doc_id: str) -> NotFound:
 
 # --- the service ---
 
+def _lower_priority() -> None:
+    # On the search thread, at its start: SEARCH_NICE below the thread that started it.
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + SEARCH_NICE))
+    except (AttributeError, OSError):  # no per-thread priorities here: the default one
+        pass
+
+
 class KnowledgeBase:
     """The knowledge base of one data directory, for one process."""
 
@@ -206,7 +225,8 @@ class KnowledgeBase:
         self.disk = disk
         self.executor = executor
         # Per process: this knowledge base's own search thread(s), see SEARCH_THREADS.
-        self._search_executor = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="shenlun-search")
+        self._search_executor = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="shenlun-search",
+                                                   initializer=_lower_priority)
         self.write_timeout = write_timeout
         # (question, limit) → (index version, passages). Every chat request retrieves
         # before it looks in the response cache (the cache key covers the passages), so

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import urllib.parse
 
 import pytest
 
+from core.knowledge.service import SEARCH_NICE
 from tests.conftest import error_of, post_json
 from tests.handlers.test_chat import parse_sse, stream_chat
 
@@ -300,3 +303,18 @@ async def test_a_pause_after_single_adds_merges_their_segments(http_server_clien
             break
     assert segments() < before + 3
     assert (await search(http_server_client, "单篇写入测试", limit=20))[1]["total"] == 10
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are Linux's")
+async def test_searches_run_on_a_thread_below_the_loops_priority(http_server_client):
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert (await add(http_server_client, FENGQIAO))[0].code == 201
+    response, found = await search(http_server_client, "枫桥经验")
+    assert response.code == 200 and found["results"][0]["id"] == "fengqiao"
+    searchers = [t for t in threading.enumerate() if t.name.startswith("shenlun-search")]
+    assert searchers  # the thread that answered is still there, idle
+    for thread in searchers:
+        assert thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == min(19, loop_nice + SEARCH_NICE)
+    # Only the search thread: the loop (this thread) keeps its priority.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice
