@@ -3,9 +3,10 @@
 One small async interface, `SharedStore`, with two implementations:
 
 * `disk.DiskStore` (STORE_BACKEND=diskcache, the default): a diskcache directory shared by
-  the processes of one machine. Calls that take microseconds and never wait for another
-  process (reads, the token-bucket transaction) run inline on the event loop; writes
-  that may wait on another process's lock go to the executor.
+  the processes of one machine, with the token buckets in a memory-mapped table beside
+  it (`buckets.BucketTable`). Calls that take microseconds and never wait long for another
+  process (reads, a token-bucket take) run inline on the event loop; writes that may
+  wait on another process's lock go to the executor.
 * `redis.RedisStore` (STORE_BACKEND=redis): one Redis shared by every host, through the
   `redis.asyncio` client with a connection pool and short socket timeouts. The token
   bucket, the bounded cache write and the cache read are Lua scripts using Redis's own
