@@ -5,20 +5,21 @@ and how a cache miss's CPU splits between the LLM call and the rest.
     BENCH_SERVICE_ROOT=/path/to/other/tree .venv/bin/python bench/hit_costs.py   # the same steps there
 
 Builds the service's real context (bundled corpus indexed, response cache on a real
-diskcache directory, rate limiter on its SQLite file, the fake LLM in a thread for the
-one miss that fills the cache) and times the steps a cache hit takes besides Tornado's
-own: the chat service's answer, the answer's JSON encoding, the knowledge version, the
-rate-limit check, metrics, the access-log line (seed format, to /dev/null) and the
-body's validation. Then misses (unique questions, use_knowledge false) against the fake
-upstream in a process of its own: process CPU per whole miss, per miss with cache: false
-(no cache write), per LLM call alone (gateway session + openai client), and per cache
-write. bench/b1 and b2 measure whole requests against a bare Tornado handler; this says
-where the difference goes.
+diskcache directory, rate limiter on its bucket file, the fake LLM in a thread for the
+one miss that fills the cache, the server's GC settings) and times the steps a cache
+hit takes besides Tornado's own: the chat service's answer, the answer's JSON encoding,
+the knowledge version, the rate-limit check, metrics, the access-log line (seed format,
+to /dev/null) and the body's validation. Then misses (unique questions, use_knowledge
+false) against the fake upstream in a process of its own: process CPU per whole miss,
+per miss with cache: false (no cache write), per LLM call alone (gateway session +
+openai client), and per cache write. bench/b1 and b2 measure whole requests against a
+bare Tornado handler; this says where the difference goes.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from core.config import Settings  # noqa: E402
 from core.context import build_context  # noqa: E402
 from core.ops.logs import configure_logging  # noqa: E402
 from handlers.base import log_request  # noqa: E402
+from server import GC_YOUNG_THRESHOLD  # noqa: E402
 
 QUESTION = "乡村振兴类材料的归纳概括题怎么答？"
 
@@ -149,6 +151,10 @@ async def run(settings: Settings, n: int, misses: int) -> list[tuple[str, float]
     ctx = build_context(settings)
     try:
         await asyncio.gather(*map(asyncio.wrap_future, ctx.warm_up()))
+        # As server.py does once started: without it a step that allocates pays for
+        # full collections walking the index and jieba's dictionaries.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         return [*await measure(ctx, n), *await miss_rows(ctx, misses)]
     finally:
         await ctx.close()

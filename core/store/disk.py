@@ -131,10 +131,12 @@ class DiskStore:
                    now: float | None = None) -> Bucket:
         # Inline: a few µs in the shared mapped table (core/store/buckets.py), whose lock
         # makes it atomic across processes, so N processes together admit what one would.
-        with self._writing():  # creating the table needs disk space; degraded like the rest
-            if self._buckets is None:
+        # Its blocks are allocated when it is made: only that can meet a full disk.
+        self._usable()  # degraded with the rest of the store while the disk is
+        if self._buckets is None:
+            with self._writing():
                 self._buckets = BucketTable(self.directory / "buckets.shm")
-            return self._buckets.take(key, capacity=capacity, per_second=per_second, now=now)
+        return self._buckets.take(key, capacity=capacity, per_second=per_second, now=now)
 
     async def publish(self, key: str, value: dict[str, Any], *, ttl: float) -> None:
         await self._off_loop(self._write_sync,
