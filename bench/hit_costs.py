@@ -1,6 +1,6 @@
-"""What each per-request step of a cache hit costs, in process (µs, the fastest of 7
-batches: on a shared machine the others measure the neighbours), and how a cache
-miss's CPU splits between the LLM call and the rest.
+"""What each per-request step of a cache hit costs, in process (µs of process CPU, the
+fastest of 7 batches: on a shared machine wall time counts the neighbours' turns on
+the cores), and how a cache miss's CPU splits between the LLM call and the rest.
 
     .venv/bin/python bench/hit_costs.py [-n 1000] [--misses 400]
     BENCH_SERVICE_ROOT=/path/to/other/tree .venv/bin/python bench/hit_costs.py   # the same steps there
@@ -68,10 +68,10 @@ def per_call(fn: Callable[[], object], n: int) -> float:
     fn()
     batches = []
     for _ in range(BATCHES):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(n):
             fn()
-        batches.append((time.perf_counter() - started) / n)
+        batches.append((time.process_time() - started) / n)
     return fastest_us(batches)
 
 
@@ -79,10 +79,10 @@ async def per_await(fn: Callable[[], Awaitable[object]], n: int) -> float:
     await fn()
     batches = []
     for _ in range(BATCHES):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(n):
             await fn()
-        batches.append((time.perf_counter() - started) / n)
+        batches.append((time.process_time() - started) / n)
     return fastest_us(batches)
 
 
