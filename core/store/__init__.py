@@ -29,7 +29,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from core.ops.disk import DataDisk
@@ -40,9 +40,9 @@ class StoreUnavailable(RuntimeError):
     """The shared store cannot be reached now (Redis down, or its breaker open)."""
 
 
-@dataclass(frozen=True)
-class Bucket:
-    """A token bucket after one take: whether a token was taken, and what is left."""
+class Bucket(NamedTuple):
+    """A token bucket after one take: whether a token was taken, and what is left.
+    (A named tuple: a frozen dataclass costs a µs more to make, on every request.)"""
 
     allowed: bool
     tokens: float

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.store import Bucket, SharedStore, StoreUnavailable, refill_and_take
 
 LOCAL_BUCKETS_MAX = 10_000  # clients remembered by the degraded, per-process fallback
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome of one check, with what the rate-limit headers need (handlers/base.py)."""
 
     allowed: bool
