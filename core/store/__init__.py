@@ -143,7 +143,7 @@ def open_stores(backend: str, *, data_dir: Path, redis_url: str, executor: Execu
         # stored and refreshed by _touch, and the entry cap evicts by it.
         cache=DiskStore(data_dir / "cache", executor, size_limit=cache_max_bytes,
                         eviction_policy="least-recently-stored", bounded=True, disk=disk),
-        # buckets are tiny; never evict a live one by size
+        # the buckets live in buckets.shm in this directory (core/store/buckets.py)
         ratelimit=DiskStore(data_dir / "shared" / "ratelimit", executor, disk=disk),
         fleet=DiskStore(data_dir / "shared" / "fleet", executor,
                         eviction_policy="least-recently-stored", disk=disk),
