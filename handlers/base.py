@@ -16,6 +16,7 @@ from tornado.web import HTTPError
 
 from core.auth import ADMIN, PUBLIC, Access, allows
 from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, ServiceError, Unauthorized
+from core.ops.logs import access_record
 from core.traffic.clients import client_identity
 from core.traffic.ratelimit import Decision
 from handlers.proxies import TrustedProxies
@@ -312,10 +313,9 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     latency_ms = round(1000.0 * request.request_time(), 1)
     # The record is built here rather than by Logger.log, which looks up the calling
     # frame and %-formats the message twice (filter, formatter): 26 → 11 µs a line.
-    record = logging.LogRecord(
-        access_log.name, level, __file__, 0,
+    access_log.handle(access_record(
+        access_log.name, level, __file__,
         f"{request_id} {request.remote_ip} {request.method} {request.path} {status} "
-        f"{latency_ms:.1f}ms cache={cache or '-'}", None, None)
-    record.__dict__.update(request_id=request_id, client=request.remote_ip, method=request.method,
-                           path=request.path, status=status, latency_ms=latency_ms, cache=cache)
-    access_log.handle(record)
+        f"{latency_ms:.1f}ms cache={cache or '-'}",
+        {"request_id": request_id, "client": request.remote_ip, "method": request.method,
+         "path": request.path, "status": status, "latency_ms": latency_ms, "cache": cache}))

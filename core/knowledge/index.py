@@ -334,6 +334,10 @@ class SharedIndex:
         self.indexes = self.root / "indexes"
         self.indexes.mkdir(parents=True, exist_ok=True)
         self._pointer: tuple[tuple[int, int, int], str] | None = None
+        # Paths as strings, joined once: a Path join costs about what the stat does,
+        # and version() stats two files for every cached chat answer with knowledge.
+        self._pointer_file = os.fspath(self.root / POINTER)
+        self._applied_file = ("", "")  # (index name, its APPLIED file)
         self._applied: tuple[tuple[str, int, int, int], str] | None = None  # (stat of APPLIED, version)
         self._open_indexes: dict[str, FileIndex] = {}
         self._local = threading.local()
@@ -347,7 +351,7 @@ class SharedIndex:
         """The name of the live index directory (None before there is one). One stat
         per call; the file is read only when it was replaced."""
         try:
-            st = os.stat(self.root / POINTER)
+            st = os.stat(self._pointer_file)
         except FileNotFoundError:
             return None
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -423,9 +427,11 @@ class SharedIndex:
         stats; APPLIED is read only when it was replaced (~5 µs, not ~40: every cached
         chat answer with knowledge asks, on the event loop)."""
         name = self._live()
-        applied = self.path(name) / APPLIED
+        named = self._applied_file
+        if named[0] != name:
+            self._applied_file = named = (name, os.fspath(self.path(name) / APPLIED))
         try:
-            st = os.stat(applied)
+            st = os.stat(named[1])
         except FileNotFoundError:
             return f"{name}:0"
         # APPLIED is only ever replaced (os.replace of a new file): a new inode or mtime.

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 # Bearer tokens and key-looking values, wherever they appear in a message.
 _SECRET_PATTERNS = [
@@ -35,16 +38,69 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        # Most lines hold nothing to scrub: substring checks say so (~3 µs, the
-        # patterns ~35 µs).
-        lowered = message.lower()
-        if not any(hint in lowered for hint in _SECRET_HINTS) and \
-                not any(secret in message for secret in self._secrets):
-            return True
-        scrubbed = self.scrub(message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
+        # Most lines hold nothing to scrub: substring checks say so (~0.6 µs as loops;
+        # ~2.6 µs as any() of generators, ~10 µs as one regex, the patterns ~35 µs).
+        if self._may_hold_secret(message):
+            scrubbed = self.scrub(message)
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, None
         return True
+
+    def _may_hold_secret(self, message: str) -> bool:
+        lowered = message.lower()
+        for hint in _SECRET_HINTS:
+            if hint in lowered:
+                return True
+        for secret in self._secrets:
+            if secret in message:
+                return True
+        return False
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A `StreamHandler` that formats a record outside its lock and writes the line
+    with one write under it: the stock `handle` → `emit` → `flush` takes the lock twice."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+                self.stream.write(line)
+                self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        return True
+
+
+def access_record(name: str, level: int, pathname: str, msg: str, fields: dict[str, Any]) -> logging.LogRecord:
+    """What `logging.LogRecord(name, level, pathname, 0, msg, None, None)` builds, with
+    `fields` as attributes, for about half its cost (2.9 against 5.3 µs): the
+    constructor works out the file name, thread and process names anew for every
+    record, and for one logger of one thread they never change."""
+    key = (name, level, pathname, threading.get_ident(), os.getpid())  # a fork: new pid
+    cached = _RECORD_BASES.get(key)
+    if cached is None:
+        model = logging.LogRecord(name, level, pathname, 0, "", None, None)
+        constant = {k: v for k, v in model.__dict__.items()
+                    if k not in ("msg", "created", "msecs", "relativeCreated")}
+        cached = constant, model.created - model.relativeCreated / 1000.0  # logging's start time
+        if len(_RECORD_BASES) >= 64:
+            _RECORD_BASES.clear()
+        _RECORD_BASES[key] = cached
+    constant, start = cached
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    now = time.time()
+    record.__dict__.update(constant, msg=msg, created=now, msecs=int((now - int(now)) * 1000) + 0.0,
+                           relativeCreated=(now - start) * 1000, **fields)
+    return record
+
+
+# (logger, level, path, thread, pid) → the record fields that do not change, and logging's start time.
+_RECORD_BASES: dict[tuple[str, int, str, int, int], tuple[dict[str, Any], float]] = {}
 
 
 class SecondStamp:
@@ -103,7 +159,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(*, level: str, fmt: str, server_id: str, secrets: Iterable[str] = ()) -> None:
     """Send every log record to stderr in `fmt` (or JSON lines when fmt is 'json')."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     if fmt.strip().lower() == "json":
         handler.setFormatter(JsonFormatter(server_id))
     else:

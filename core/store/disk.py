@@ -1,7 +1,7 @@
 """`DiskStore`: the shared store on a diskcache directory (STORE_BACKEND=diskcache).
 
 Shared by the processes of one machine. Calls that take microseconds and never wait for
-another process (reads, the token-bucket transaction) run inline on the event loop;
+another process (reads, a token-bucket take) run inline on the event loop;
 writes that may wait on another process's lock go to the executor. While
 `core.ops.disk.DataDisk` says writes cannot be made, or a write fails because the disk
 refused it, a call raises `StoreUnavailable`.
@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,10 @@ import diskcache
 
 from core.ops.disk import DataDisk
 from core.store import Bucket, StoreUnavailable
+from core.store.buckets import BucketTable
 
 log = logging.getLogger("shenlun.store")
 TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be
-BUCKET_SWEEP_EVERY = 1000  # takes between two tidy-ups (expired buckets, WAL checkpoint), per process
-
-_SQL_BUCKETS = """CREATE TABLE IF NOT EXISTS buckets (
-    key TEXT PRIMARY KEY, tokens REAL NOT NULL, stamp REAL NOT NULL,
-    expires REAL NOT NULL, allowed INTEGER NOT NULL) WITHOUT ROWID"""
-# The token-bucket step of `refill_and_take` in SQL, so reading the bucket and writing
-# it back are one statement (atomic for every process): refill for the time since the
-# stored stamp (a new bucket starts full), take a token if there is one.
-_SQL_TAKE = """
-INSERT INTO buckets (key, tokens, stamp, expires, allowed)
-VALUES (:key, :capacity - (:capacity >= 1.0), :now, :expires, :capacity >= 1.0)
-ON CONFLICT (key) DO UPDATE SET
-    tokens = min(:capacity, tokens + max(0.0, :now - stamp) * :rate)
-             - (min(:capacity, tokens + max(0.0, :now - stamp) * :rate) >= 1.0),
-    allowed = min(:capacity, tokens + max(0.0, :now - stamp) * :rate) >= 1.0,
-    stamp = :now, expires = :expires
-RETURNING tokens, allowed
-"""
-
 
 class DiskStore:
     """A diskcache directory shared by the processes of one machine."""
@@ -63,9 +44,7 @@ class DiskStore:
             # The entry cap evicts by access_time; diskcache indexes it only under its LRU policy.
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
         self._touched: dict[str, float] = {}  # key → when this process last stamped it
-        self._bucket_db: sqlite3.Connection | None = None
-        self._tidying = False  # one tidy-up at a time
-        self._takes = 0
+        self._buckets: BucketTable | None = None  # opened by the first take
 
     # --- a full or read-only disk: degraded like Redis down ---
 
@@ -150,63 +129,14 @@ class DiskStore:
 
     async def take(self, key: str, *, capacity: float, per_second: float,
                    now: float | None = None) -> Bucket:
-        # One SQL statement (~40 µs; diskcache's get + set transaction took ~110 µs),
-        # inline: SQLite's write lock makes it atomic across processes, so N processes
-        # together admit what one would.
-        with self._writing():
-            now = time.time() if now is None else now
-            tokens, allowed = self._buckets().execute(_SQL_TAKE, {
-                "key": key, "capacity": float(capacity), "rate": per_second, "now": now,
-                "expires": now + capacity / per_second}).fetchone()
-            self._takes += 1
-            if self._takes % BUCKET_SWEEP_EVERY == 0 and not self._tidying:
-                self._tidying = True
-                asyncio.get_running_loop().run_in_executor(self._executor, self._tidy_buckets, now)
-        return Bucket(bool(allowed), float(tokens))
-
-    def _tidy_buckets(self, now: float) -> None:
-        """Forget expired buckets and checkpoint the WAL, on an executor thread with a
-        connection of its own (opened for the job: once per BUCKET_SWEEP_EVERY takes).
-        The checkpoint syncs the disk (1–2 fdatasync, up to milliseconds on a busy
-        disk), which stalled every request when SQLite's autocheckpoint ran it inside
-        a take on the loop."""
-        try:
-            with self._writing(), closing(sqlite3.connect(
-                    self.directory / "buckets.sqlite3", timeout=5, isolation_level=None)) as db:
-                # An idle bucket is full again when it expires: forgetting it changes
-                # nothing, and the table stays small.
-                db.execute("DELETE FROM buckets WHERE expires < ?", (now,))
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except Exception:  # best effort: the next round tries again
-            log.debug("token bucket tidy-up failed", exc_info=True)
-        finally:
-            self._tidying = False
-
-    def _buckets(self) -> sqlite3.Connection:
-        """The token buckets' own SQLite file in this directory (WAL, autocommit)."""
-        if self._bucket_db is None:
-            db = sqlite3.connect(self.directory / "buckets.sqlite3", timeout=5,
-                                 isolation_level=None, check_same_thread=False)
-            try:
-                # Switching to WAL may answer "locked" at once (no busy wait) while another
-                # process does the same on a new file: the processes of a fleet start together.
-                for attempt in range(50):
-                    try:
-                        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                            db.execute("PRAGMA journal_mode=WAL")
-                        break
-                    except sqlite3.OperationalError as exc:
-                        if "locked" not in str(exc) or attempt == 49:
-                            raise
-                        time.sleep(0.01)
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA wal_autocheckpoint=0")  # _tidy_buckets checkpoints, off the loop
-                db.execute(_SQL_BUCKETS)
-            except BaseException:
-                db.close()
-                raise
-            self._bucket_db = db
-        return self._bucket_db
+        # Inline: a few µs in the shared mapped table (core/store/buckets.py), whose lock
+        # makes it atomic across processes, so N processes together admit what one would.
+        # Its blocks are allocated when it is made: only that can meet a full disk.
+        self._usable()  # degraded with the rest of the store while the disk is
+        if self._buckets is None:
+            with self._writing():
+                self._buckets = BucketTable(self.directory / "buckets.shm")
+        return self._buckets.take(key, capacity=capacity, per_second=per_second, now=now)
 
     async def publish(self, key: str, value: dict[str, Any], *, ttl: float) -> None:
         await self._off_loop(self._write_sync,
@@ -250,6 +180,6 @@ class DiskStore:
 
     def close(self) -> None:
         self._cache.close()
-        if self._bucket_db is not None:
-            self._bucket_db.close()
-            self._bucket_db = None
+        if self._buckets is not None:
+            self._buckets.close()
+            self._buckets = None

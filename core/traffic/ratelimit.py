@@ -2,8 +2,9 @@
 
 Capacity is `RATE_LIMIT_PER_MINUTE` and the bucket refills at that many tokens a
 minute; an idle client's bucket expires once it would be full again, so the store
-stays small. On diskcache each check is one SQLite transaction on the event loop
-(~50 µs); on Redis it is one Lua script using Redis's clock.
+stays small. On diskcache each check is a few microseconds on the event loop in a
+memory-mapped table every process of the host shares (core/store/buckets.py); on Redis
+it is one Lua script using Redis's clock.
 
 When the store is unreachable (Redis down) the check falls back to a bucket in this
 process with the limit divided by `INSTANCES`, so the instances of a host together do
@@ -13,15 +14,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.store import Bucket, SharedStore, StoreUnavailable, refill_and_take
 
 LOCAL_BUCKETS_MAX = 10_000  # clients remembered by the degraded, per-process fallback
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome of one check, with what the rate-limit headers need (handlers/base.py)."""
 
     allowed: bool

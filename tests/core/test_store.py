@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 
 import pytest
 
 from core.store import StoreUnavailable, open_stores
-from core.store.disk import BUCKET_SWEEP_EVERY
 from core.store.redis import BREAKER_SECONDS, REDIS_TIMEOUT
 from tests.procs import free_port
 from tests.redis_server import RedisServer
@@ -48,34 +45,6 @@ async def test_entries_expire_and_the_bound_evicts_the_least_recently_used(store
     assert await cache.get("short") is None
     # diskcache counts an expired entry until it is culled; Redis forgets it at once.
     assert await cache.clear() >= 2 and await cache.count() == 0
-
-
-async def test_bucket_tidy_ups_forget_idle_buckets_and_checkpoint_off_the_loop(tmp_path):
-    executor = ThreadPoolExecutor(1)  # one worker: a no-op job queued last runs after every tidy-up
-    stores = open_stores("diskcache", data_dir=tmp_path, redis_url="", executor=executor,
-                         cache_max_bytes=2 ** 24)
-    path = stores.ratelimit.directory / "buckets.sqlite3"
-    try:
-        await stores.ratelimit.take("first", capacity=1, per_second=1000.0)
-        before = path.stat().st_size  # the schema: every row so far is in the WAL
-        loop = asyncio.get_running_loop()
-        for n in range(2 * BUCKET_SWEEP_EVERY):  # each bucket is full again (expired) 1 ms on
-            await stores.ratelimit.take(f"idle-{n}", capacity=1, per_second=1000.0)
-            if n % 100 == 0:
-                # A tidy-up still running when the next one falls due is skipped: let each
-                # finish (the one worker runs this no-op after it) before that can happen.
-                await loop.run_in_executor(executor, lambda: None)
-        await loop.run_in_executor(executor, lambda: None)
-        with closing(sqlite3.connect(path)) as db:
-            left = db.execute("SELECT count(*) FROM buckets").fetchone()[0]
-        assert left < BUCKET_SWEEP_EVERY  # the idle ones were forgotten
-        # The loop's connection never checkpoints (a checkpoint syncs the disk): the rows
-        # that reached the database file were moved there by a tidy-up's checkpoint.
-        assert stores.ratelimit._buckets().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-        assert path.stat().st_size > before
-    finally:
-        await stores.aclose()
-        executor.shutdown()
 
 
 async def test_the_token_bucket_admits_its_capacity_then_refills(stores):

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from core.config import DEFAULT_LOG_FORMAT
-from core.ops.logs import JsonFormatter, SecretFilter, SeedFormatter
+from core.ops.logs import JsonFormatter, SecretFilter, SeedFormatter, access_record
 from tests.conftest import post_json
 
 CHAT = {"message": "如何答好归纳概括题？", "use_knowledge": False}
@@ -66,3 +66,17 @@ def test_the_seed_formatter_writes_what_logging_formatter_writes():
         record = logging.LogRecord("shenlun.access", logging.INFO, __file__, 1, "line", None, None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.format(record) == stock.format(record)
+
+
+def test_an_access_record_holds_what_a_stock_record_holds():
+    fields = {"request_id": "r-1", "status": 200, "cache": None}
+    ours = access_record("shenlun.access", logging.INFO, __file__, "the line", fields)
+    stock = logging.LogRecord("shenlun.access", logging.INFO, __file__, 0, "the line", None, None)
+    stock.__dict__.update(fields)
+    timed = ("created", "msecs", "relativeCreated")
+    assert {k: v for k, v in vars(ours).items() if k not in timed} == \
+        {k: v for k, v in vars(stock).items() if k not in timed}
+    assert abs(ours.created - stock.created) < 1 and abs(ours.relativeCreated - stock.relativeCreated) < 1000
+    assert ours.msecs == int((ours.created - int(ours.created)) * 1000)
+    again = access_record("shenlun.access", logging.ERROR, __file__, "another", {})  # per level
+    assert (again.levelname, again.getMessage(), hasattr(again, "request_id")) == ("ERROR", "another", False)
