@@ -41,6 +41,7 @@ from whoosh.system import _INT_SIZE as _UINT_SIZE
 from core.chat.prompts import Source
 from core.errors import SearchTimeout
 from core.knowledge import analyzer
+from core.knowledge.codec import block_head
 
 TITLE_BOOST = 2.5       # a title match is worth this many content matches
 SUBWORD_WEIGHT = 0.4    # 振兴 found for the query word 乡村振兴: partial credit
@@ -294,8 +295,11 @@ def _blocks(matcher: object, values: bool = False
         yield listed_ids, listed_weights, listed_values
         return
     while matcher.is_active():
-        matcher._read_data()
-        raw, weights = matcher._data[0], matcher._data[1]
+        if values:
+            matcher._read_data()
+            raw, weights = matcher._data[0], matcher._data[1]
+        else:
+            raw, weights = block_head(matcher)  # unpickling the positions was ~95 % of a block
         ids = raw if matcher._byteids else tuple(accumulate(raw))
         if weights is None or isinstance(weights, float):  # Whoosh's shorthands
             weights = (1.0 if weights is None else weights,) * len(ids)
@@ -439,12 +443,11 @@ class IndexView:
         get = into.get
         for offset, ids, weights, data in self.postings(field_name, token):
             norms = self._norms(field_name, data)
-            for n, tf in zip(ids, weights, strict=True):
-                # whoosh.scoring.bm25(), operation for operation, then the Term's boost
-                norm = norms[n]
-                n += offset
-                into[n] = get(n, 0.0) + idf * ((tf * k1_plus_1) / (tf + norm)) * boost
-                found.add(n)
+            # whoosh.scoring.bm25(), operation for operation, then the Term's boost; a
+            # comprehension and one update are ~3x faster than a loop of item stores
+            into.update({n + offset: get(n + offset, 0.0) + idf * ((tf * k1_plus_1) / (tf + norms[n])) * boost
+                         for n, tf in zip(ids, weights, strict=True)})
+            found.update([n + offset for n in ids] if offset else ids)
         return found
 
     def phrase_scores(self, field_name: str, chain: Sequence[str]) -> dict[int, float]:
