@@ -24,7 +24,7 @@ import html
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -32,7 +32,7 @@ from pickle import loads
 from typing import Any
 
 from whoosh.codec.whoosh3 import W3LeafMatcher
-from whoosh.highlight import BasicFragmentScorer, ContextFragmenter, Formatter, Fragment
+from whoosh.highlight import DEFAULT_CHARLIMIT, BasicFragmentScorer, Formatter, Fragment, mkfrag
 from whoosh.query import And, AndMaybe, Or, Phrase, Query, Term
 from whoosh.reading import SegmentReader, TermNotFound
 from whoosh.searching import Searcher
@@ -185,16 +185,61 @@ def _merge(fragments: list[Fragment]) -> list[Fragment]:
 
 
 class _Word:
-    """A word of a passage as Whoosh's fragmenter and formatter see it (the few
-    attributes they read; a Whoosh Token costs several times more to make)."""
+    """A matched word of a passage as Whoosh's fragment scorer and formatter see it (the
+    few attributes they read; a Whoosh Token costs several times more to make)."""
 
-    __slots__ = ("text", "startchar", "endchar", "matched", "boost")
+    __slots__ = ("text", "startchar", "endchar", "boost")
 
-    def __init__(self, text: str, startchar: int, endchar: int, matched: bool) -> None:
-        self.text, self.startchar, self.endchar, self.matched, self.boost = text, startchar, endchar, matched, 1.0
+    def __init__(self, text: str, startchar: int, endchar: int) -> None:
+        self.text, self.startchar, self.endchar, self.boost = text, startchar, endchar, 1.0
 
-    def copy(self) -> _Word:
-        return _Word(self.text, self.startchar, self.endchar, self.matched)
+
+_Near = tuple[str, int, int, bool]  # a word of a passage: text, start, end, matched
+
+
+def _fragments(text: str, words: Sequence[_Near]) -> Iterator[Fragment]:
+    """What whoosh.highlight.ContextFragmenter(maxchars=SNIPPET_CHARS,
+    surround=SNIPPET_SURROUND).fragment_tokens yields for these words, step for step
+    (its empty fragments included), over plain tuples: only matched words become
+    objects (making one for each of a passage's ~150 words and walking them through
+    Whoosh's generator was a third of a snippet's time)."""
+    maxchars, surround = SNIPPET_CHARS, SNIPPET_SURROUND
+    first: int | None = None
+    firsts: deque[int] = deque()
+    countdown = -1
+    tks: list[_Word] = []
+    endchar = None
+    currentlen = 0
+    for word, startchar, endchar, matched in words:
+        tlength = endchar - startchar
+        if endchar > DEFAULT_CHARLIMIT:
+            break
+        if countdown < 0 and not matched:
+            firsts.append(startchar)
+            while firsts and endchar - firsts[0] > surround:
+                firsts.popleft()
+        elif currentlen + tlength > maxchars:
+            countdown = 0
+        elif matched:
+            countdown = surround
+            if first is None:
+                if firsts:
+                    first = firsts[0]
+                else:
+                    first = startchar
+                    countdown += surround
+            tks.append(_Word(word, startchar, endchar))
+        if countdown >= 0:
+            currentlen += tlength
+            countdown -= tlength
+            if countdown <= 0:
+                yield mkfrag(text, tks, startchar=first, endchar=endchar)
+                tks = []
+                firsts = deque()
+                first = None
+                currentlen = 0
+    if tks:
+        yield mkfrag(text, tks, startchar=first, endchar=endchar)
 
 
 # Words further than this from every match cannot end up in a fragment: a fragment
@@ -203,7 +248,7 @@ class _Word:
 _REACH = SNIPPET_CHARS + 2 * SNIPPET_SURROUND
 
 
-def _words_near(text: str, terms: frozenset[str], ends: bytes | None = None) -> list[_Word]:
+def _words_near(text: str, terms: frozenset[str], ends: bytes | None = None) -> list[_Near]:
     """The words of `text` around the places a term occurs; the opening words when no
     term occurs. From the word boundaries stored with the passage (`ends`) when there
     are, else jieba runs on windows cut where its segmentation cannot change (running
@@ -228,11 +273,13 @@ def _words_near(text: str, terms: frozenset[str], ends: bytes | None = None) -> 
             windows[-1][1] = max(windows[-1][1], last)
         else:
             windows.append([first, last])
-    words: list[_Word] = []
+    words: list[_Near] = []
     for first, last in windows:
-        for word, start, end, expansions in analyzer.highlight_words(text, first, last, ends=ends):
-            if not words or start >= words[-1].endchar:  # a word across two windows: once
-                words.append(_Word(word, start, end, bool(expansions & terms)))
+        found = [(word, start, end, not expansions.isdisjoint(terms))
+                 for word, start, end, expansions in analyzer.highlight_words(text, first, last, ends=ends)]
+        while words and found and found[0][1] < words[-1][2]:
+            del found[0]  # a word across two windows: once
+        words += found
     return words
 
 
@@ -248,22 +295,21 @@ def _top_fragments(fragments: Iterable[Fragment], count: int) -> list[Fragment]:
 def snippet(text: str, terms: frozenset[str], ends: bytes | None = None) -> str:
     """An HTML snippet of `text` with the words that match `terms` in <em>.
 
-    Whoosh's fragmenter and formatter over our analyzer's words, so a mark always covers
+    Whoosh's fragmenting (see _fragments) and formatter over our analyzer's words, so a mark always covers
     a whole word (乡村振兴, never 乡村 of it). Without a match, the passage's opening.
     `ends`: the passage's stored word boundaries (`analyzer.cuts`), if it has them.
     """
     tokens = _words_near(text, terms, ends)
-    fragmenter = ContextFragmenter(maxchars=SNIPPET_CHARS, surround=SNIPPET_SURROUND)
-    fragments = _merge(_top_fragments(fragmenter.fragment_tokens(text, tokens), SNIPPET_FRAGMENTS))
+    fragments = _merge(_top_fragments(_fragments(text, tokens), SNIPPET_FRAGMENTS))
     if fragments:
         return str(_EmFormatter()(text, fragments))
-    if tokens and tokens[0].startchar > 0:
+    if tokens and tokens[0][1] > 0:
         tokens = _words_near(text, frozenset(), ends)  # matches somewhere, none a whole word
     end = 0
-    for token in tokens:
-        if token.endchar > SNIPPET_CHARS:
+    for _, _, token_end, _ in tokens:
+        if token_end > SNIPPET_CHARS:
             break
-        end = token.endchar
+        end = token_end
     head = _plain(text[:end]).strip()
     return head + ("…" if end < len(text) else "")
 

@@ -212,3 +212,30 @@ async def test_snippets_from_stored_word_boundaries_match_segmenting_again(kb):
     for doc in CORPUS:
         text = doc.content * 3  # long enough for windows around separate matches
         assert searching.snippet(text, terms, analyzer.cuts(text)) == searching.snippet(text, terms)
+
+
+def test_fragments_are_whooshs_context_fragments(kb):
+    # _fragments walks plain tuples instead of Whoosh's tokens: the same fragments (and
+    # matches) as ContextFragmenter over the same words, passages long and short.
+    from whoosh.analysis import Token
+    from whoosh.highlight import ContextFragmenter
+
+    fragmenter = ContextFragmenter(maxchars=searching.SNIPPET_CHARS, surround=searching.SNIPPET_SURROUND)
+    compared = 0
+    for query in ("乡村振兴 治理 服务", "振兴", "群众 电话", "放管服", "县域", "接诉即办", "归纳概括"):
+        terms = searching.parse_query(query).terms
+        for doc in CORPUS:
+            for text in (doc.content, doc.title + "。" + doc.content, "，".join([doc.content] * 6)):
+                words = searching._words_near(text, terms)
+                tokens = []
+                for word, start, end, matched in words:
+                    token = Token(text=word, startchar=start, endchar=end, boost=1.0)
+                    token.matched = matched
+                    tokens.append(token)
+                ours = [(f.startchar, f.endchar, [(t.text, t.startchar, t.endchar) for t in f.matches])
+                        for f in searching._fragments(text, words)]
+                whoosh = [(f.startchar, f.endchar, [(t.text, t.startchar, t.endchar) for t in f.matches])
+                          for f in fragmenter.fragment_tokens(text, tokens)]
+                assert ours == whoosh
+                compared += bool(whoosh)
+    assert compared > 20
