@@ -480,6 +480,14 @@ class IndexView:
             self._norm_cache[key] = norms
         return norms
 
+    def _view_norms(self, field_name: str) -> tuple[float, ...]:
+        # _norms of every segment end to end: indexed by the searcher's passage number
+        norms = self._norm_cache.get((field_name, -1))
+        if norms is None:
+            norms = tuple(norm for _, _, _, data in self.leaves for norm in self._norms(field_name, data))
+            self._norm_cache[(field_name, -1)] = norms
+        return norms
+
     def scores(self, field_name: str, token: str, boost: float, into: dict[int, float]) -> set[int]:
         """Add the term's BM25F score (times `boost`) to each passage that has it, the
         way Whoosh's BM25FScorer and a boosted Term compute it; returns the passages."""
@@ -487,13 +495,15 @@ class IndexView:
         k1_plus_1 = self.searcher.weighting.K1 + 1
         found: set[int] = set()
         get = into.get
-        for offset, ids, weights, data in self.postings(field_name, token):
-            norms = self._norms(field_name, data)
+        norms = self._view_norms(field_name)
+        for offset, ids, weights, _ in self.postings(field_name, token):
+            if offset:
+                ids = [n + offset for n in ids]
             # whoosh.scoring.bm25(), operation for operation, then the Term's boost; a
             # comprehension and one update are ~3x faster than a loop of item stores
-            into.update({n + offset: get(n + offset, 0.0) + idf * ((tf * k1_plus_1) / (tf + norms[n])) * boost
+            into.update({n: get(n, 0.0) + idf * ((tf * k1_plus_1) / (tf + norms[n])) * boost
                          for n, tf in zip(ids, weights, strict=True)})
-            found.update([n + offset for n in ids] if offset else ids)
+            found.update(ids)
         return found
 
     def phrase_scores(self, field_name: str, chain: Sequence[str]) -> dict[int, float]:
