@@ -17,6 +17,10 @@ rebuild's Whoosh time.
   `set_inline`, which does not exist). Stock Whoosh reads such entries (ListMatcher),
   merges them and searches them; so do core/knowledge/search.py's raw readers.
 
+Reading: `block_head` gives a posting block's ids and weights without unpickling its
+values (the positions), which is most of what a block costs to read; ranking needs
+only the ids and weights (core/knowledge/search.py).
+
 Segments record their codec in the index's table of contents (pickled by class
 path), so this class must stay importable here; indexes written by stock Whoosh
 (no codec of ours) are read as before.
@@ -24,11 +28,12 @@ path), so this class must stay importable here; indexes written by stock Whoosh
 from __future__ import annotations
 
 import struct
+import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from operator import itemgetter
-from pickle import dumps
+from pickle import UnpicklingError, dumps, loads
 from typing import Any
 
 from whoosh.codec import whoosh3
@@ -227,3 +232,51 @@ def add_segment(writer: Any, reader: Any) -> None:
     for item in writer._process_posts(segment_postings(reader), basedoc, docmap):
         add(item)
     writer._added = True
+
+
+# W3 pickles a block as (ids, weights, values) with protocol 2, where every bytes
+# value becomes a call of _codecs.encode: unpickling the values is ~95 % of loading a
+# block (300 of 313 µs for a full block of a common term, this machine, busy). The
+# values are last, each starts with this global (then a memo reference to it), and
+# nothing before them can contain it (ints and floats are opcodes with short binary
+# arguments, and the only memo entries are the two tuples): the pickle cut where the
+# values begin, closed as a 2-tuple, unpickles to (ids, weights) alone.
+_VALUES_START = b"c_codecs\nencode\n"
+_MARK = ord("(")
+_CLOSE_PAIR = b"\x86."  # TUPLE2, STOP
+_CHUNK = 2048  # decompressed bytes per step: the values are usually the last ~75 %
+
+
+def block_head(matcher: Any) -> tuple[Any, Any]:
+    """(ids, weights) of the current block of a W3LeafMatcher, as its `_data[0]` and
+    `_data[1]` hold them after `_read_data()` (delta-coded ids; None or a float when
+    the weights are all 1 or all equal), read without the block's values. The
+    matcher's own state is not touched."""
+    raw = matcher._postfile.get(matcher._dataoffset, matcher._nextoffset - matcher._dataoffset)
+    inflater = zlib.decompressobj() if matcher._compression else None
+    data = inflater.decompress(raw, _CHUNK) if inflater else raw
+    at = data.find(_VALUES_START)
+    while at < 0 and inflater and inflater.unconsumed_tail:
+        seen = max(0, len(data) - len(_VALUES_START))
+        data += inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+        at = data.find(_VALUES_START, seen)
+    head = _cut_before_values(data, at)
+    if head is not None:
+        return head
+    if inflater:  # no values, or not as expected: the whole block, as Whoosh reads it
+        data += inflater.decompress(inflater.unconsumed_tail) + inflater.flush()
+    full = loads(data)
+    return full[0], full[1]
+
+
+def _cut_before_values(data: bytes, at: int) -> tuple[Any, Any] | None:
+    """(ids, weights) from a block's pickle cut where its values begin (`at`: where
+    _VALUES_START was found, -1 if not), None if it cannot be cut there."""
+    if at <= 0:
+        return None
+    cut = at - 1 if data[at - 1] == _MARK else at  # a MARK opens a tuple of more than 3
+    try:
+        head = loads(data[:cut] + _CLOSE_PAIR)
+    except (UnpicklingError, EOFError, IndexError, ValueError, TypeError):
+        return None
+    return (head[0], head[1]) if isinstance(head, tuple) and len(head) == 2 else None

@@ -3,17 +3,19 @@ the same files when nothing is inlined, the same postings when rare terms are, a
 inlined segments that Whoosh merges and searches like any other."""
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from whoosh import index as whoosh_index
-from whoosh.codec.whoosh3 import W3Codec
+from whoosh.codec.whoosh3 import W3Codec, W3LeafMatcher
 from whoosh.fields import TEXT
 from whoosh.query import Phrase, Term
 from whoosh.reading import SegmentReader
 
 from core.config import PROJECT_ROOT
-from core.knowledge import analyzer
+from core.knowledge import analyzer, codec
 from core.knowledge.analyzer import ANALYZER
-from core.knowledge.codec import INLINE_LIMIT, KnowledgeCodec, segment_postings
+from core.knowledge.codec import INLINE_LIMIT, KnowledgeCodec, block_head, segment_postings
 from core.knowledge.index import SCHEMA, add_passages
 from core.knowledge.search import search
 from scripts.reindex import read_folder
@@ -125,3 +127,29 @@ def test_a_merge_reads_the_same_live_postings_as_whoosh(tmp_path, corpus):
         assert {docnum for _, _, docnum, _, _ in ours}.isdisjoint(segment.deleted_docs())
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("compression", [3, 0])
+def test_block_head_reads_the_ids_and_weights_whoosh_reads(tmp_path, corpus, compression):
+    # Small blocks: full ones (a MARK before the values), short last ones (none), every
+    # kind of weights (None, one float, a tuple), compressed and not.
+    ix = build(tmp_path / "ix", corpus, KnowledgeCodec(blocklimit=5, compression=compression))
+    sizes, weight_kinds, cut = set(), set(), 0
+    with ix.reader() as reader:
+        for fieldname, btext in reader.all_terms():
+            matcher = reader._terms.matcher(fieldname, btext, reader.schema[fieldname].format)
+            while isinstance(matcher, W3LeafMatcher) and matcher.is_active():
+                head = block_head(matcher)
+                matcher._read_data()
+                assert head == (matcher._data[0], matcher._data[1]), (fieldname, btext)
+                if matcher._data[2] is not None:  # and through the fast path: cut before the values
+                    raw = matcher._postfile.get(matcher._dataoffset, matcher._nextoffset - matcher._dataoffset)
+                    raw = zlib.decompress(raw) if compression else raw
+                    assert codec._cut_before_values(raw, raw.find(codec._VALUES_START)) == head
+                    cut += 1
+                sizes.add(len(head[0]))
+                weight_kinds.add(type(head[1]))
+                if matcher._lastblock:
+                    break
+                matcher._next_block()
+    assert {1, 5} <= sizes and {type(None), float, tuple} <= weight_kinds and cut > 100

@@ -183,8 +183,59 @@ async def test_passage_scores_are_whoosh_bm25f_scores(kb, query):
     assert all(ours[n] == pytest.approx(whoosh[n], rel=1e-12) for n in whoosh)
 
 
+@pytest.mark.parametrize("query, mode", [
+    ('"乡村 振兴"', "or"), ('"乡村振兴" 治理', "or"), ('"乡村 振兴" "基层 治理"', "or"), ('"振兴" 产业', "or"),
+    ('"基层 治理" 网格化', "or"), ("乡村振兴 基层治理", "and"), ('"乡村 振兴" 治理', "and"), ('"振兴 乡村"', "or"),
+])
+async def test_phrase_and_all_word_scores_are_whoosh_phrase_query_scores(kb, query, mode):
+    # Phrases and mode "and" are scored over the raw postings and their positions
+    # instead of Whoosh's span matchers: the same passages and scores, here with a
+    # second segment (a title phrase) and a deleted document in the index.
+    await kb.add([Document("title-phrase", "乡村振兴与基层治理", "村里的事大家商量着办。", "主题")])
+    await kb.delete("apart")
+    searcher = kb.index.searcher()
+    assert len(searcher.reader().leaf_readers()) > 1 and searcher.reader().has_deletions()
+    parsed = searching.parse_query(query)
+    ours, _ = searching._score_required(searching.IndexView.of(searcher), parsed, mode)
+    whoosh = dict(searcher.search(searching.build_query(parsed, mode), limit=None).items())
+    assert ours.keys() == whoosh.keys()
+    assert all(ours[n] == pytest.approx(whoosh[n], rel=1e-12) for n in whoosh)
+    assert bool(whoosh) == (query != '"振兴 乡村"')  # pieces in the wrong order: no match
+    if mode == "and":  # no coverage factor: the page is Whoosh's ranking, by document
+        doc_of = searching.IndexView.of(searcher).doc_of
+        ranked = sorted(whoosh.items(), key=lambda item: (-item[1], item[0]))
+        assert ids(await search(kb, query, mode=mode)) == list(dict.fromkeys(doc_of[n] for n, _ in ranked))
+
+
 async def test_snippets_from_stored_word_boundaries_match_segmenting_again(kb):
     terms = searching.parse_query("乡村振兴 治理 服务 放管服").terms
     for doc in CORPUS:
         text = doc.content * 3  # long enough for windows around separate matches
         assert searching.snippet(text, terms, analyzer.cuts(text)) == searching.snippet(text, terms)
+
+
+def test_fragments_are_whooshs_context_fragments(kb):
+    # _fragments walks plain tuples instead of Whoosh's tokens: the same fragments (and
+    # matches) as ContextFragmenter over the same words, passages long and short.
+    from whoosh.analysis import Token
+    from whoosh.highlight import ContextFragmenter
+
+    fragmenter = ContextFragmenter(maxchars=searching.SNIPPET_CHARS, surround=searching.SNIPPET_SURROUND)
+    compared = 0
+    for query in ("乡村振兴 治理 服务", "振兴", "群众 电话", "放管服", "县域", "接诉即办", "归纳概括"):
+        terms = searching.parse_query(query).terms
+        for doc in CORPUS:
+            for text in (doc.content, doc.title + "。" + doc.content, "，".join([doc.content] * 6)):
+                words = searching._words_near(text, terms)
+                tokens = []
+                for word, start, end, matched in words:
+                    token = Token(text=word, startchar=start, endchar=end, boost=1.0)
+                    token.matched = matched
+                    tokens.append(token)
+                ours = [(f.startchar, f.endchar, [(t.text, t.startchar, t.endchar) for t in f.matches])
+                        for f in searching._fragments(text, words)]
+                whoosh = [(f.startchar, f.endchar, [(t.text, t.startchar, t.endchar) for t in f.matches])
+                          for f in fragmenter.fragment_tokens(text, tokens)]
+                assert ours == whoosh
+                compared += bool(whoosh)
+    assert compared > 20
