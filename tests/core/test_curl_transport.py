@@ -26,7 +26,7 @@ BODY = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "co
 
 @pytest.fixture
 def client(io_loop):
-    http = curl_http_client(max_clients=4, timeout=10)
+    http = curl_http_client(CurlTransport(max_clients=4), timeout=10)
     yield http
     io_loop.run_sync(http.aclose)
 
@@ -104,7 +104,7 @@ async def test_a_stream_cut_midway_is_an_incomplete_message_after_the_bytes_sent
 
 async def test_an_upstream_silent_past_the_read_timeout_is_a_read_timeout(fake_llm):
     fake_llm.latency = 2.0
-    http = curl_http_client(max_clients=2, timeout=httpx.Timeout(10, read=0.5))
+    http = curl_http_client(CurlTransport(max_clients=2), timeout=httpx.Timeout(10, read=0.5))
     sdk = openai.AsyncOpenAI(api_key="sk-test", base_url=fake_llm.base_url, max_retries=0, http_client=http)
     started = time.monotonic()
     try:
