@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -27,6 +27,7 @@ from core.store import Bucket, StoreUnavailable
 log = logging.getLogger("shenlun.store")
 TOUCH_INTERVAL = 1.0    # seconds: how stale a diskcache hit's recorded access time may be
 BUCKET_SWEEP_EVERY = 1000  # takes between two tidy-ups (expired buckets, WAL checkpoint), per process
+CHECKPOINT_EVERY = 200  # cache entries written between two WAL checkpoints, per process
 
 _SQL_BUCKETS = """CREATE TABLE IF NOT EXISTS buckets (
     key TEXT PRIMARY KEY, tokens REAL NOT NULL, stamp REAL NOT NULL,
@@ -57,8 +58,14 @@ class DiskStore:
         self.directory = Path(directory)
         self._executor = executor
         self._disk = disk
+        # No checkpoint inside a write: SQLite's autocheckpoint ran one (1–2 fdatasync,
+        # up to tens of ms) in every ~200th cache write, the p99 of a miss; writes
+        # checkpoint off the loop instead, every CHECKPOINT_EVERY (see set_many).
         self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit,
-                                      eviction_policy=eviction_policy, timeout=5)
+                                      eviction_policy=eviction_policy, timeout=5,
+                                      sqlite_wal_autocheckpoint=0)
+        self._writes = 0
+        self._checkpointing = False
         if bounded:
             # The entry cap evicts by access_time; diskcache indexes it only under its LRU policy.
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
@@ -115,15 +122,35 @@ class DiskStore:
             log.debug("cache access stamp failed", exc_info=True)
 
     async def set(self, key: str, value: Any, *, ttl: float, max_entries: int | None = None) -> None:
-        await self._off_loop(self._set_sync, key, value, ttl, max_entries)
+        await self.set_many([(key, value)], ttl=ttl, max_entries=max_entries)
 
-    def _set_sync(self, key: str, value: Any, ttl: float, max_entries: int | None) -> None:
-        with self._writing():
-            self._cache.set(key, value, expire=ttl, retry=True)
+    async def set_many(self, items: Sequence[tuple[str, Any]], *, ttl: float,
+                       max_entries: int | None = None) -> None:
+        await self._off_loop(self._set_many_sync, items, ttl, max_entries)
+        self._writes += len(items)
+        if self._writes >= CHECKPOINT_EVERY and not self._checkpointing:
+            self._writes, self._checkpointing = 0, True
+            asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
+
+    def _set_many_sync(self, items: Sequence[tuple[str, Any]], ttl: float,
+                       max_entries: int | None) -> None:
+        # One transaction for the entries and the bound: one commit, where a set and
+        # its eviction were three to five (~0.5 ms of CPU per write at the entry cap).
+        with self._writing(), self._cache.transact(retry=True):
+            for key, value in items:
+                self._cache.set(key, value, expire=ttl, retry=True)
             if max_entries is not None:
                 excess = len(self._cache) - max_entries
                 if excess > 0:
                     self._evict_least_recently_used(excess)
+
+    def _checkpoint(self) -> None:
+        try:
+            self._cache._sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # best effort: the next round tries again
+            log.debug("cache checkpoint failed", exc_info=True)
+        finally:
+            self._checkpointing = False
 
     def _evict_least_recently_used(self, count: int) -> None:
         # diskcache bounds bytes, not entries; the oldest keys come from access_time.
