@@ -105,3 +105,28 @@ def test_the_settings_choose_the_provider():
     assert isinstance(openai_one, OpenAIProvider) and openai_one.model == "m"
     offline = make_provider(provider="offline", api_key="", base_url="", model="m", timeout=1)
     assert isinstance(offline, OfflineProvider) and offline.model == "offline"
+
+
+async def test_every_call_carries_the_client_s_own_headers(fake_llm, io_loop):
+    # The request is built once from the openai client (auth, SDK headers) and reused:
+    # the second call must carry the same, with its own body.
+    llm = OpenAIProvider(api_key="sk-test-upstream-key-0003", base_url=fake_llm.base_url,
+                         model="fake-model", timeout=10)
+    try:
+        for question in ("第一问", "第二问"):
+            await llm.complete(build_prompt(mode="chat", question=question), temperature=0.2, max_tokens=32)
+    finally:
+        await llm.close()
+    assert [r["messages"][-1]["content"] for r in fake_llm.requests] == ["第一问", "第二问"]
+    for sent in fake_llm.headers:
+        assert sent["Authorization"] == "Bearer sk-test-upstream-key-0003"
+        assert sent["User-Agent"].startswith("AsyncOpenAI/Python")
+        assert sent["Content-Type"] == "application/json" and "X-Stainless-Lang" in sent
+        assert "Accept-Encoding" not in sent  # the body is read as sent
+
+
+async def test_an_error_status_keeps_the_upstream_s_code(provider, fake_llm):
+    fake_llm.status = 429
+    with pytest.raises(UpstreamError) as raised:
+        await provider.complete(PROMPT, temperature=0.7, max_tokens=64)
+    assert raised.value.message == "大模型服务返回错误（HTTP 429）"
