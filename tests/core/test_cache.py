@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -128,5 +129,27 @@ async def test_a_batch_over_the_entry_cap_keeps_the_most_recent_and_no_write_che
         with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:
             setting = db.execute("SELECT value FROM Settings WHERE key = 'sqlite_wal_autocheckpoint'").fetchone()
         assert setting == (0,)
+    finally:
+        await stores.aclose()
+
+
+async def test_a_write_while_another_process_holds_the_lock_waits_off_the_loop_and_lands(tmp_path, executor):
+    stores, cache = open_cache(tmp_path, executor)
+    try:
+        await cache.set("chat:first", "{}")  # the lock free: written at once
+        other = sqlite3.connect(tmp_path / "cache" / "cache.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's write in progress
+        try:
+            write = asyncio.ensure_future(cache.set("chat:late", '{"n": 2}'))
+            started = time.monotonic()
+            for _ in range(20):  # the loop runs on while the write waits for the lock
+                await asyncio.sleep(0.01)
+            # Far below the store's 5 s lock timeout, which a busy wait on the loop would take.
+            assert not write.done() and time.monotonic() - started < 2
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        await write
+        assert await cache.get("chat:late") == '{"n": 2}' and await cache.get("chat:first") == "{}"
     finally:
         await stores.aclose()
