@@ -13,8 +13,8 @@ chunked bodies and speaks TLS in C, and honours the proxy variables of the envir
 (`https_proxy`, `http_proxy` in lower case only, `no_proxy`).
 
 Why not Tornado's client any more: it sets ~40 options on every request, parses each
-header line in Python and copies every request into its own objects: ~0.6 ms of CPU per
-call, most of a cache miss's own cost (bench/hit_costs.py). Here one `CurlMulti` per
+header line in Python and copies every request into its own objects: ~0.4 ms of CPU per
+call, a quarter of an LLM call's cost (bench/hit_costs.py). Here one `CurlMulti` per
 transport is driven from the loop (`socket_action` on the sockets libcurl names, its
 timer as a loop timer), and each easy handle is made once with its fixed options
 (CA bundle, no signals, no trace, no redirects) and reused: a request sets its URL,
