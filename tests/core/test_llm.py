@@ -3,6 +3,7 @@ real `openai` client: what it sends, what it returns, and each upstream failure 
 error the contract names."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -130,3 +131,27 @@ async def test_an_error_status_keeps_the_upstream_s_code(provider, fake_llm):
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(PROMPT, temperature=0.7, max_tokens=64)
     assert raised.value.message == "大模型服务返回错误（HTTP 429）"
+
+
+async def test_a_redirect_is_an_upstream_error_not_followed(io_loop):
+    # An OpenAI-compatible endpoint answers, it does not redirect: a 3xx is its error.
+    seen: list[bytes] = []
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/v1/chat/completions\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    llm = OpenAIProvider(api_key="sk-test", base_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1",
+                         model="m", timeout=5)
+    try:
+        with pytest.raises(UpstreamError) as raised:
+            await llm.complete(PROMPT, temperature=0.7, max_tokens=64)
+    finally:
+        await llm.close()
+        server.close()
+    assert raised.value.message == "大模型服务返回错误（HTTP 307）"
+    assert seen == [b"POST /v1/chat/completions HTTP/1.1"]
