@@ -116,8 +116,10 @@ class CurlMulti:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._watch)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._set_timer)
-        self._free = [self._easy(ca_certs) for _ in range(max_clients)]
-        self._handles = list(self._free)
+        self._max_clients = max_clients
+        self._ca_certs = ca_certs
+        self._handles: list[pycurl.Curl] = []  # made as transfers need them, up to max_clients
+        self._free: list[pycurl.Curl] = []
         self._queue: collections.deque[tuple[CurlStream, str, str, list[str], bytes, float]] = \
             collections.deque()
         self._running: dict[pycurl.Curl, CurlStream] = {}
@@ -138,6 +140,9 @@ class CurlMulti:
     def start(self, stream: CurlStream, method: str, url: str, headers: list[str], body: bytes,
               connect_timeout: float) -> None:
         """Run the transfer now if a handle is free, else when one is."""
+        if not self._free and len(self._handles) < self._max_clients:
+            self._handles.append(self._easy(self._ca_certs))
+            self._free.append(self._handles[-1])
         if not self._free:
             self._queue.append((stream, method, url, headers, body, connect_timeout))
             stream.dequeue = self._dequeue
