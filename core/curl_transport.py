@@ -159,15 +159,17 @@ class CurlMulti:
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(connect_timeout * 1000))
         curl.setopt(pycurl.HEADERFUNCTION, stream.header_line)
         curl.setopt(pycurl.WRITEFUNCTION, stream.feed)
-        stream.abort = lambda: self._abort(curl)
+        stream.abort = lambda: self._abort(curl, stream)
         self._running[curl] = stream
         self._multi.add_handle(curl)  # calls _set_timer(0): the transfer starts from the loop
 
     def _dequeue(self, stream: CurlStream) -> None:
         self._queue = collections.deque(item for item in self._queue if item[0] is not stream)
 
-    def _abort(self, curl: pycurl.Curl) -> None:
-        if self._running.pop(curl, None) is not None:
+    def _abort(self, curl: pycurl.Curl, stream: CurlStream) -> None:
+        # Only while the handle still carries this stream's transfer (not a later one's).
+        if self._running.get(curl) is stream:
+            del self._running[curl]
             self._multi.remove_handle(curl)  # stops the transfer; its connection is closed
             self._release(curl)
 
