@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +30,8 @@ from core.traffic.concurrency import ConcurrencySlots
 if TYPE_CHECKING:  # imported by OpenAIProvider.prepare(), after the server listens
     import openai
     from openai import AsyncOpenAI
+
+    from core.curl_transport import CurlStream, CurlTransport
 
 log = logging.getLogger("shenlun.llm")
 
@@ -230,7 +232,9 @@ class OpenAIProvider:
         self._sdk: Any = None    # the openai module, once prepared
         self._httpx: Any = None  # and httpx
         self._openai: AsyncOpenAI | None = None
+        self._transport: CurlTransport | None = None
         self._completions_url = ""
+        self._headers: list[str] = []  # the client's own request headers, built once
         self._preparing: Future[None] | None = None
         self._build_lock = threading.Lock()
 
@@ -241,20 +245,33 @@ class OpenAIProvider:
                 return
             import httpx
             import openai
+            from openai._models import FinalRequestOptions
 
-            from core.curl_transport import curl_http_client
+            from core.curl_transport import CurlTransport, curl_http_client
 
             # Carried by libcurl, not by httpx's own transport (see core/curl_transport.py):
             # one client, one libcurl pool for every call in flight. A local endpoint
             # (vLLM, Ollama) may need no key, but the client insists on one.
+            transport = CurlTransport(max_clients=self._concurrency)
             client = openai.AsyncOpenAI(
                 api_key=self._api_key or "none", base_url=self._base_url or None,
                 timeout=self.timeout, max_retries=0,
-                http_client=curl_http_client(max_clients=self._concurrency, timeout=self.timeout))
-            # The endpoint's absolute URL, from the client's base URL once (a query on it
-            # kept): the client would parse and join a relative path on every call, ~0.1 ms.
+                http_client=curl_http_client(transport, timeout=self.timeout))
+            # The endpoint's absolute URL, from the client's base URL once (a query on it kept).
             base = client.base_url
-            self._completions_url = str(base.copy_with(path=base.path.rstrip("/") + "/chat/completions"))
+            url = str(base.copy_with(path=base.path.rstrip("/") + "/chat/completions"))
+            # The request the client itself would send, built once: its URL (and default
+            # query), auth and headers are the same on every call, only the body changes.
+            # `client.post()` rebuilds all of it per call (option models, header merging,
+            # cookies, the httpx request and response): ~0.6 ms of CPU. With the transport's
+            # own change, an LLM call went from 1.57 to 0.51 ms of CPU (bench/hit_costs.py,
+            # one run each). Accept-Encoding goes: the body is read as sent.
+            template = client._build_request(FinalRequestOptions.construct(
+                method="post", url=url, json_data={}))
+            self._completions_url = str(template.url)
+            self._headers = [f"{name}: {value}" for name, value in template.headers.multi_items()
+                             if name.lower() not in ("content-length", "accept-encoding")]
+            self._transport = transport
             # `_openai` last: a call on the loop that sees it set finds the rest set too.
             self._sdk, self._httpx = openai, httpx
             self._openai = client
@@ -299,27 +316,49 @@ class OpenAIProvider:
             self.json_mode = False
             return await self._complete_messages(list(messages), temperature, max_tokens, {})
 
+    @asynccontextmanager
+    async def _post(self, payload: dict[str, Any]) -> AsyncIterator[CurlStream]:
+        """One `chat/completions` call through the client's transport with the client's
+        headers: the stream once a 2xx head is in; an error status raised as the openai
+        client's own APIStatusError (its subclass for the code, its message). Leaving
+        the block closes the transfer, so a caller that gives up stops generation."""
+        client = await self._client()
+        assert self._transport is not None  # set by prepare() before _openai
+        # The typed layer is skipped too: `create()` walks every message through a
+        # TypedDict transformer and builds pydantic models of the answer (~0.8 ms a call)
+        # or of every streamed chunk (most of the ~270 µs a relayed delta cost); we need
+        # the text and two counters. The JSON is what httpx would encode.
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        stream = self._transport.open("POST", self._completions_url, self._headers, body,
+                                      connect_timeout=self.timeout, read_timeout=self.timeout)
+        try:
+            status = await stream.head()
+            if status >= 300:
+                httpx = self._httpx
+                response = httpx.Response(status, headers=stream.fields(), content=await stream.read(),
+                                          request=httpx.Request("POST", self._completions_url))
+                raise client._make_status_error_from_response(response)
+            yield stream
+        finally:
+            await stream.aclose()
+
     async def _complete_messages(self, messages: list[dict[str, str]], temperature: float,
                                  max_tokens: int, extra: dict[str, Any]) -> Completion:
-        # Through the client's own transport (auth, base URL, pool, error types) but not
-        # its typed layer: `create()` walks every message through a TypedDict transformer
-        # and builds pydantic models of the answer, ~0.8 ms of CPU per call, more than the
-        # rest of a cache miss (bench/b2_cache_miss.py). We need one string, two counters.
-        body = {"model": self.model, "messages": messages, "temperature": temperature,
-                "max_tokens": max_tokens, **extra}
-        client = await self._client()
+        payload = {"model": self.model, "messages": messages, "temperature": temperature,
+                   "max_tokens": max_tokens, **extra}
+        await self._client()
         openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout):
-                response = await client.post(self._completions_url, body=body, cast_to=httpx.Response)
-            data = response.json()
-        except (TimeoutError, openai.APITimeoutError):
+                async with self._post(payload) as stream:
+                    data = json.loads(await stream.read())
+        except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
             if extra and exc.status_code in (400, 422) and "response_format" in _error_text(exc):
                 raise _JsonModeRefused() from None
             raise UpstreamError.http(exc.status_code) from None
-        except openai.APIConnectionError:
+        except httpx.TransportError:
             raise UpstreamError(UpstreamError.UNREACHABLE) from None
         except (openai.OpenAIError, ValueError, TypeError):
             raise UpstreamError() from None
@@ -339,35 +378,24 @@ class OpenAIProvider:
         """The answer as text, one piece per network read of the upstream's stream."""
         loop = asyncio.get_running_loop()
         got_text = False
-        body = {"model": self.model, "messages": prompt.messages, "temperature": temperature,
-                "max_tokens": max_tokens, "stream": True}
-        client = await self._client()
+        payload = {"model": self.model, "messages": prompt.messages, "temperature": temperature,
+                   "max_tokens": max_tokens, "stream": True}
+        await self._client()
         openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                # The client's request path (auth, base URL, transport, status errors as
-                # openai's types) but neither its typed request nor its typed stream:
-                # `create()` walks the messages through its TypedDict transformer (most
-                # of the CPU of a streamed answer at c=1,000, bench/b9_stream_relay.py)
-                # and its stream builds a pydantic model per chunk (most of the ~270 µs a
-                # relayed delta cost). Closing the response closes the upstream transfer,
-                # so a vanished client stops generation.
-                response = await client.post(self._completions_url, body=body, cast_to=httpx.Response,
-                                             stream=True)
-                try:
-                    async for text in sse_deltas(response.aiter_bytes(), usage):
+                async with self._post(payload) as stream:
+                    async for text in sse_deltas(stream, usage):
                         deadline.reschedule(loop.time() + self.timeout)
                         if text:
                             got_text = True
                             yield text
-                finally:
-                    await response.aclose()
-        except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:
             raise UpstreamError.http(exc.status_code) from None
-        except (openai.APIConnectionError, httpx.HTTPError):
-            # Mid-stream transport errors reach us as httpx's, not wrapped by openai.
+        except httpx.TransportError:
+            # Mid-stream: the answer was cut off, not refused.
             raise UpstreamError("大模型服务连接中断" if got_text else UpstreamError.UNREACHABLE) from None
         except (openai.OpenAIError, ValueError, TypeError, AttributeError, KeyError, IndexError):
             raise UpstreamError() from None
@@ -429,7 +457,7 @@ class OfflineProvider:
         return None
 
 
-async def sse_deltas(chunks: AsyncIterator[bytes], usage: Usage) -> AsyncIterator[str]:
+async def sse_deltas(chunks: AsyncIterable[bytes], usage: Usage) -> AsyncIterator[str]:
     """The text of a `chat/completions` event stream, one string per network read.
 
     Deltas that arrive in the same read are joined, so they go out in one write; a read

@@ -26,6 +26,7 @@ refused it, a call raises `StoreUnavailable`; the next call after space returns 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,10 @@ class SharedStore(Protocol):
     async def set(self, key: str, value: Any, *, ttl: float, max_entries: int | None = None) -> None:
         """Store `value` for `ttl` seconds; with `max_entries`, evict the least recently
         used entries beyond that many."""
+
+    async def set_many(self, items: Sequence[tuple[str, Any]], *, ttl: float,
+                       max_entries: int | None = None) -> None:
+        """`set` for each (key, value), in one round trip (one transaction on diskcache)."""
 
     async def delete(self, key: str) -> None:
         """Remove `key` (no error when it is absent)."""

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,11 @@ class RedisStore:
         await self._conn.call(lambda: self._conn.scripts["set"](
             keys=[self._key(key), self._recency, self._expiry],
             args=[blob, max(1, int(ttl * 1000)), max_entries or 0]))
+
+    async def set_many(self, items: Sequence[tuple[str, Any]], *, ttl: float,
+                       max_entries: int | None = None) -> None:
+        for key, value in items:  # each its own script: the bound holds after each
+            await self.set(key, value, ttl=ttl, max_entries=max_entries)
 
     async def delete(self, key: str) -> None:
         await self._conn.call(lambda: self._redis.delete(self._key(key)))

@@ -7,9 +7,17 @@ bytes, reads run on the event loop and writes on the executor (see `core.store`)
 When the store is unreachable (Redis down) `get` raises `StoreUnavailable` and the
 chat answers without the cache (X-Cache: BYPASS); writes are dropped. Any other read
 failure (a damaged entry) is a miss, never a failed request.
+
+Writes of one process go to the store one batch at a time (group commit): a `set`
+made while a batch is being written joins the next, which goes out, in one
+`set_many` (one transaction on diskcache), as soon as the one before is in. So one
+miss alone is written at once, and under load the writes of many misses share one
+executor job and one commit instead of each waiting in SQLite's busy handler for the
+others (bench/b2_cache_miss.py). `set` returns when its batch is in the store.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,9 @@ class ResponseCache:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._last_count = 0  # reported while the store is unreachable
+        self._next: dict[str, Any] = {}  # the batch that waits for the one in the store's hands
+        self._next_written: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
 
     @property
     def directory(self) -> Path | None:
@@ -47,13 +58,34 @@ class ResponseCache:
             return None
 
     async def set(self, key: str, value: Any) -> None:
-        """Store a complete answer; failures are logged, never raised to the user."""
+        """Store a complete answer (with the other writes of its batch); failures are
+        logged, never raised to the user."""
+        self._next[key] = value
+        if self._next_written is None:
+            self._next_written = asyncio.get_running_loop().create_future()
+        written = self._next_written
+        if self._writer is None:
+            # A task of its own: a caller that gives up cancels neither its batch nor the next.
+            self._writer = asyncio.ensure_future(self._write_batches())
+        await asyncio.shield(written)
+
+    async def _write_batches(self) -> None:
+        """Write batches until none waits (the one writer task)."""
         try:
-            await self.store.set(key, value, ttl=self.ttl_seconds, max_entries=self.max_entries)
-        except StoreUnavailable:
-            log.debug("cache write skipped: store unavailable")
-        except Exception:
-            log.warning("cache write failed", exc_info=True)
+            while self._next_written is not None:
+                batch, written = self._next, self._next_written
+                self._next, self._next_written = {}, None
+                try:
+                    await self.store.set_many(list(batch.items()), ttl=self.ttl_seconds,
+                                              max_entries=self.max_entries)
+                except StoreUnavailable:
+                    log.debug("cache write skipped: store unavailable")
+                except Exception:
+                    log.warning("cache write failed", exc_info=True)
+                finally:
+                    written.set_result(None)
+        finally:
+            self._writer = None
 
     async def count(self) -> int:
         """Live entries (the last known figure while the store is unreachable)."""

@@ -2,8 +2,10 @@
 a damaged entry is a miss, and Redis down never fails a request."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -65,5 +67,89 @@ async def test_with_redis_down_reads_raise_writes_are_dropped_and_the_count_is_t
         with pytest.raises(StoreUnavailable):
             await cache.clear()
         assert cache.directory is None
+    finally:
+        await stores.aclose()
+
+
+class CountingStore:
+    """The real diskcache store, with the batches handed to it counted."""
+
+    def __init__(self, store):
+        self._store = store
+        self.batches: list[list[str]] = []
+        self.handed = asyncio.Event()
+
+    async def set_many(self, items, *, ttl, max_entries=None):
+        self.batches.append([key for key, _ in items])
+        self.handed.set()
+        await self._store.set_many(items, ttl=ttl, max_entries=max_entries)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+async def test_writes_made_while_one_is_in_the_store_s_hands_go_together_in_the_next(tmp_path, executor):
+    stores, _ = open_cache(tmp_path, executor)
+    store = CountingStore(stores.cache)
+    cache = ResponseCache(store, ttl_seconds=60, max_entries=100)
+    try:
+        first = asyncio.ensure_future(cache.set("chat:alone", "{}"))
+        await store.handed.wait()  # the first write is in the store's hands
+        await asyncio.gather(first, *(cache.set(f"chat:{i}", f'{{"n": {i}}}') for i in range(6)))
+        # The six made meanwhile waited for it, then went out together: one write.
+        assert store.batches == [["chat:alone"], [f"chat:{i}" for i in range(6)]]
+        assert [await cache.get(f"chat:{i}") for i in range(6)] == [f'{{"n": {i}}}' for i in range(6)]
+    finally:
+        await stores.aclose()
+
+
+async def test_a_writer_that_gives_up_does_not_take_the_others_writes_with_it(tmp_path, executor):
+    stores, cache = open_cache(tmp_path, executor)
+    try:
+        first = asyncio.ensure_future(cache.set("chat:first", "{}"))
+        await asyncio.sleep(0)
+        others = asyncio.ensure_future(cache.set("chat:second", '{"n": 2}'))
+        await asyncio.sleep(0)
+        first.cancel()
+        await others
+        assert await cache.get("chat:first") == "{}" and await cache.get("chat:second") == '{"n": 2}'
+    finally:
+        await stores.aclose()
+
+
+async def test_a_batch_over_the_entry_cap_keeps_the_most_recent_and_no_write_checkpoints(tmp_path, executor):
+    stores, _ = open_cache(tmp_path, executor)
+    cache = ResponseCache(stores.cache, ttl_seconds=60, max_entries=3)
+    try:
+        await asyncio.gather(*(cache.set(f"chat:{i}", "{}") for i in range(5)))
+        await cache.set("chat:last", "{}")
+        assert await cache.count() == 3 and await cache.get("chat:last") == "{}"
+        # SQLite's own checkpoint (an fsync inside a write) is off for the cache's
+        # connections; the store checkpoints off the write path instead.
+        with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:
+            setting = db.execute("SELECT value FROM Settings WHERE key = 'sqlite_wal_autocheckpoint'").fetchone()
+        assert setting == (0,)
+    finally:
+        await stores.aclose()
+
+
+async def test_a_write_while_another_process_holds_the_lock_waits_off_the_loop_and_lands(tmp_path, executor):
+    stores, cache = open_cache(tmp_path, executor)
+    try:
+        await cache.set("chat:first", "{}")  # the lock free: written at once
+        other = sqlite3.connect(tmp_path / "cache" / "cache.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's write in progress
+        try:
+            write = asyncio.ensure_future(cache.set("chat:late", '{"n": 2}'))
+            started = time.monotonic()
+            for _ in range(20):  # the loop runs on while the write waits for the lock
+                await asyncio.sleep(0.01)
+            # Far below the store's 5 s lock timeout, which a busy wait on the loop would take.
+            assert not write.done() and time.monotonic() - started < 2
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        await write
+        assert await cache.get("chat:late") == '{"n": 2}' and await cache.get("chat:first") == "{}"
     finally:
         await stores.aclose()

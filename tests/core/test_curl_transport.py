@@ -26,7 +26,7 @@ BODY = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "co
 
 @pytest.fixture
 def client(io_loop):
-    http = curl_http_client(max_clients=4, timeout=10)
+    http = curl_http_client(CurlTransport(max_clients=4), timeout=10)
     yield http
     io_loop.run_sync(http.aclose)
 
@@ -104,7 +104,7 @@ async def test_a_stream_cut_midway_is_an_incomplete_message_after_the_bytes_sent
 
 async def test_an_upstream_silent_past_the_read_timeout_is_a_read_timeout(fake_llm):
     fake_llm.latency = 2.0
-    http = curl_http_client(max_clients=2, timeout=httpx.Timeout(10, read=0.5))
+    http = curl_http_client(CurlTransport(max_clients=2), timeout=httpx.Timeout(10, read=0.5))
     sdk = openai.AsyncOpenAI(api_key="sk-test", base_url=fake_llm.base_url, max_retries=0, http_client=http)
     started = time.monotonic()
     try:
@@ -221,3 +221,47 @@ async def test_tls_is_verified_and_its_connection_kept_alive(tls_server):
     finally:
         await trusted.aclose()
         await untrusted.aclose()
+
+
+async def test_transfers_beyond_max_clients_wait_their_turn_and_all_arrive(fake_llm):
+    # Two handles: five calls at once go out two at a time, on at most two connections.
+    fake_llm.latency = 0.1
+    fake_llm.reply = lambda body: body["messages"][-1]["content"]
+    http = curl_http_client(CurlTransport(max_clients=2), timeout=10)
+    try:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(
+            http.post(fake_llm.base_url + "/chat/completions",
+                      json={**BODY, "stream": False, "messages": [{"role": "user", "content": f"第{i}问"}]})
+            for i in range(5)))
+        took = time.monotonic() - started
+    finally:
+        await http.aclose()
+    assert [a.json()["choices"][0]["message"]["content"] for a in answers] == [f"第{i}问" for i in range(5)]
+    assert len(fake_llm.client_ports) <= 2
+    assert took >= 0.3  # three rounds of 0.1 s: never more than two at once
+
+
+async def test_a_stream_given_up_while_queued_never_reaches_the_upstream(fake_llm):
+    fake_llm.latency = 0.3
+    transport = CurlTransport(max_clients=1)
+    http = httpx.AsyncClient(transport=transport, timeout=10)
+    try:
+        first = asyncio.ensure_future(http.post(fake_llm.base_url + "/chat/completions",
+                                                json={**BODY, "stream": False}))
+        await asyncio.sleep(0.05)  # the first holds the one handle
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):  # waits behind the first for the one handle
+                await http.post(fake_llm.base_url + "/chat/completions", json={**BODY, "stream": False})
+        assert (await first).status_code == 200
+        await asyncio.sleep(0.1)
+    finally:
+        await http.aclose()
+    assert fake_llm.calls == 1
+
+
+async def test_a_response_head_keeps_every_field_with_its_value_unparsed_until_asked(client, fake_llm):
+    response = await client.post(fake_llm.base_url + "/chat/completions", json={**BODY, "stream": False})
+    assert response.headers["content-type"].startswith("application/json")
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.extensions["http_version"] == b"HTTP/1.1"

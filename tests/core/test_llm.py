@@ -3,6 +3,7 @@ real `openai` client: what it sends, what it returns, and each upstream failure 
 error the contract names."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -105,3 +106,52 @@ def test_the_settings_choose_the_provider():
     assert isinstance(openai_one, OpenAIProvider) and openai_one.model == "m"
     offline = make_provider(provider="offline", api_key="", base_url="", model="m", timeout=1)
     assert isinstance(offline, OfflineProvider) and offline.model == "offline"
+
+
+async def test_every_call_carries_the_client_s_own_headers(fake_llm, io_loop):
+    # The request is built once from the openai client (auth, SDK headers) and reused:
+    # the second call must carry the same, with its own body.
+    llm = OpenAIProvider(api_key="sk-test-upstream-key-0003", base_url=fake_llm.base_url,
+                         model="fake-model", timeout=10)
+    try:
+        for question in ("第一问", "第二问"):
+            await llm.complete(build_prompt(mode="chat", question=question), temperature=0.2, max_tokens=32)
+    finally:
+        await llm.close()
+    assert [r["messages"][-1]["content"] for r in fake_llm.requests] == ["第一问", "第二问"]
+    for sent in fake_llm.headers:
+        assert sent["Authorization"] == "Bearer sk-test-upstream-key-0003"
+        assert sent["User-Agent"].startswith("AsyncOpenAI/Python")
+        assert sent["Content-Type"] == "application/json" and "X-Stainless-Lang" in sent
+        assert "Accept-Encoding" not in sent  # the body is read as sent
+
+
+async def test_an_error_status_keeps_the_upstream_s_code(provider, fake_llm):
+    fake_llm.status = 429
+    with pytest.raises(UpstreamError) as raised:
+        await provider.complete(PROMPT, temperature=0.7, max_tokens=64)
+    assert raised.value.message == "大模型服务返回错误（HTTP 429）"
+
+
+async def test_a_redirect_is_an_upstream_error_not_followed(io_loop):
+    # An OpenAI-compatible endpoint answers, it does not redirect: a 3xx is its error.
+    seen: list[bytes] = []
+
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/v1/chat/completions\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    llm = OpenAIProvider(api_key="sk-test", base_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1",
+                         model="m", timeout=5)
+    try:
+        with pytest.raises(UpstreamError) as raised:
+            await llm.complete(PROMPT, temperature=0.7, max_tokens=64)
+    finally:
+        await llm.close()
+        server.close()
+    assert raised.value.message == "大模型服务返回错误（HTTP 307）"
+    assert seen == [b"POST /v1/chat/completions HTTP/1.1"]
