@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from core.ops.disk import DataDisk
     from core.store.redis import RedisConnection
 
+CACHE_MEMO_ENTRIES = 256  # recent answers each process keeps in memory (DiskStore's memo)
+
 
 class StoreUnavailable(RuntimeError):
     """The shared store cannot be reached now (Redis down, or its breaker open)."""
@@ -147,7 +149,8 @@ def open_stores(backend: str, *, data_dir: Path, redis_url: str, executor: Execu
         # No write on a read (see DiskStore.get): access_time is set when an entry is
         # stored and refreshed by _touch, and the entry cap evicts by it.
         cache=DiskStore(data_dir / "cache", executor, size_limit=cache_max_bytes,
-                        eviction_policy="least-recently-stored", bounded=True, disk=disk),
+                        eviction_policy="least-recently-stored", bounded=True, disk=disk,
+                        memo_entries=CACHE_MEMO_ENTRIES),
         # the buckets live in buckets.shm in this directory (core/store/buckets.py)
         ratelimit=DiskStore(data_dir / "shared" / "ratelimit", executor, disk=disk),
         fleet=DiskStore(data_dir / "shared" / "fleet", executor,

@@ -116,3 +116,25 @@ async def test_a_stalled_redis_costs_one_timeout_then_recovers_by_itself(tmp_pat
         await stores.aclose()
         executor.shutdown()
         redis.stop()
+
+
+async def test_answers_held_in_a_process_memo_expire_and_go_with_a_clear_elsewhere(tmp_path):
+    # Two openings of one directory are two processes' views: all they share is the disk.
+    executor = ThreadPoolExecutor(2)
+    one, other = (open_stores("diskcache", data_dir=tmp_path, redis_url="", executor=executor,
+                              cache_max_bytes=2 ** 24, prefix="t:") for _ in range(2))
+    try:
+        await one.cache.set("answer", '{"answer": "一"}', ttl=60, max_entries=10)
+        await one.cache.set("short", '{"answer": "短"}', ttl=0.3, max_entries=10)
+        assert await one.cache.get("answer") == await other.cache.get("answer") == '{"answer": "一"}'
+        assert await one.cache.get("short") == '{"answer": "短"}'
+        await asyncio.sleep(0.5)
+        assert await one.cache.get("short") is None  # its expiry holds in memory too
+        assert await other.cache.clear() >= 1
+        assert await one.cache.get("answer") is None  # the clear was another process's
+        await one.cache.set("answer", '{"answer": "二"}', ttl=60, max_entries=10)
+        assert await other.cache.get("answer") == '{"answer": "二"}'
+    finally:
+        await one.aclose()
+        await other.aclose()
+        executor.shutdown()
