@@ -92,24 +92,24 @@ class DiskStore:
         # A read does not write: diskcache's own LRU policy turns every hit into a write
         # transaction. A hit stamps access_time itself, off the loop, at most once per
         # TOUCH_INTERVAL per key and process; the entry cap evicts by it.
-        if not self._memo_entries:
-            value = self._cache.get(key, default=None, retry=True)
-            if value is not None:
-                self._touch(key)
-            return value
-        mark = self._cleared_mark()  # before SQLite: a clear after it is seen next time
-        if mark != self._memo_mark:
-            self._memo.clear()
-            self._memo_mark = mark
-        held = self._memo.get(key)
-        if held is not None and held[1] > time.time():
+        held = self._held(key) if self._memo_entries else None
+        if held is not None:
             self._touch(key)
-            return held[0]
+            return held
         value, expires = self._cache.get(key, default=None, expire_time=True, retry=True)
         if value is not None:
             self._touch(key)
             self._remember(key, value, math.inf if expires is None else expires)
         return value
+
+    def _held(self, key: str) -> Any | None:
+        """The memo's live value for `key`, after dropping the memo if any process cleared."""
+        mark = self._cleared_mark()  # before SQLite is read: a clear after it is seen next time
+        if mark != self._memo_mark:
+            self._memo.clear()
+            self._memo_mark = mark
+        held = self._memo.get(key)
+        return held[0] if held is not None and held[1] > time.time() else None
 
     def _cleared_mark(self) -> int:
         try:
