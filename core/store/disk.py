@@ -157,29 +157,30 @@ class DiskStore:
         # tail of a miss (bench/b2_cache_miss.py). When another process holds the lock,
         # the write waits for it on the executor, never on the loop.
         try:
-            self._set_many_sync(items, ttl, max_entries, wait=False)
+            evicted = self._set_many_sync(items, ttl, max_entries, wait=False)
         except diskcache.Timeout:
-            await self._off_loop(self._set_many_sync, items, ttl, max_entries)
+            evicted = await self._off_loop(self._set_many_sync, items, ttl, max_entries)
         expires = time.time() + ttl
         for key, value in items:
             self._remember(key, value, expires)
+        for key in evicted:  # what this write pushed out is gone from this process too
+            self._memo.pop(key, None)
         self._writes += len(items)
         if self._writes >= CHECKPOINT_EVERY and not self._checkpointing:
             self._writes, self._checkpointing = 0, True
             asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
 
     def _set_many_sync(self, items: Sequence[tuple[str, Any]], ttl: float,
-                       max_entries: int | None, wait: bool = True) -> None:
+                       max_entries: int | None, wait: bool = True) -> list[str]:
         """Write `items` and apply the bound in one transaction: one commit, where a set
         and its eviction were three to five (~0.5 ms of CPU per write at the entry cap).
-        With `wait` False, diskcache.Timeout at once when the write lock is taken."""
+        With `wait` False, diskcache.Timeout at once when the write lock is taken.
+        Returns the keys the bound evicted."""
         with self._writing(), self._locking(wait), self._cache.transact(retry=wait):
             for key, value in items:
                 self._cache.set(key, value, expire=ttl, retry=True)
-            if max_entries is not None:
-                excess = len(self._cache) - max_entries
-                if excess > 0:
-                    self._evict_least_recently_used(excess)
+            excess = len(self._cache) - max_entries if max_entries is not None else 0
+            return self._evict_least_recently_used(excess) if excess > 0 else []
 
     @contextmanager
     def _locking(self, wait: bool) -> Iterator[None]:
@@ -203,15 +204,18 @@ class DiskStore:
         finally:
             self._checkpointing = False
 
-    def _evict_least_recently_used(self, count: int) -> None:
+    def _evict_least_recently_used(self, count: int) -> list[str]:
+        """Remove `count` entries, the expired first, then the least recently used;
+        returns the keys of the live ones removed."""
         # diskcache bounds bytes, not entries; the oldest keys come from access_time.
         count -= self._cache.expire()
         if count <= 0:
-            return
+            return []
         rows = self._cache._sql(
             "SELECT key FROM Cache ORDER BY access_time LIMIT ?", (count,)).fetchall()
         for (key,) in rows:
             self._cache.delete(key, retry=True)
+        return [key for (key,) in rows]
 
     async def delete(self, key: str) -> None:
         self._memo.pop(key, None)
