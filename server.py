@@ -119,6 +119,12 @@ async def serve(settings: Settings) -> int:
     # No gc.collect() first: ~100 ms of start-up to spare the little garbage it leaves.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    # Before listening: a SIGTERM that follows the first answer must drain and exit 0, and
+    # the first requests are answered while the metrics are first published below.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     # Tornado's default accept queue (128) drops the SYNs of a larger burst, and each
     # dropped client waits a 1 s+ retransmit: size it to the requests we admit.
     server.listen(settings.port, settings.host, backlog=max(1024, settings.max_concurrent_requests))
@@ -136,10 +142,6 @@ async def serve(settings: Settings) -> int:
     if settings.enable_metrics:
         await publish_metrics(ctx)
         publisher.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     publisher.stop()
     log.info("shutting down: draining requests for up to %.0fs", settings.shutdown_grace_seconds)
