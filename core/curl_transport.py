@@ -255,8 +255,8 @@ class CurlMulti:
         self._multi.close()
 
 
-def _ignore(_: bytes) -> None:
-    return None
+def _ignore(*_: object) -> None:
+    """A callback that does nothing (a released handle's, a stream's before it runs)."""
 
 
 class CurlStream(httpx.AsyncByteStream):
@@ -281,7 +281,7 @@ class CurlStream(httpx.AsyncByteStream):
         self._last_read = self._loop.time()
         self._watch = self._loop.call_at(self._last_read + read_timeout, self._check_read) \
             if read_timeout else None
-        self.abort: Callable[[], None] = _nothing  # set by the multi once the transfer runs
+        self.abort: Callable[[], None] = _ignore  # set by the multi once the transfer runs
         self.dequeue: Callable[[CurlStream], None] | None = None  # while it waits for a handle
 
     # --- from libcurl, during socket_action ---
@@ -390,10 +390,6 @@ class CurlStream(httpx.AsyncByteStream):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-
-def _nothing() -> None:
-    return None
 
 
 def _as_httpx_error(errno: int, message: str, *, headers_in: bool) -> httpx.TransportError:
