@@ -34,11 +34,12 @@ from core.chat.prompts import (
     PromptBook,
     TaskSpec,
     asked_sections,
+    band,
     default_book,
     read_task,
     section_number,
 )
-from core.chat.wordlimit import band, char_count, strip_markdown, trim_to_limit
+from core.chat.wordlimit import char_count, strip_markdown, trim_to_limit
 
 OFFLINE_NOTICE = {
     "extractive": ("离线模式：未配置大模型。本答案由程序从给定资料中按题型规则摘取原句、压缩、编号而成"

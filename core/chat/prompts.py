@@ -214,6 +214,12 @@ class TaskSpec:
         return tuple(p for p in (self.genre.parts if self.genre else ()) if p not in self.exempt)
 
 
+def band(limit: int, low: int | None = None) -> tuple[int, int]:
+    """The word budget of a limit: 85–100 % unless the 题目 gives a floor under it
+    (a range; a 不少于N字 above a default limit does not fit and is not taken)."""
+    return (low if low and low <= limit else math.ceil(limit * BAND_LOW)), limit
+
+
 def read_task(mode: str, task: str, word_limit: int | None = None, book: PromptBook | None = None) -> TaskSpec:
     """Read the budget, score, role, 文种 and parts of a 题目 (`task`); a `word_limit`
     given with the request wins over the one written in the 题目 (whose floor stays
@@ -225,9 +231,7 @@ def read_task(mode: str, task: str, word_limit: int | None = None, book: PromptB
     # grader's limit, not N: an answer of 320 for 300字左右 is on target, not over).
     stated = read_length(text)
     limit = word_limit or stated.upper
-    low = stated.lower
-    if limit and not (low and low <= limit):
-        low = math.ceil(limit * BAND_LOW)   # no floor stated (or one above the limit asked)
+    low = band(limit, stated.lower)[0] if limit else stated.lower
     score = read_full_score(text)
     points = None
     if mode in ("summarize", "countermeasure"):

@@ -11,13 +11,12 @@ is reported in `checks`, never hidden.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.chat.prompts import BAND_LOW, EXAM_MODES, PromptBook, TaskSpec, default_book, fill
+from core.chat.prompts import EXAM_MODES, PromptBook, TaskSpec, band, default_book, fill
 from core.validation import Integer
 
 
@@ -62,12 +61,6 @@ def trim_to_limit(text: str, limit: int) -> str:
     if cut >= 0 and char_count(fitting[:cut + 1]) >= limit // 2:
         fitting = fitting[:cut + 1]
     return fitting.rstrip()
-
-
-def band(limit: int, low: int | None = None) -> tuple[int, int]:
-    """The word budget of a limit: 85–100 % unless the 题目 gives a floor under it
-    (a range; a 不少于N字 above a default limit does not fit and is not taken)."""
-    return (low if low and low <= limit else math.ceil(limit * BAND_LOW)), limit
 
 
 def _revision(messages: Sequence[dict[str, str]], answer: str, request: str) -> list[dict[str, str]]:
