@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import tornado.web
@@ -34,6 +36,27 @@ if TYPE_CHECKING:
     from core.context import AppContext
 
 log = logging.getLogger("shenlun.server")
+
+
+@contextlib.contextmanager
+def collector_paused_for_start_up() -> Iterator[None]:
+    """Run start-up with the cyclic collector off, then freeze what it built out of it.
+
+    Start-up builds ~1,000 classes (the openai SDK's pydantic models) and jieba's tables
+    and leaves next to no cycles: the collector would only walk that growing heap again
+    and again (0.3–0.4 s of CPU). What start-up built lives as long as the process, so
+    it is frozen out of later full collections too; and young collections run less often,
+    since a request leaves few cycles but allocates many containers
+    (bench/b9_stream_relay.py, bench/b1_cache_hit.py). No gc.collect() before the
+    freeze: ~100 ms of start-up to spare the little garbage it leaves.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+        gc.enable()
 
 
 def make_app(settings: Settings, ctx: AppContext | None = None) -> tornado.web.Application:
@@ -95,30 +118,24 @@ async def drain(server: HTTPServer, ctx: AppContext, grace: float) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    from core.context import build_context
-    from core.knowledge.store import CorruptStore
+    with collector_paused_for_start_up():
+        from core.context import build_context
+        from core.knowledge.store import CorruptStore
 
-    modules = time.perf_counter()
-    try:
-        ctx = build_context(settings)
-    except CorruptStore as exc:  # never rebuild the index from a damaged store, or from nothing
-        log.critical("refusing to start: %s", exc)
-        return 3
-    resources = time.perf_counter()
-    # What the first requests need (the LLM client, jieba's dictionaries) loads in the
-    # CPU executor while the app is built, and is loaded before the first request is
-    # taken: a balancer that sees /health 200 may send real traffic at once.
-    warming = ctx.warm_up()
-    app = make_app(settings, ctx)
-    server = make_server(app, settings)
-    await asyncio.gather(*map(asyncio.wrap_future, warming))
-    # What start-up built (modules, jieba's dictionaries, the SDK) lives as long as the
-    # process: frozen out of the cyclic collector, which would otherwise walk it on every
-    # full collection; and young collections less often, since a request leaves few
-    # cycles but allocates many containers (bench/b9_stream_relay.py, bench/b1_cache_hit.py).
-    # No gc.collect() first: ~100 ms of start-up to spare the little garbage it leaves.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+        modules = time.perf_counter()
+        try:
+            ctx = build_context(settings)
+        except CorruptStore as exc:  # never rebuild the index from a damaged store, or from nothing
+            log.critical("refusing to start: %s", exc)
+            return 3
+        resources = time.perf_counter()
+        # What the first requests need (the LLM client, jieba's dictionaries) loads in the
+        # CPU executor while the app is built, and is loaded before the first request is
+        # taken: a balancer that sees /health 200 may send real traffic at once.
+        warming = ctx.warm_up()
+        app = make_app(settings, ctx)
+        server = make_server(app, settings)
+        await asyncio.gather(*map(asyncio.wrap_future, warming))
     # Before listening: a SIGTERM that follows the first answer must drain and exit 0, and
     # the first requests are answered while the metrics are first published below.
     stop = asyncio.Event()

@@ -273,3 +273,25 @@ def test_the_first_chat_and_search_sent_together_right_after_start_up_are_answer
         assert fake_llm.calls == 1
     finally:
         server.stop()
+
+
+def test_start_up_runs_without_the_cyclic_collector_and_freezes_what_it_built():
+    import gc
+
+    import server
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        with server.collector_paused_for_start_up():
+            assert not gc.isenabled()
+            built = [[i] for i in range(1000)]  # what start-up leaves behind
+        assert gc.isenabled()
+        assert gc.get_threshold()[0] == server.GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() >= frozen + len(built)
+        # A start-up that fails (a damaged store, a bad dictionary) leaves the collector on.
+        with pytest.raises(RuntimeError), server.collector_paused_for_start_up():
+            raise RuntimeError("start-up failed")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        gc.enable()
