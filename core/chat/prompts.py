@@ -298,9 +298,14 @@ def asked_sections(task: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(found))
 
 
+_ASK_TAIL = re.compile(r"要求[：:]")
+
+
 def _ask_clause(task: str) -> str:
     """The 题目 without its 要求 tail (要求：全面准确 would read as parts)."""
-    return re.split(r"要求[：:]", task, maxsplit=1)[0]
+    # Compiled once: re.split(str, …) looks the pattern up in re's cache on every
+    # call, and this runs two or three times for every chat request.
+    return _ASK_TAIL.split(task, maxsplit=1)[0]
 
 
 # --- the prompt ---
