@@ -320,6 +320,7 @@ async def test_delta_text_reaches_the_client_exactly_as_the_model_wrote_it(http_
     text = '他说："依法\\行政"\n\t第二行\u0001 😀 结尾。' * 3
     fake_llm.reply = lambda body: text
     fake_llm.chunk_chars = 5
+    fake_llm.chunk_delay = 0.02  # chunks arrive apart: one event each
     response, chunks = await stream_chat(http_server_client, {"message": "hi", "use_knowledge": False})
     raw = b"".join(c for _, c in chunks).decode()
     deltas = [data["delta"] for name, data in parse_sse(raw) if name == "message"]
