@@ -11,8 +11,12 @@
    vs straight to the same fake, errors, and /health latency meanwhile; and the same
    load through the bare relay, the floor of a Tornado relay on this machine (bench
    client, fake and relay share its cores), with the service's ratio to it.
+3. With `--baseline DIR` (another copy of the project, e.g. main): server CPU per streamed
+   answer at the same load, this copy and DIR's `server.py` against one fake, in
+   alternating rounds (A B B A …, at least 6) — a paired figure that background load shifts alike.
 
     python bench/b9_stream_relay.py [--rounds 3] [--answers 5] [--streams 1000] [--part cpu|concurrent]
+                                    [--baseline DIR]
 Targets: CPU per delta <= 2x the bare relay's; mean answer time at c=1,000 <= 1.5x direct.
 """
 from __future__ import annotations
@@ -146,12 +150,39 @@ def concurrent_part(report: Report, work: Path, chat: bytes, streams: int) -> No
         proc.stop()
 
 
+def paired_part(report: Report, work: Path, chat: bytes, streams: int, rounds: int, baseline: Path) -> None:
+    """Part 3: server CPU per streamed answer, this copy against `baseline`, alternating."""
+    logs = work / "logs"
+    upstream = common.start_upstream(log_dir=logs, latency=1.0, answer_chars=160, chunk_chars=8, name="fake-paired")
+    servers = {side: common.start_server(common.fresh_data_dir(work, f"data-{side}"), upstream=upstream.base_url,
+                                         log_dir=logs, name=f"server-{side}", root=root, MAX_CONCURRENT_REQUESTS=1200)
+               for side, root in (("this copy", None), ("baseline", baseline))}
+    cpu: dict[str, list[float]] = {side: [] for side in servers}
+    for server in servers.values():  # warm: the upstream connection pool, the first requests
+        asyncio.run(many(server.port, "/api/chat", chat, 100))
+    for n in range(rounds):
+        for side, server in list(servers.items())[::-1 if n % 2 else 1]:
+            before = common.cpu_seconds(server.proc.pid)
+            errors = mean_ok(asyncio.run(many(server.port, "/api/chat", chat, streams)))[1]
+            if errors:
+                raise RuntimeError(f"{side}: {errors} streams did not complete")
+            cpu[side].append((common.cpu_seconds(server.proc.pid) - before) / streams * 1000)
+    ours, theirs = statistics.median(cpu["this copy"]), statistics.median(cpu["baseline"])
+    report.note(f"paired: this copy {[round(x, 2) for x in cpu['this copy']]} ms, "
+                f"baseline {[round(x, 2) for x in cpu['baseline']]} ms per answer")
+    report.add(f"server CPU per streamed answer, {streams} concurrent", ours, "ms", reference=f"baseline {baseline}",
+               ref_value=theirs, note=f"median of {rounds} alternating rounds, one fake")
+    for proc in (*servers.values(), upstream):
+        proc.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--answers", type=int, default=5)
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--part", choices=("cpu", "concurrent"), help="only part 1 or only part 2")
+    ap.add_argument("--baseline", type=Path, help="also part 3: CPU per answer paired with this project copy")
     args = ap.parse_args(argv)
     report = Report("b9_stream_relay", "streamed answers: CPU per delta vs a bare relay; 1,000 concurrent streams")
     work = common.tmpdir()
@@ -181,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.part != "cpu":
         concurrent_part(report, work, chat, args.streams)
+    if args.baseline:
+        paired_part(report, work, chat, args.streams, max(args.rounds, 6), args.baseline)
     report.note(f"after: {common.machine_load()}")
     return finish(report)
 

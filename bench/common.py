@@ -233,11 +233,14 @@ class Server:
 
 
 def start_server(data_dir: Path, *, name: str = "server-1", upstream: str | None = None,
-                 log_dir: Path, python: list[str] | None = None, **overrides: Any) -> Server:
-    """`server.py` on a free port; waits for /health 200 and records the start-up time."""
+                 log_dir: Path, python: list[str] | None = None, root: Path | None = None,
+                 **overrides: Any) -> Server:
+    """`server.py` (of `root`, else SERVICE_ROOT) on a free port; waits for /health 200
+    and records the start-up time."""
     port = free_port()
     env = server_env(data_dir, port, name, upstream, **overrides)
-    proc = Proc(name, [*(python or [sys.executable]), str(SERVICE_ROOT / "server.py")], env=env, log_dir=log_dir)
+    proc = Proc(name, [*(python or [sys.executable]), str((root or SERVICE_ROOT) / "server.py")], env=env,
+                log_dir=log_dir)
     ready = wait_http(f"http://127.0.0.1:{port}/health", 60, proc)
     return Server(proc, port, data_dir, startup_s=ready - proc.started)
 

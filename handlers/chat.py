@@ -14,16 +14,26 @@ from core.errors import ServiceError
 from core.grading import is_grade_request
 from handlers.base import BaseHandler, log
 
+# What json.dumps(..., ensure_ascii=False) writes for a str (the C encoder), for the
+# delta event's one field.
+_json_string = json.encoder.encode_basestring
+
 
 class EventStreamHandler(BaseHandler):
     """Relays a core event stream (`ChatService.stream`) as Server-Sent Events.
 
     Subclasses say how each event is written (`format_event`); the relay owns the
     rest: nothing goes out before the first delta, so an error before it is a plain
-    error answer, and a client that goes away cancels the pump and with it the
-    upstream call."""
+    error answer, and a client that goes away cancels the relay and with it the
+    upstream call.
 
-    _pump: asyncio.Task[None] | None = None
+    The relay runs in the request's own task, not in one of its own (a task, its wait
+    and their callbacks per stream add up at 1,000 streams): `on_connection_close`
+    cancels that task while it relays, and the relay takes the cancellation back
+    (`uncancel`), so the request ends as a normal one."""
+
+    _relaying: asyncio.Task[Any] | None = None  # the request's task, while it relays
+    _client_left = False
 
     def format_event(self, kind: str, data: dict[str, Any]) -> str:
         """The SSE text for one event ("" to send nothing)."""
@@ -39,12 +49,16 @@ class EventStreamHandler(BaseHandler):
             await events.aclose()
             raise
         self.cache_status = first[1]["cache"]
-        # A separate task, so a client that goes away can cancel it (and with it the
-        # upstream call) from on_connection_close.
-        self._pump = asyncio.ensure_future(self._send_events(first, events))
-        await asyncio.wait({self._pump})
-        if not self._pump.cancelled():
-            self._pump.result()
+        task = asyncio.current_task()
+        self._relaying = task
+        try:
+            await self._send_events(first, events)
+        except asyncio.CancelledError:
+            if not self._client_left or task is None:
+                raise  # a cancellation of someone else's (shutdown): it goes on
+            task.uncancel()
+        finally:
+            self._relaying = None
 
     def _start_stream(self) -> None:
         self.set_header("X-Cache", self.cache_status or "BYPASS")
@@ -93,8 +107,9 @@ class EventStreamHandler(BaseHandler):
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
-        if self._pump is not None and not self._pump.done():
-            self._pump.cancel()
+        if self._relaying is not None and not self._relaying.done():
+            self._client_left = True
+            self._relaying.cancel()
 
 
 class ChatHandler(EventStreamHandler):
@@ -124,10 +139,11 @@ class ChatHandler(EventStreamHandler):
         self.write_json(body)
 
     def format_event(self, kind: str, data: dict[str, Any]) -> str:
+        if kind == "delta":  # most events: the one field spliced in, no dict walked
+            return f'data: {{"delta": {_json_string(data["delta"])}}}\n\n'
         if kind == "start":
             return ""
-        head = f"event: {kind}\n" if kind != "delta" else ""
-        return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+        return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 default_handlers = [(r"/api/chat", ChatHandler)]

@@ -298,9 +298,14 @@ def asked_sections(task: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(found))
 
 
+_ASK_TAIL = re.compile(r"要求[：:]")
+
+
 def _ask_clause(task: str) -> str:
     """The 题目 without its 要求 tail (要求：全面准确 would read as parts)."""
-    return re.split(r"要求[：:]", task, maxsplit=1)[0]
+    # Compiled once: re.split(str, …) looks the pattern up in re's cache on every
+    # call, and this runs two or three times for every chat request.
+    return _ASK_TAIL.split(task, maxsplit=1)[0]
 
 
 # --- the prompt ---
@@ -381,9 +386,12 @@ def build_prompt(*, mode: str, question: str, history: Sequence[dict[str, str]] 
     # An exam mode answers for the answer sheet once there is a 题目 or material to
     # answer; "如何答好概括题？" in summarize mode stays a question about the method.
     exam = mode in EXAM_MODES and bool(material.strip() or task.strip())
-    spec = read_task(mode, task or question, word_limit, book)
-    if exam:
-        system = exam_system_prompt(book, spec)
+    # The 题目's reading serves the exam modes (their sheet, self-check and offline
+    # skeletons); a plain chat has no use for it, and it is most of this function's cost.
+    spec = read_task(mode, task or question, word_limit, book) if mode in EXAM_MODES else None
+    sheet = spec if exam else None  # the reading the answer sheet is held to
+    if sheet:
+        system = exam_system_prompt(book, sheet)
     else:
         system = book.system(mode)
         if word_limit:
@@ -400,5 +408,5 @@ def build_prompt(*, mode: str, question: str, history: Sequence[dict[str, str]] 
     parts.append(f"【考生的问题】\n{question}" if parts else question)
     messages.append({"role": "user", "content": "\n\n".join(parts)})
     return Prompt(mode=mode, question=question, messages=messages, material=material,
-                  word_limit=spec.limit if exam else word_limit, sources=tuple(sources), task=task,
+                  word_limit=sheet.limit if sheet else word_limit, sources=tuple(sources), task=task,
                   spec=spec, exam=exam)

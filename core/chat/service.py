@@ -256,11 +256,13 @@ class ChatService:
             if cleaner and (tail := cleaner.close()):
                 yield "delta", {"delta": tail}
         outcome = self._plain(prompt, Completion("".join(parts), self.llm.model, call.usage))
-        answer_json, fields = self._encoded(req, prompt, outcome)
         # Only a stream that ran to its end reaches this line, so cut-off answers
-        # are never cached.
+        # are never cached; one that is not cached is not encoded either.
         if key is not None and self.cache is not None:
+            answer_json, fields = self._encoded(req, prompt, outcome)
             await self.cache.set(key, answer_json)
+        else:
+            fields = self._fields(req, prompt, outcome)
         fields.pop("answer")
         yield "done", {**self._meta(started, cached=False), **fields}
 

@@ -82,3 +82,22 @@ async def test_a_streamed_answer_is_cached_once_complete_and_replayed_as_a_hit(s
         assert run[0] == ("start", {"cache": status}) and run[-1][0] == "done"
         assert "".join(data["delta"] for kind, data in run if kind == "delta") == fake_llm.reply({})
     assert fake_llm.calls == 1
+
+
+async def test_a_streamed_answer_not_to_be_cached_still_reports_its_counts_and_is_never_stored(service, fake_llm):
+    fake_llm.reply = lambda body: "分条作答，同类合并。" * 4  # 40 characters
+    ask = {**ASK, "stream": True, "word_limit": 30}
+
+    async def events(body):
+        return [event async for event in service.stream(ChatRequest.from_payload(body))]
+
+    for _ in range(2):
+        run = await events({**ask, "cache": False})
+        assert run[0] == ("start", {"cache": "BYPASS"})
+        kind, done = run[-1]
+        assert kind == "done" and "answer" not in done
+        assert (done["char_count"], done["word_limit"], done["over_limit"]) == (40, 30, True)
+        assert set(done["usage"]) >= {"prompt_tokens", "completion_tokens"}
+    # Nothing was stored: the same question asked with the cache is a miss.
+    assert (await events(ask))[0] == ("start", {"cache": "MISS"})
+    assert fake_llm.calls == 3

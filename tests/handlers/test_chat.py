@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 
 import pytest
@@ -292,6 +293,63 @@ async def test_client_disconnect_mid_stream_cancels_the_upstream_call(http_serve
         await asyncio.sleep(0.05)
     assert fake_llm.disconnects == 1  # the upstream saw us hang up: generation stopped
     assert ctx.slots.in_use == 0
+
+
+async def raw_stream(port: int, body: dict, *, until: bytes | None = None):
+    """POST a streamed /api/chat over a plain socket: (reader, writer, bytes read so far,
+    up to `until` when given, else the whole response)."""
+    data = json.dumps({**body, "stream": True}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+    await writer.drain()
+    if until is None:
+        return reader, writer, await asyncio.wait_for(reader.read(), 10)
+    received = b""
+    while until not in received:
+        received += await asyncio.wait_for(reader.read(4096), 5)
+    return reader, writer, received
+
+
+def server_port(http_server) -> int:
+    return next(iter(http_server._sockets.values())).getsockname()[1]
+
+
+async def test_delta_text_reaches_the_client_exactly_as_the_model_wrote_it(http_server_client, fake_llm):
+    # Quotes, backslashes, control characters, an emoji and CJK across chunk boundaries.
+    text = '他说："依法\\行政"\n\t第二行\u0001 😀 结尾。' * 3
+    fake_llm.reply = lambda body: text
+    fake_llm.chunk_chars = 5
+    fake_llm.chunk_delay = 0.02  # chunks arrive apart: one event each
+    response, chunks = await stream_chat(http_server_client, {"message": "hi", "use_knowledge": False})
+    raw = b"".join(c for _, c in chunks).decode()
+    deltas = [data["delta"] for name, data in parse_sse(raw) if name == "message"]
+    assert "".join(deltas) == text and len(deltas) > 1
+    assert "依法" in raw and "\\u4f9d" not in raw  # UTF-8 as it is, not \u-escaped
+    for line in raw.split("\n"):
+        if line.startswith('data: {"delta"'):
+            assert line == "data: " + json.dumps(json.loads(line[6:]), ensure_ascii=False)
+
+
+async def test_a_client_that_leaves_mid_stream_ends_its_request_cleanly(http_server, fake_llm, ctx, caplog):
+    fake_llm.reply = lambda body: "丁" * 400
+    fake_llm.chunk_delay = 0.05
+    port = server_port(http_server)
+    with caplog.at_level(logging.WARNING):
+        _, writer, _ = await raw_stream(port, {"message": "hi", "use_knowledge": False}, until=b'"delta"')
+        writer.close()
+        for _ in range(100):
+            if ctx.inflight_requests == 0 and ctx.slots.in_use == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert ctx.inflight_requests == 0 and ctx.slots.in_use == 0
+        # The request's task took the cancellation back: nothing logged as a failure
+        # (no "Exception in callback", no CancelledError), and the server streams on.
+        fake_llm.chunk_delay = 0.0
+        _, writer, raw = await raw_stream(port, {"message": "again", "use_knowledge": False})
+        writer.close()
+    assert b"event: done" in raw
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.settings(offline=True)
