@@ -67,11 +67,14 @@ _QUOTED = re.compile(r'"([^"]*)"|“([^”]*)”|「([^」]*)」|『([^』]*)』
 MODES = ("or", "and")
 
 
-# A search gives the GIL away at its check points once it has run this long since it
-# last did. Whoosh and the scoring are pure Python: without it a thread that wants the
-# GIL (the event loop woken by a request) waits for the interpreter's switch interval
-# (5 ms), at every turn of the loop, behind the search thread. bench/b7_event_loop.py:
-# /health p99 17-18 ms without, 10-11 ms with (docs/benchmarks.md, issue 18 (五)).
+# The search thread gives the GIL away at a search's check points once it has run this
+# long since it last did. Whoosh and the scoring are pure Python: without it a thread
+# that wants the GIL (the event loop woken by a request) waits for the interpreter's
+# switch interval (5 ms), at every turn of the loop, behind the search thread; /health
+# takes several turns. bench/b7_event_loop.py, six runs alternating with the code before
+# at a load of 4-7 on 2 cores: /health p99 8-20 ms against 13-30 ms, 22% fewer
+# searches/s (the loop takes the GIL it was waiting for); at 2 ms, p99 10-21 ms and 2%
+# fewer (docs/benchmarks.md, issue 18: /health under search load, continued).
 GIL_SLICE_SECONDS = 0.001
 # A real sleep, not sleep(0): the search thread must stay off the GIL long enough for the
 # woken thread to take it (sleep(0) takes it straight back).
