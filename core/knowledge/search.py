@@ -67,10 +67,41 @@ _QUOTED = re.compile(r'"([^"]*)"|“([^”]*)”|「([^」]*)」|『([^』]*)』
 MODES = ("or", "and")
 
 
-def _check(deadline: float | None) -> None:
-    """SearchTimeout once time.monotonic() passed `deadline` (None: no budget)."""
-    if deadline is not None and time.monotonic() > deadline:
-        raise SearchTimeout()
+# The search thread gives the GIL away at a search's check points once it has run this
+# long since it last did. Whoosh and the scoring are pure Python: without it a thread
+# that wants the GIL (the event loop woken by a request) waits for the interpreter's
+# switch interval (5 ms), at every turn of the loop, behind the search thread; /health
+# takes several turns. bench/b7_event_loop.py, six runs alternating with the code before
+# at a load of 4-7 on 2 cores: /health p99 8-20 ms against 13-30 ms, 22% fewer
+# searches/s (the loop takes the GIL it was waiting for); at 2 ms, p99 10-21 ms and 2%
+# fewer (docs/benchmarks.md, issue 18: /health under search load, continued).
+GIL_SLICE_SECONDS = 0.001
+# A real sleep, not sleep(0): the search thread must stay off the GIL long enough for the
+# woken thread to take it (sleep(0) takes it straight back).
+_HANDOFF_SECONDS = 1e-5
+
+
+# Per thread, when it last gave the GIL away: searches that follow one another on the
+# search thread (each shorter than a slice) share its slice.
+_handed = threading.local()
+
+
+class Pace:
+    """One search's time budget and its turns at giving the GIL away: `check()` at every
+    point where stopping or pausing is safe."""
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline  # a time.monotonic() value; None: no budget
+
+    def check(self) -> None:
+        """SearchTimeout past the deadline; a pause for any thread waiting for the GIL
+        once this thread ran GIL_SLICE_SECONDS since its last one."""
+        now = time.monotonic()
+        if self.deadline is not None and now > self.deadline:
+            raise SearchTimeout()
+        if now - getattr(_handed, "at", 0.0) >= GIL_SLICE_SECONDS:
+            time.sleep(_HANDOFF_SECONDS)
+            _handed.at = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -607,8 +638,7 @@ class _Credits:
         return best
 
 
-def _score_words(view: IndexView, words: Sequence[str],
-                 deadline: float | None = None) -> tuple[dict[int, float], _Credits]:
+def _score_words(view: IndexView, words: Sequence[str], pace: Pace) -> tuple[dict[int, float], _Credits]:
     """The BM25F score of every passage matching the words query of mode "or" (what
     Whoosh computes for `Or([_word_query(w) for w in words])`), and the credits, in one
     pass over the posting lists.
@@ -624,7 +654,7 @@ def _score_words(view: IndexView, words: Sequence[str],
     for word in words:
         whole[word], partial[word] = set(), set()
         for token in analyzer.expand(word):
-            _check(deadline)  # a common token's postings are the long part
+            pace.check()  # a common token's postings are the long part
             weight = 1.0 if token == word else SUBWORD_WEIGHT
             for field_name, boost in (("title", TITLE_BOOST), ("content", 1.0)):
                 found = view.scores(field_name, token, weight * boost, scores)
@@ -652,7 +682,7 @@ def _clause_scores(view: IndexView, chain: Sequence[str]) -> dict[int, float]:
 
 
 def _score_required(view: IndexView, parsed: ParsedQuery, mode: str,
-                    deadline: float | None = None) -> tuple[dict[int, float], _Credits]:
+                    pace: Pace) -> tuple[dict[int, float], _Credits]:
     """The scores of every passage matching a query with phrases, or of mode "and",
     as Whoosh scores `build_query(parsed, mode)`: every phrase (and in mode "and" every
     word, whole) is required and the scores of the parts add up; in mode "or" the
@@ -661,7 +691,7 @@ def _score_required(view: IndexView, parsed: ParsedQuery, mode: str,
     chains += parsed.phrases
     clauses: list[dict[int, float]] = []
     for chain in chains:
-        _check(deadline)
+        pace.check()
         clauses.append(_clause_scores(view, chain))
         if not clauses[-1]:
             return {}, _Credits.of_words(view, ())
@@ -671,7 +701,7 @@ def _score_required(view: IndexView, parsed: ParsedQuery, mode: str,
     words = parsed.words if mode == "or" else ()
     if not words:
         return scores, _Credits.of_words(view, ())
-    optional, credits = _score_words(view, words, deadline)
+    optional, credits = _score_words(view, words, pace)
     # AndMaybe(required, optional): the optional part adds where it matches
     return {n: score + optional[n] if n in optional else score for n, score in scores.items()}, credits
 
@@ -690,8 +720,7 @@ class SearchPage:
 
 
 def _rank(view: IndexView, scores: Mapping[int, float], credits: _Credits,
-          weights: Mapping[str, float], need: int,
-          deadline: float | None = None) -> list[tuple[float, str, int]]:
+          weights: Mapping[str, float], need: int, pace: Pace) -> list[tuple[float, str, int]]:
     """(score, doc id, best passage) of the `need` best documents, best first.
 
     A document scores its best passage's score (the first passage on ties) times
@@ -714,7 +743,7 @@ def _rank(view: IndexView, scores: Mapping[int, float], credits: _Credits,
             continue
         seen.add(doc_id)
         if len(seen) % 64 == 63:
-            _check(deadline)
+            pace.check()
         score = -negative
         if len(top) >= need and score < top[need - 1][0]:
             break
@@ -742,22 +771,24 @@ def search(searcher: Searcher, text: str, *, limit: int = 10, offset: int = 0,
         # decodes every segment's columns, ~1 s at 10,000 documents on a busy machine):
         # shared work, not this query's, so it does not count against the budget.
         deadline += time.monotonic() - built
+    pace = Pace(deadline)
     allowed = view.filter_ids(category, tags)
     words = parsed.words if mode == "or" else ()
     if words and not parsed.phrases:
-        scores, credits = _score_words(view, words, deadline)
+        scores, credits = _score_words(view, words, pace)
     else:
         # phrases and mode "and": the documents with every required part, far fewer
-        scores, credits = _score_required(view, parsed, mode, deadline)
+        scores, credits = _score_required(view, parsed, mode, pace)
     if allowed is not None:
         scores = {n: s for n, s in scores.items() if n in allowed}
     total = len(set(map(view.doc_of.__getitem__, scores)))
     need = min(offset + limit, total)
-    ranked = _rank(view, scores, credits, _weights(searcher, words), need, deadline) if need > offset else []
-    _check(deadline)
+    ranked = _rank(view, scores, credits, _weights(searcher, words), need, pace) if need > offset else []
+    pace.check()
     terms = parsed.terms
     results = []
     for score, doc_id, docnum in ranked[offset:need]:
+        pace.check()  # a snippet is ~1 ms: most of a search of a small corpus
         f = searcher.stored_fields(docnum)  # only for the page: stored fields are dear
         results.append({
             "id": doc_id, "title": f["title"], "category": f.get("category", ""),
@@ -785,7 +816,8 @@ def retrieve(searcher: Searcher, text: str, limit: int) -> list[Source]:
         weights = {w: weights[w] for w in words}
     view = IndexView.of(searcher)
     doc_ids = view.doc_of
-    scores, credits = _score_words(view, words)
+    pace = Pace()  # no budget: a chat's retrieval is bounded by its words, not by time
+    scores, credits = _score_words(view, words, pace)
     candidates = heapq.nsmallest(RETRIEVE_CANDIDATES, scores.items(), key=lambda item: (-item[1], item[0]))
     best: dict[str, tuple[float, int]] = {}
     for docnum, score in candidates:
@@ -802,6 +834,7 @@ def retrieve(searcher: Searcher, text: str, limit: int) -> list[Source]:
     ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
     sources = []
     for doc_id, (score, docnum) in ranked:
+        pace.check()
         f = searcher.stored_fields(docnum)
         sources.append(Source(id=doc_id, title=f["title"], text=f["content"], score=round(score, 3),
                               snippet=snippet(f["content"], terms, f.get("cuts")), category=f.get("category", "")))

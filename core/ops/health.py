@@ -5,8 +5,12 @@ write, the index answers; and the LLM upstream's last state as real calls found 
 The probes run on a dedicated one-thread executor with a deadline, so /health
 answers promptly while chats and searches keep the other workers busy. A passing round
 is reused for FRESH_SECONDS: balancers poll /health often, and under CPU load every
-thread hop waits for the GIL behind the search threads (bench/b7_event_loop.py). A
-failing round is never reused, so recovery shows at the next call.
+thread hop waits for the GIL behind the search threads (bench/b7_event_loop.py). A call
+that finds the round past half that age starts the next one in the background and
+answers at once, so a client polling at least twice a second never waits for a round;
+one that finds it older waits for a round, as the first call does. Calls that arrive
+while a round runs share it. A failing round is never reused, so recovery shows at the
+next call.
 
 A probe returns nothing ("ok"), or a `Reading`: a named state ("full", "rebuilding",
 "empty"…) and figures for the body (free bytes, document count). A shared store that
@@ -108,22 +112,39 @@ class HealthProbes:
         self._fresh_seconds = fresh_seconds
         self._passed_at: float | None = None
         self._passed: dict[str, str] = {}
+        self._round: asyncio.Task[dict[str, str]] | None = None  # the round running now
         self.figures: dict[str, Any] = {}  # of the latest round: free bytes, documents…
 
     async def run(self) -> dict[str, str]:
         """Each probe's result ('ok', a state, or 'fail: …'), at most FRESH_SECONDS old
         when all passed; `figures` then holds that round's figures."""
-        now = time.monotonic()
-        if self._passed_at is not None and now - self._passed_at < self._fresh_seconds:
-            return dict(self._passed)
-        figures: dict[str, Any] = {}
-        results = await run_checks(self._probes, self._executor, figures)
-        self.figures = figures
-        if healthy(results):
-            self._passed_at, self._passed = now, dict(results)
-        else:
-            self._passed_at = None
-        return results
+        if self._passed_at is not None:
+            age = time.monotonic() - self._passed_at
+            if age < self._fresh_seconds:
+                if age >= self._fresh_seconds / 2:
+                    self._start_round()  # answered from the last round; the next is on its way
+                return dict(self._passed)
+        # Shielded: a caller that goes away does not cancel the round others wait for.
+        return dict(await asyncio.shield(self._start_round()))
+
+    def _start_round(self) -> asyncio.Task[dict[str, str]]:
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_task(self._new_round())
+        return self._round
+
+    async def _new_round(self) -> dict[str, str]:
+        started = time.monotonic()  # a passing round counts from its start: never fresher than it is
+        try:
+            figures: dict[str, Any] = {}
+            results = await run_checks(self._probes, self._executor, figures)
+            self.figures = figures
+            if healthy(results):
+                self._passed_at, self._passed = started, dict(results)
+            else:
+                self._passed_at = None
+            return results
+        finally:
+            self._round = None
 
 
     async def report(self) -> tuple[bool, dict[str, str]]:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import re
+import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -177,7 +180,7 @@ async def test_passage_scores_are_whoosh_bm25f_scores(kb, query):
     # its matcher tree: the scores must be the ones Whoosh's own collector gives.
     searcher = kb.index.searcher()
     parsed = searching.parse_query(query)
-    ours, _ = searching._score_words(searching.IndexView.of(searcher), parsed.words)
+    ours, _ = searching._score_words(searching.IndexView.of(searcher), parsed.words, searching.Pace())
     whoosh = dict(searcher.search(searching.build_query(parsed, "or"), limit=None).items())
     assert ours.keys() == whoosh.keys() and whoosh
     assert all(ours[n] == pytest.approx(whoosh[n], rel=1e-12) for n in whoosh)
@@ -196,7 +199,7 @@ async def test_phrase_and_all_word_scores_are_whoosh_phrase_query_scores(kb, que
     searcher = kb.index.searcher()
     assert len(searcher.reader().leaf_readers()) > 1 and searcher.reader().has_deletions()
     parsed = searching.parse_query(query)
-    ours, _ = searching._score_required(searching.IndexView.of(searcher), parsed, mode)
+    ours, _ = searching._score_required(searching.IndexView.of(searcher), parsed, mode, searching.Pace())
     whoosh = dict(searcher.search(searching.build_query(parsed, mode), limit=None).items())
     assert ours.keys() == whoosh.keys()
     assert all(ours[n] == pytest.approx(whoosh[n], rel=1e-12) for n in whoosh)
@@ -239,3 +242,31 @@ def test_fragments_are_whooshs_context_fragments(kb):
                 assert ours == whoosh
                 compared += bool(whoosh)
     assert compared > 20
+
+
+
+def test_a_search_pace_gives_the_gil_to_a_thread_that_waits_for_it():
+    # Pure-Python work with Pace.check() between its steps, as a search's scoring and
+    # snippets are. The interpreter forces a switch only every 0.5 s here, so a thread
+    # that wants the GIL meanwhile gets it from the pauses, every GIL_SLICE_SECONDS.
+    def busy(seconds: float) -> None:
+        pace, until, n = searching.Pace(), time.monotonic() + seconds, 0
+        while time.monotonic() < until:
+            for _ in range(500):  # no I/O: the GIL stays held
+                n += 1
+            pace.check()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)
+    try:
+        worker = threading.Thread(target=busy, args=(0.4,))
+        worker.start()
+        turns = 0
+        while worker.is_alive():
+            time.sleep(0.001)  # each wake needs the GIL
+            turns += 1
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert turns >= 40, turns  # one pause a millisecond: ~100-300; without them 1 or 2
+
