@@ -153,3 +153,35 @@ async def test_a_write_while_another_process_holds_the_lock_waits_off_the_loop_a
         assert await cache.get("chat:late") == '{"n": 2}' and await cache.get("chat:first") == "{}"
     finally:
         await stores.aclose()
+
+
+async def test_a_put_answer_is_read_here_at_once_and_by_other_processes_once_written(tmp_path, executor):
+    first_stores, first = open_cache(tmp_path, executor)
+    second_stores, second = open_cache(tmp_path, executor)
+    try:
+        written = first.put("chat:a", '{"answer": "要点一"}')
+        assert await first.get("chat:a") == '{"answer": "要点一"}'  # this process: at once
+        assert await second.get("chat:a") is None and not written.done()  # not in the store yet
+        await written
+        assert await second.get("chat:a") == '{"answer": "要点一"}'
+        first.put("chat:b", "{}")
+        await first.flush()
+        assert await second.get("chat:b") == "{}"
+    finally:
+        await first_stores.aclose()
+        await second_stores.aclose()
+
+
+async def test_a_clear_drops_the_answers_not_written_yet(tmp_path, executor):
+    first_stores, first = open_cache(tmp_path, executor)
+    second_stores, second = open_cache(tmp_path, executor)
+    try:
+        await first.set("chat:a", "{}")
+        first.put("chat:b", "{}")
+        assert await first.clear() == 1
+        await first.flush()
+        assert await first.get("chat:b") is None and await second.get("chat:b") is None
+        assert await second.count() == 0
+    finally:
+        await first_stores.aclose()
+        await second_stores.aclose()
