@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from core.context import build_context
 from core.store import StoreUnavailable, open_stores
 from core.traffic.cache import ResponseCache
 
@@ -185,3 +186,14 @@ async def test_a_clear_drops_the_answers_not_written_yet(tmp_path, executor):
     finally:
         await first_stores.aclose()
         await second_stores.aclose()
+
+
+async def test_closing_the_context_writes_the_answers_not_written_yet(settings, executor):
+    ctx = build_context(settings)
+    ctx.cache.put("chat:late", '{"answer": "收尾"}')
+    await ctx.close()
+    stores, other = open_cache(settings.data_dir, executor)
+    try:
+        assert await other.get("chat:late") == '{"answer": "收尾"}'
+    finally:
+        await stores.aclose()
