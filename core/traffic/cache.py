@@ -19,7 +19,8 @@ A miss's answer is not held back for its write: the chat service `put`s it (the 
 is scheduled, not awaited), so the answer goes out first and the write runs in the
 loop's next turn (~0.3–0.6 ms later, bench/miss_tail.py). Until it is in the store,
 `get` in this process answers from the entries not yet written, so a repeat here hits
-at once; a repeat sent to another process or host within that window misses and asks
+at once (one read while its write is under way writes it again: the entry cap evicts by
+the last use, which a hit stamps in the store and this read could not); a repeat sent to another process or host within that window misses and asks
 the model again (its answer is cached too, the last write wins). `flush()` waits for
 the writes still out (before the store closes).
 """
@@ -63,6 +64,8 @@ class ResponseCache:
         pending = self._next.get(key) if self._next else None
         if pending is None and self._batch:
             pending = self._batch.get(key)
+            if pending is not None:  # used before it landed: written again, so the entry
+                self._written(key, pending)  # cap sees it as recently used (a hit stamps it)
         if pending is not None:
             return pending
         try:
@@ -73,10 +76,18 @@ class ResponseCache:
             log.warning("cache read failed", exc_info=True)
             return None
 
-    def put(self, key: str, value: Any) -> asyncio.Future[None]:
-        """Store a complete answer with the next batch, without waiting for it: readable
-        here at once, in the store once the returned future is done. Failures are
-        logged, never raised to the user."""
+    def put(self, key: str, value: Any) -> None:
+        """Store a complete answer with the next batch, without waiting for it (readable
+        here at once). Failures are logged, never raised to the user."""
+        self._written(key, value)
+
+    async def set(self, key: str, value: Any) -> None:
+        """`put`, then wait until its batch is in the store."""
+        # Shielded: a caller that gives up does not cancel the future its batch shares.
+        await asyncio.shield(self._written(key, value))
+
+    def _written(self, key: str, value: Any) -> asyncio.Future[None]:
+        """Add to the next batch; the future its write sets."""
         self._next[key] = value
         if self._next_written is None:
             self._next_written = asyncio.get_running_loop().create_future()
@@ -84,10 +95,6 @@ class ResponseCache:
             # A task of its own: a caller that gives up cancels neither its batch nor the next.
             self._writer = asyncio.ensure_future(self._write_batches())
         return self._next_written
-
-    async def set(self, key: str, value: Any) -> None:
-        """`put`, then wait until its batch is in the store."""
-        await asyncio.shield(self.put(key, value))
 
     async def flush(self) -> None:
         """Wait for the writes still out."""
