@@ -79,6 +79,7 @@ class AppContext:
         await self.llm.close()
         for close in reversed(self.closers):
             close()
+        await self.cache.flush()  # the answers already given are written before the store closes
         await self.stores.aclose()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.health_executor.shutdown(wait=True, cancel_futures=True)

@@ -1,6 +1,6 @@
-"""An `httpx` transport over libcurl (pycurl's multi interface on the event loop),
-for the `openai` client: the SDK still builds the requests (auth, base URL, headers)
-and maps the answers to its error types; libcurl carries them.
+"""HTTP calls over libcurl (pycurl's multi interface on the event loop), for the
+OpenAI-compatible provider: the `openai` client builds the request once (auth, base URL,
+headers) and maps error statuses to its error types (core/llm.py); libcurl carries every call.
 
 Why libcurl: httpx's own transport (httpcore over anyio) is Python from the socket up,
 and its pool walks every connection it holds on each request and release, O(n²) in the
@@ -25,9 +25,10 @@ Protocol of one request (all on the event loop): `open()` starts the transfer (o
 queues it while `max_clients` run) and returns its `CurlStream`; the head arrives
 through the header callback (`await stream.head()`), body bytes through the write
 callback (those of one `socket_action` together, drained by the reader). The end of
-the transfer, or its failure as the httpx exception httpx's own transport would raise,
-closes the stream. Closing the stream before that removes the handle from the multi:
-libcurl stops the transfer at once and closes its connection (never reused half read).
+the transfer, or its failure as the httpx exception the openai client maps (httpx's
+own transport raises the same), closes the stream. Closing the stream before that
+removes the handle from the multi: libcurl stops the transfer at once and closes its
+connection (never reused half read). The caller closes every stream it opens.
 
 Imported by `OpenAIProvider.prepare()` only: pycurl, httpx and certifi load in the
 executor, never while the server starts.
@@ -56,9 +57,9 @@ _PROTOCOL_ERRORS = {pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT,
 _SUPPRESSED = ("Expect:", "Pragma:")
 
 
-class CurlTransport(httpx.AsyncBaseTransport):
-    """httpx requests through one libcurl multi handle of its own (`max_clients`
-    transfers at once; more wait in a queue, first come first served).
+class CurlTransport:
+    """HTTP calls through one libcurl multi handle of its own (`max_clients` transfers
+    at once; more wait in a queue, first come first served).
 
     The multi belongs to the event loop it is driven from, so it is made by the first
     request, on the loop, not where the transport is built (the executor)."""
@@ -80,25 +81,8 @@ class CurlTransport(httpx.AsyncBaseTransport):
         self._multi.start(stream, method, url, [*headers, *_SUPPRESSED], body, connect_timeout or 0)
         return stream
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request`; the response once its headers are in (the body streams on)."""
-        timeouts = request.extensions.get("timeout") or {}
-        body = await request.aread()
-        # httpx decodes the body by its Content-Encoding (it asked for the encodings it
-        # reads) and follows redirects itself: libcurl does neither.
-        lines = [f"{name}: {value}" if value else f"{name};"
-                 for name, value in request.headers.multi_items()]
-        stream = self.open(request.method, str(request.url), lines, body,
-                           connect_timeout=timeouts.get("connect"), read_timeout=timeouts.get("read"))
-        try:
-            status = await stream.head()
-        except BaseException:  # cancelled (the caller's deadline), or the transfer failed
-            await stream.aclose()
-            raise
-        return httpx.Response(status, headers=stream.fields(), stream=stream, request=request,
-                              extensions={"http_version": stream.http_version})
-
     async def aclose(self) -> None:
+        """Stop every transfer and free libcurl's state (a later `open()` starts afresh)."""
         if self._multi is not None:
             self._multi.close()
             self._multi = None
@@ -259,17 +243,16 @@ def _ignore(*_: object) -> None:
     """A callback that does nothing (a released handle's, a stream's before it runs)."""
 
 
-class CurlStream(httpx.AsyncByteStream):
+class CurlStream:
     """One transfer: its head as it arrives, then its body chunks, then its end.
 
-    httpx's read timeout is kept here, not by libcurl (whose low-speed limit averages
+    The read timeout is kept here, not by libcurl (whose low-speed limit averages
     over several seconds, so it would fire late after an upload): one timer per
     transfer, pushed back lazily to the last byte's time plus the timeout."""
 
     def __init__(self, read_timeout: float | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._status = 0
-        self.http_version = b"HTTP/1.1"
         self._lines: list[bytes] = []  # the head's field lines, as libcurl passed them
         self._head: asyncio.Future[int] = self._loop.create_future()
         self._chunks: list[bytes] = []
@@ -291,10 +274,8 @@ class CurlStream(httpx.AsyncByteStream):
         head; an interim 1xx head is skipped)."""
         self._last_read = self._loop.time()
         if line.startswith(b"HTTP/"):
-            version, _, rest = line.partition(b" ")
-            code = rest[:3]
+            code = line.partition(b" ")[2][:3]
             self._status = int(code) if code.isdigit() else 0
-            self.http_version = version
             self._lines = []
         elif line.strip():
             self._lines.append(line)
@@ -405,8 +386,3 @@ def _as_httpx_error(errno: int, message: str, *, headers_in: bool) -> httpx.Tran
         return httpx.RemoteProtocolError(message)
     return httpx.ReadError(message)
 
-
-def curl_http_client(transport: CurlTransport, *, timeout: float | httpx.Timeout) -> httpx.AsyncClient:
-    """An httpx client for the openai SDK, carried by `transport`; proxies are libcurl's
-    to find (from the environment), so httpx looks for none itself."""
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True, trust_env=False)

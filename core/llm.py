@@ -247,16 +247,20 @@ class OpenAIProvider:
             import openai
             from openai._models import FinalRequestOptions
 
-            from core.curl_transport import CurlTransport, curl_http_client
+            from core.curl_transport import CurlTransport
 
-            # Carried by libcurl, not by httpx's own transport (see core/curl_transport.py):
-            # one client, one libcurl pool for every call in flight. A local endpoint
-            # (vLLM, Ollama) may need no key, but the client insists on one.
+            # Every call is carried by libcurl (see core/curl_transport.py): one pool for
+            # every call in flight. The client only builds the request (below) and maps
+            # error statuses, it never sends: its httpx client gets a transport that
+            # cannot, and looks at no proxy variable (libcurl does; httpx's default client
+            # builds an SSL context per proxy, ~60–120 ms, and refuses a socks proxy
+            # without socksio). A local endpoint (vLLM, Ollama) may need no key, but the
+            # client insists on one.
             transport = CurlTransport(max_clients=self._concurrency)
             client = openai.AsyncOpenAI(
                 api_key=self._api_key or "none", base_url=self._base_url or None,
                 timeout=self.timeout, max_retries=0,
-                http_client=curl_http_client(transport, timeout=self.timeout))
+                http_client=httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False))
             # The endpoint's absolute URL, from the client's base URL once (a query on it kept).
             base = client.base_url
             url = str(base.copy_with(path=base.path.rstrip("/") + "/chat/completions"))
@@ -405,6 +409,8 @@ class OpenAIProvider:
     async def close(self) -> None:
         if self._openai is not None:
             await self._openai.close()
+        if self._transport is not None:
+            await self._transport.aclose()
 
 
 class OfflineProvider:

@@ -155,7 +155,7 @@ class Retriever(Protocol):
 
 class AnswerCache(Protocol):
     async def get(self, key: str) -> Any | None: ...
-    async def set(self, key: str, value: Any) -> None: ...
+    def put(self, key: str, value: Any) -> None: ...
 
 
 class ChatResult:
@@ -260,7 +260,7 @@ class ChatService:
         # are never cached; one that is not cached is not encoded either.
         if key is not None and self.cache is not None:
             answer_json, fields = self._encoded(req, prompt, outcome)
-            await self.cache.set(key, answer_json)
+            self.cache.put(key, answer_json)  # written after `done` goes out (core/traffic/cache.py)
         else:
             fields = self._fields(req, prompt, outcome)
         fields.pop("answer")
@@ -329,7 +329,9 @@ class ChatService:
         self._inflight[key] = future
         try:
             answer = self._encoded(req, prompt, await self._complete(req, prompt))
-            await self.cache.set(key, answer[0])
+            # Not awaited: the answer goes out first, the write follows in the loop's
+            # next turn (core/traffic/cache.py says what another process sees meanwhile).
+            self.cache.put(key, answer[0])
             future.set_result(answer)
             return answer
         except BaseException as exc:

@@ -57,6 +57,10 @@ class DiskStore:
             # The entry cap evicts by access_time; diskcache indexes it only under its LRU policy.
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
         self._touched: dict[str, float] = {}  # key → when this process last stamped it
+        # Hits whose stamp is still on its way to SQLite (the executor's thread may wake
+        # late on a busy machine): a write that evicts applies them first, so a hit made
+        # before it always counts (key → the hit's time).
+        self._unstamped: dict[str, float] = {}
         self._buckets: BucketTable | None = None  # opened by the first take
         # The entries this process wrote or read last, with their expiry, so a repeated
         # hit skips SQLite (~10 % of a cache hit's CPU, bench/profile_hot_paths.py). A
@@ -135,16 +139,23 @@ class DiskStore:
         if len(self._touched) > 4096:
             self._touched.clear()
         self._touched[key] = now
+        self._unstamped[key] = time.time()
         asyncio.get_running_loop().run_in_executor(self._executor, self._touch_sync, key)
 
     def _touch_sync(self, key: str) -> None:
         try:
             with self._writing():
-                # raw = 1: diskcache stores str keys as themselves (schema of diskcache 5.x).
-                self._cache._sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
-                                 (time.time(), key))
+                self._stamp(key)
         except Exception:  # best effort: a missed stamp only ages the entry sooner
             log.debug("cache access stamp failed", exc_info=True)
+
+    def _stamp(self, key: str) -> None:
+        stamp = self._unstamped.get(key)
+        if stamp is not None:
+            # raw = 1: diskcache stores str keys as themselves (schema of diskcache 5.x).
+            self._cache._sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1", (stamp, key))
+            # Only once it is in: until then a write on the other thread stamps it too.
+            self._unstamped.pop(key, None)
 
     async def set(self, key: str, value: Any, *, ttl: float, max_entries: int | None = None) -> None:
         await self.set_many([(key, value)], ttl=ttl, max_entries=max_entries)
@@ -180,7 +191,11 @@ class DiskStore:
             for key, value in items:
                 self._cache.set(key, value, expire=ttl, retry=True)
             excess = len(self._cache) - max_entries if max_entries is not None else 0
-            return self._evict_least_recently_used(excess) if excess > 0 else []
+            if excess <= 0:
+                return []
+            for key in list(self._unstamped):
+                self._stamp(key)
+            return self._evict_least_recently_used(excess)
 
     @contextmanager
     def _locking(self, wait: bool) -> Iterator[None]:

@@ -14,6 +14,15 @@ made while a batch is being written joins the next, which goes out, in one
 miss alone is written at once, and under load the writes of many misses share one
 executor job and one commit instead of each waiting in SQLite's busy handler for the
 others (bench/b2_cache_miss.py). `set` returns when its batch is in the store.
+
+A miss's answer is not held back for its write: the chat service `put`s it (the write
+is scheduled, not awaited), so the answer goes out first and the write runs in the
+loop's next turn (~0.3–0.6 ms later, bench/miss_tail.py). Until it is in the store,
+`get` in this process answers from the entries not yet written, so a repeat here hits
+at once (one read while its write is under way writes it again: the entry cap evicts by
+the last use, which a hit stamps in the store and this read could not); a repeat sent to another process or host within that window misses and asks
+the model again (its answer is cached too, the last write wins). `flush()` waits for
+the writes still out (before the store closes).
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ class ResponseCache:
         self._last_count = 0  # reported while the store is unreachable
         self._next: dict[str, Any] = {}  # the batch that waits for the one in the store's hands
         self._next_written: asyncio.Future[None] | None = None
+        self._batch: dict[str, Any] = {}  # the batch in the store's hands
         self._writer: asyncio.Future[None] | None = None
 
     @property
@@ -49,6 +59,15 @@ class ResponseCache:
         """The cached value, or None (expired, evicted, missing or unreadable).
 
         Raises StoreUnavailable when the shared store cannot be reached."""
+        # An answer put here and not yet in the store (both dicts are empty but for
+        # the millisecond a write takes).
+        pending = self._next.get(key) if self._next else None
+        if pending is None and self._batch:
+            pending = self._batch.get(key)
+            if pending is not None:  # used before it landed: written again, so the entry
+                self._written(key, pending)  # cap sees it as recently used (a hit stamps it)
+        if pending is not None:
+            return pending
         try:
             return await self.store.get(key)
         except StoreUnavailable:
@@ -57,32 +76,47 @@ class ResponseCache:
             log.warning("cache read failed", exc_info=True)
             return None
 
+    def put(self, key: str, value: Any) -> None:
+        """Store a complete answer with the next batch, without waiting for it (readable
+        here at once). Failures are logged, never raised to the user."""
+        self._written(key, value)
+
     async def set(self, key: str, value: Any) -> None:
-        """Store a complete answer (with the other writes of its batch); failures are
-        logged, never raised to the user."""
+        """`put`, then wait until its batch is in the store."""
+        # Shielded: a caller that gives up does not cancel the future its batch shares.
+        await asyncio.shield(self._written(key, value))
+
+    def _written(self, key: str, value: Any) -> asyncio.Future[None]:
+        """Add to the next batch; the future its write sets."""
         self._next[key] = value
         if self._next_written is None:
             self._next_written = asyncio.get_running_loop().create_future()
-        written = self._next_written
         if self._writer is None:
             # A task of its own: a caller that gives up cancels neither its batch nor the next.
             self._writer = asyncio.ensure_future(self._write_batches())
-        await asyncio.shield(written)
+        return self._next_written
+
+    async def flush(self) -> None:
+        """Wait for the writes still out."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
 
     async def _write_batches(self) -> None:
         """Write batches until none waits (the one writer task)."""
         try:
             while self._next_written is not None:
                 batch, written = self._next, self._next_written
-                self._next, self._next_written = {}, None
+                self._next, self._next_written, self._batch = {}, None, batch
                 try:
-                    await self.store.set_many(list(batch.items()), ttl=self.ttl_seconds,
-                                              max_entries=self.max_entries)
+                    if batch:  # emptied by a clear
+                        await self.store.set_many(list(batch.items()), ttl=self.ttl_seconds,
+                                                  max_entries=self.max_entries)
                 except StoreUnavailable:
                     log.debug("cache write skipped: store unavailable")
                 except Exception:
                     log.warning("cache write failed", exc_info=True)
                 finally:
+                    self._batch = {}
                     written.set_result(None)
         finally:
             self._writer = None
@@ -99,6 +133,7 @@ class ResponseCache:
         """Remove every entry, for every process; returns how many were removed.
 
         Raises StoreUnavailable when the shared store cannot be reached."""
+        self._next = {}  # answers given before the clear, not written yet, go with it
         return await self.store.clear()
 
     def check(self) -> None:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from core.context import build_context
 from core.store import StoreUnavailable, open_stores
 from core.traffic.cache import ResponseCache
 
@@ -74,14 +75,18 @@ async def test_with_redis_down_reads_raise_writes_are_dropped_and_the_count_is_t
 class CountingStore:
     """The real diskcache store, with the batches handed to it counted."""
 
-    def __init__(self, store):
+    def __init__(self, store, *, held: bool = False):
         self._store = store
         self.batches: list[list[str]] = []
         self.handed = asyncio.Event()
+        self.release = asyncio.Event()  # a held store writes nothing until it is set
+        if not held:
+            self.release.set()
 
     async def set_many(self, items, *, ttl, max_entries=None):
         self.batches.append([key for key, _ in items])
         self.handed.set()
+        await self.release.wait()
         await self._store.set_many(items, ttl=ttl, max_entries=max_entries)
 
     def __getattr__(self, name):
@@ -99,6 +104,24 @@ async def test_writes_made_while_one_is_in_the_store_s_hands_go_together_in_the_
         # The six made meanwhile waited for it, then went out together: one write.
         assert store.batches == [["chat:alone"], [f"chat:{i}" for i in range(6)]]
         assert [await cache.get(f"chat:{i}") for i in range(6)] == [f'{{"n": {i}}}' for i in range(6)]
+    finally:
+        await stores.aclose()
+
+
+async def test_an_answer_read_while_its_write_is_under_way_is_written_again_as_recently_used(
+        tmp_path, executor):
+    stores, _ = open_cache(tmp_path, executor)
+    store = CountingStore(stores.cache, held=True)
+    cache = ResponseCache(store, ttl_seconds=60, max_entries=100)
+    try:
+        cache.put("chat:a", "{}")
+        await store.handed.wait()  # its batch is in the store's hands, not written yet
+        assert await cache.get("chat:a") == "{}"
+        store.release.set()
+        await cache.flush()
+        # The read stamped no access time (nothing was there to stamp): the entry is
+        # written once more, so the entry cap sees it as used after it was written.
+        assert store.batches == [["chat:a"], ["chat:a"]]
     finally:
         await stores.aclose()
 
@@ -151,5 +174,45 @@ async def test_a_write_while_another_process_holds_the_lock_waits_off_the_loop_a
             other.close()
         await write
         assert await cache.get("chat:late") == '{"n": 2}' and await cache.get("chat:first") == "{}"
+    finally:
+        await stores.aclose()
+
+
+async def test_a_put_answer_is_read_here_at_once_and_by_other_processes_once_written(tmp_path, executor):
+    first_stores, first = open_cache(tmp_path, executor)
+    second_stores, second = open_cache(tmp_path, executor)
+    try:
+        first.put("chat:a", '{"answer": "要点一"}')
+        assert await first.get("chat:a") == '{"answer": "要点一"}'  # this process: at once
+        assert await second.get("chat:a") is None  # not in the store yet
+        await first.flush()
+        assert await second.get("chat:a") == '{"answer": "要点一"}'
+    finally:
+        await first_stores.aclose()
+        await second_stores.aclose()
+
+
+async def test_a_clear_drops_the_answers_not_written_yet(tmp_path, executor):
+    first_stores, first = open_cache(tmp_path, executor)
+    second_stores, second = open_cache(tmp_path, executor)
+    try:
+        await first.set("chat:a", "{}")
+        first.put("chat:b", "{}")
+        assert await first.clear() == 1
+        await first.flush()
+        assert await first.get("chat:b") is None and await second.get("chat:b") is None
+        assert await second.count() == 0
+    finally:
+        await first_stores.aclose()
+        await second_stores.aclose()
+
+
+async def test_closing_the_context_writes_the_answers_not_written_yet(settings, executor):
+    ctx = build_context(settings)
+    ctx.cache.put("chat:late", '{"answer": "收尾"}')
+    await ctx.close()
+    stores, other = open_cache(settings.data_dir, executor)
+    try:
+        assert await other.get("chat:late") == '{"answer": "收尾"}'
     finally:
         await stores.aclose()

@@ -2,6 +2,7 @@
 the real response cache in a diskcache directory and real concurrency slots."""
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -48,6 +49,43 @@ async def test_a_miss_calls_the_llm_once_and_the_same_question_is_then_a_hit(ser
     calls = registry.get_sample_value("shenlun_llm_call_duration_seconds_count",
                                       {"server_id": "server-t", "outcome": "ok"})
     assert fake_llm.calls == 1 and calls == 1
+
+
+class HeldWrites:
+    """The real store, with its writes held until `release` is set."""
+
+    def __init__(self, store):
+        self._store = store
+        self.release = asyncio.Event()
+
+    async def set_many(self, items, *, ttl, max_entries=None):
+        await self.release.wait()
+        await self._store.set_many(items, ttl=ttl, max_entries=max_entries)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_miss_is_answered_before_its_cache_write_and_repeats_here_hit_meanwhile(
+        service, fake_llm, tmp_path, stream):
+    held = service.cache.store = HeldWrites(service.cache.store)
+    other = open_stores("diskcache", data_dir=tmp_path, redis_url="", executor=None, cache_max_bytes=2 ** 24)
+    try:
+        request = ChatRequest.from_payload(ASK)
+        if stream:
+            events = [name async for name, _ in service.stream(request)]
+            assert events[0] == "start" and events[-1] == "done"
+        else:
+            assert (await service.answer(request)).cache_status == "MISS"
+        # Answered while the write waits: another process does not see it yet, this one does.
+        assert await other.cache.count() == 0
+        assert (await service.answer(ChatRequest.from_payload(ASK))).cache_status == "HIT"
+        held.release.set()
+        await service.cache.flush()
+        assert await other.cache.count() == 1 and fake_llm.calls == 1
+    finally:
+        await other.aclose()
 
 
 async def test_asking_not_to_use_the_cache_calls_the_llm_every_time(service, fake_llm):

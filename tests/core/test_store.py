@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -138,3 +139,23 @@ async def test_answers_held_in_a_process_memo_expire_and_go_with_a_clear_elsewhe
         await one.aclose()
         await other.aclose()
         executor.shutdown()
+
+
+async def test_a_hit_counts_for_the_entry_cap_even_while_its_stamp_waits_for_a_thread(tmp_path):
+    busy = ThreadPoolExecutor(1)
+    gate = threading.Event()
+    one = open_stores("diskcache", data_dir=tmp_path, redis_url="", executor=busy, cache_max_bytes=2 ** 24)
+    other = open_stores("diskcache", data_dir=tmp_path, redis_url="", executor=None, cache_max_bytes=2 ** 24)
+    try:
+        await one.cache.set("a", '{"n": 1}', ttl=60, max_entries=2)
+        await one.cache.set("b", '{"n": 2}', ttl=60, max_entries=2)
+        busy.submit(gate.wait)  # the one thread is busy (a loaded machine): the stamp waits
+        assert await one.cache.get("a") == '{"n": 1}'
+        await one.cache.set("c", '{"n": 3}', ttl=60, max_entries=2)  # written on the loop
+        # "a" was used after "b" was written: "b" goes, though the hit's own stamp is not in yet.
+        assert await other.cache.get("b") is None and await other.cache.get("a") == '{"n": 1}'
+    finally:
+        gate.set()
+        await one.aclose()
+        await other.aclose()
+        busy.shutdown()
