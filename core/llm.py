@@ -380,20 +380,21 @@ class OpenAIProvider:
     async def stream(self, prompt: Prompt, *, temperature: float, max_tokens: int,
                      usage: Usage) -> AsyncIterator[str]:
         """The answer as text, one piece per network read of the upstream's stream."""
-        loop = asyncio.get_running_loop()
         got_text = False
         payload = {"model": self.model, "messages": prompt.messages, "temperature": temperature,
                    "max_tokens": max_tokens, "stream": True}
         await self._client()
         openai, httpx = self._sdk, self._httpx  # imported by prepare()
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                async with self._post(payload) as stream:
-                    async for text in sse_deltas(stream, usage):
-                        deadline.reschedule(loop.time() + self.timeout)
-                        if text:
-                            got_text = True
-                            yield text
+            # No deadline of our own around the stream: the transport times the silence
+            # (connect, then `timeout` without a byte from the upstream, pushed back per
+            # read), so a client slow to take the deltas is not blamed on the model, and
+            # no timer is moved per delta.
+            async with self._post(payload) as stream:
+                async for text in sse_deltas(stream, usage):
+                    if text:
+                        got_text = True
+                        yield text
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout() from None
         except openai.APIStatusError as exc:

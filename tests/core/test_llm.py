@@ -69,6 +69,34 @@ async def test_a_slow_upstream_is_a_timeout_after_one_call(fake_llm):
     assert fake_llm.calls == 1  # no retries behind the caller's back
 
 
+@pytest.mark.parametrize("latency,chunk_delay", [(1.0, 0.0), (0.0, 1.0)], ids=["before the first", "midway"])
+async def test_a_stream_silent_for_the_timeout_is_a_timeout(fake_llm, latency, chunk_delay):
+    fake_llm.latency, fake_llm.chunk_delay = latency, chunk_delay
+    fake_llm.reply = lambda body: "很长的回答" * 4
+    llm = OpenAIProvider(api_key="", base_url=fake_llm.base_url, model="fake-model", timeout=0.3)
+    try:
+        with pytest.raises(UpstreamTimeout):
+            async for _ in llm.stream(PROMPT, temperature=0.7, max_tokens=64, usage=Usage()):
+                pass
+    finally:
+        await llm.close()
+
+
+async def test_a_client_slow_to_take_the_stream_is_not_the_models_timeout(fake_llm):
+    # The upstream sends at once; the reader pauses longer than the timeout between reads.
+    fake_llm.reply = lambda body: "很长的回答" * 4
+    fake_llm.chunk_chars = 5
+    llm = OpenAIProvider(api_key="", base_url=fake_llm.base_url, model="fake-model", timeout=0.3)
+    got: list[str] = []
+    try:
+        async for piece in llm.stream(PROMPT, temperature=0.7, max_tokens=64, usage=Usage()):
+            got.append(piece)
+            await asyncio.sleep(0.4)
+    finally:
+        await llm.close()
+    assert "".join(got) == "很长的回答" * 4
+
+
 async def test_a_stream_cut_midway_says_the_connection_broke(provider, fake_llm):
     fake_llm.reply = lambda body: "很长的回答" * 20
     fake_llm.fail_after_chunks = 2
