@@ -5,6 +5,7 @@ Every error, ours or Tornado's (404, 405, uncaught exceptions), leaves through
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -149,6 +150,7 @@ class BaseHandler(tornado.web.RequestHandler):
         declared = header_value(self.request.headers, "Content-Length")
         if declared.isdigit() and int(declared) > self._body_limit:
             raise self._too_large()
+        self._watch_body(ctx.settings.body_timeout)
         if self.request.method == "OPTIONS":
             self._in_prepare = False
             return  # preflights carry no credentials and cost nothing
@@ -157,6 +159,23 @@ class BaseHandler(tornado.web.RequestHandler):
             await self._check_rate_limit()
         self.require(self.auth.get(self.request.method, ADMIN))
         self._in_prepare = False
+
+    def _watch_body(self, seconds: float) -> None:
+        """Close the connection unless the body is in within `seconds` (BODY_TIMEOUT).
+
+        Here rather than HTTPServer's body_timeout (server.py), which wraps every
+        body read in a task, a chained future and a timeout: ~160 Python calls and
+        several loop turns per request (bench/hit_costs.py --calls). This is one timer,
+        cancelled when Tornado resolves the body (prepare runs before any of it is read)."""
+        body = self.request._body_future  # set for @stream_request_body handlers: all of ours
+        if body.done():
+            return
+        timer = asyncio.get_running_loop().call_later(seconds, self._body_too_slow)
+        body.add_done_callback(lambda _: timer.cancel())
+
+    def _body_too_slow(self) -> None:
+        log.info("Timeout reading body from %s (request %s)", self.request.remote_ip, self.request_id)
+        self.request.connection.close()  # type: ignore[union-attr]  # a live request's
 
     def _presented_key(self) -> str | None:
         header = header_value(self.request.headers, "Authorization")
