@@ -6,6 +6,7 @@ Every error, ours or Tornado's (404, 405, uncaught exceptions), leaves through
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -68,9 +69,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # --- shared resources ---
 
-    @property
+    @functools.cached_property
     def ctx(self) -> AppContext:
-        """The process's `AppContext` (built once in `server.py`)."""
+        """The process's `AppContext` (built once in `server.py`); looked up once per
+        request, which reads it a dozen times."""
         return self.application.settings["ctx"]
 
     @property
