@@ -157,6 +157,14 @@ async def test_a_grading_body_sent_twice_is_graded_both_times(http_server_client
     assert [a["mode"] for a in answers] == ["grade", "grade"] and answers[0]["score"] == answers[1]["score"]
 
 
+@pytest.mark.settings(body_timeout=0.5)
+async def test_the_body_timeout_stops_once_the_body_is_in_however_long_the_answer_takes(http_server_client,
+                                                                                          fake_llm):
+    fake_llm.latency = 0.8  # the answer takes longer than BODY_TIMEOUT; the body came at once
+    answered = await post_json(http_server_client, "/api/chat", {"message": "慢慢答", "use_knowledge": False})
+    assert answered.code == 200 and json.loads(answered.body)["answer"]
+
+
 async def test_request_id_is_echoed_or_made(http_server_client):
     given = await post_json(http_server_client, "/api/chat", {},
                             headers={"X-Request-ID": "frontend-123"})
