@@ -139,6 +139,7 @@ class BaseHandler(tornado.web.RequestHandler):
         return path
 
     _in_prepare = False
+    _body_timer: asyncio.TimerHandle | None = None
 
     async def prepare(self) -> None:
         # A coroutine: Tornado awaits it before reading the body, and an exception
@@ -149,10 +150,10 @@ class BaseHandler(tornado.web.RequestHandler):
         ctx.metrics.request_started(self.request.path)
         self._counted = True
         self._body_parts = []
+        self._watch_body(ctx.settings.body_timeout)
         declared = header_value(self.request.headers, "Content-Length")
         if declared.isdigit() and int(declared) > self._body_limit:
             raise self._too_large()
-        self._watch_body(ctx.settings.body_timeout)
         if self.request.method == "OPTIONS":
             self._in_prepare = False
             return  # preflights carry no credentials and cost nothing
@@ -172,7 +173,7 @@ class BaseHandler(tornado.web.RequestHandler):
         body = self.request._body_future  # set for @stream_request_body handlers: all of ours
         if body.done():
             return
-        timer = asyncio.get_running_loop().call_later(seconds, self._body_too_slow)
+        self._body_timer = timer = asyncio.get_running_loop().call_later(seconds, self._body_too_slow)
         body.add_done_callback(lambda _: timer.cancel())
 
     def _body_too_slow(self) -> None:
@@ -258,6 +259,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _account(self) -> None:
         """Record the request as over, exactly once."""
+        if self._body_timer is not None:  # a client gone mid-body leaves the body unresolved
+            self._body_timer.cancel()
         if not self._counted:
             return
         self._counted = False

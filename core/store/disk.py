@@ -57,6 +57,7 @@ class DiskStore:
             # The entry cap evicts by access_time; diskcache indexes it only under its LRU policy.
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
         self._touched: dict[str, float] = {}  # key → when this process last stamped it
+        self._touching: set[asyncio.Future[None]] = set()  # stamps still on the executor
         self._buckets: BucketTable | None = None  # opened by the first take
         # The entries this process wrote or read last, with their expiry, so a repeated
         # hit skips SQLite (~10 % of a cache hit's CPU, bench/profile_hot_paths.py). A
@@ -135,7 +136,9 @@ class DiskStore:
         if len(self._touched) > 4096:
             self._touched.clear()
         self._touched[key] = now
-        asyncio.get_running_loop().run_in_executor(self._executor, self._touch_sync, key)
+        stamp = asyncio.get_running_loop().run_in_executor(self._executor, self._touch_sync, key)
+        self._touching.add(stamp)
+        stamp.add_done_callback(self._touching.discard)
 
     def _touch_sync(self, key: str) -> None:
         try:
@@ -156,6 +159,8 @@ class DiskStore:
         # executor's round trip alone cost ~0.2 ms and its thread's wake-up made the
         # tail of a miss (bench/b2_cache_miss.py). When another process holds the lock,
         # the write waits for it on the executor, never on the loop.
+        if self._touching:  # a hit stamped just before must count when this write evicts
+            await asyncio.wait(self._touching)
         try:
             evicted = self._set_many_sync(items, ttl, max_entries, wait=False)
         except diskcache.Timeout:
