@@ -90,7 +90,7 @@ def make_server(app: tornado.web.Application, settings: Settings) -> HTTPServer:
         # Tornado uses the idle timeout for reading headers too, so a slow-loris
         # client that trickles its headers is cut off after it.
         idle_connection_timeout=settings.idle_connection_timeout,
-        body_timeout=settings.body_timeout,
+        # BODY_TIMEOUT is kept by the handlers (BaseHandler._watch_body), for less per request.
     )
 
 

@@ -10,17 +10,31 @@ diskcache directory, rate limiter on its bucket file, the fake LLM in a thread f
 one miss that fills the cache, the server's GC settings) and times the steps a cache
 hit takes besides Tornado's own: the chat service's answer, the answer's JSON encoding,
 the knowledge version, the rate-limit check, metrics, the access-log line (seed format,
-to /dev/null) and the body's validation. Then misses (unique questions, use_knowledge
+to /dev/null), the body's decoding and validation and, in a tree that has it, the
+look-up that spares a repeated body both. Then misses (unique questions, use_knowledge
 false) against the fake upstream in a process of its own: process CPU per whole miss,
 per miss with cache: false (no cache write), per LLM call alone (gateway session +
 openai client), and per cache write. bench/b1 and b2 measure whole requests against a
 bare Tornado handler; this says where the difference goes.
+
+    .venv/bin/python bench/hit_costs.py --calls 300 [--top 25]
+
+instead counts what a whole hit makes the server's thread do, through real HTTP: the
+service's app (server.py's make_app and make_server on this context) and bench/bare_server.py's
+handler listen on loopback ports of this process's event loop, a client thread sends the
+same keep-alive requests to each, and cProfile, enabled on the loop's thread only, counts
+the server's Python calls (ours and Tornado's, not the client's). Call counts do not move
+with the machine's load as b1's requests/s do; it prints them per request for the hit and
+the bare handler, and the functions with the most calls or own time per request beyond
+the bare handler's (own time is cProfile's, inflated, to compare the two columns only).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
+import http.client
 import json
 import logging
 import os
@@ -114,7 +128,12 @@ async def measure(ctx, n: int) -> list[tuple[str, float]]:
     hit = AnsweredHit()
     rows.append(("access-log line (seed format)", per_call(lambda: log_request(hit), n)))
     payload = {"message": QUESTION, "mode": "summarize", "use_knowledge": True}
-    rows.append(("body validation (ChatRequest.from_payload)", per_call(lambda: ChatRequest.from_payload(payload), n)))
+    raw = json.dumps(payload, ensure_ascii=False).encode()
+    rows.append(("body JSON + validation (first time)", per_call(lambda: ChatRequest.from_payload(json.loads(raw)), n)))
+    recent = getattr(ctx.chat, "recent_requests", None)  # a tree from before it validates every body
+    if recent is not None:
+        recent.put(raw, ChatRequest.from_payload(payload))
+        rows.append(("the same body again (RecentBodies.get)", per_call(lambda: recent.get(raw), n)))
     return rows
 
 
@@ -149,7 +168,66 @@ async def miss_rows(ctx, n: int) -> list[tuple[str, float]]:
              await cpu_per_call(lambda i: ctx.cache.set(f"bench:{i}", cached), n))]
 
 
-async def run(settings: Settings, n: int, misses: int) -> list[tuple[str, float]]:
+def send(port: int, body: bytes, n: int) -> bytes:
+    """POST `body` to /api/chat `n` times on one keep-alive connection; the last answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for _ in range(n):
+            conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
+            answer = conn.getresponse()
+            raw = answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"/api/chat answered {answer.status}: {raw[:200]!r}")
+        return raw
+    finally:
+        conn.close()
+
+
+async def profiled(port: int, body: bytes, n: int) -> dict[str, tuple[int, float]]:
+    """{function: (calls, own seconds)} of this (the loop's) thread while `n` requests are answered."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, send, port, body, 20)  # warm
+    profile = cProfile.Profile()
+    profile.enable()  # this thread only: the client's thread is not counted
+    await loop.run_in_executor(None, send, port, body, n)
+    profile.disable()
+    profile.create_stats()
+    return {f"{func} ({Path(file).name}:{line})": (calls, own)
+            for (file, line, func), (_, calls, own, _, _) in profile.stats.items()}  # type: ignore[attr-defined]
+
+
+async def calls_rows(ctx, settings: Settings, n: int, top: int) -> list[str]:
+    """Python calls per request, hit against bare, with the largest extras."""
+    import bare_server
+    import tornado.web
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from server import make_app, make_server
+
+    def listen(server: HTTPServer) -> int:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        return sockets[0].getsockname()[1]
+
+    body = json.dumps({"message": QUESTION, "mode": "summarize"}, ensure_ascii=False).encode()
+    ours = listen(make_server(make_app(settings, ctx), settings))
+    hit = json.loads(await asyncio.get_running_loop().run_in_executor(None, send, ours, body, 2))
+    bare = listen(HTTPServer(tornado.web.Application([(r"/api/chat", bare_server.ChatHandler, {"answer": hit})])))
+    counts = {"hit": await profiled(ours, body, n), "bare": await profiled(bare, body, n)}
+    total = {name: sum(c for c, _ in stats.values()) / n for name, stats in counts.items()}
+    lines = [f"Python calls per request: cache hit {total['hit']:.0f}, bare Tornado {total['bare']:.0f} "
+             f"(ratio {total['hit'] / total['bare']:.2f}; {n} keep-alive requests each)"]
+    extra = {f: (c / n - counts["bare"].get(f, (0, 0.0))[0] / n, own / n * 1e6)
+             for f, (c, own) in counts["hit"].items()}
+    for title, rank in (("calls per request beyond the bare handler's", 0), ("own µs per request (cProfile)", 1)):
+        lines.append(f"-- {title}")
+        for f, (more, own) in sorted(extra.items(), key=lambda kv: -kv[1][rank])[:top]:
+            lines.append(f"{more:+7.1f} calls {own:8.1f} µs  {f}")
+    return lines
+
+
+async def run(settings: Settings, n: int, misses: int, calls: int = 0, top: int = 25) -> list[tuple[str, float]] | list[str]:
     ctx = build_context(settings)
     try:
         await asyncio.gather(*map(asyncio.wrap_future, ctx.warm_up()))
@@ -157,6 +235,8 @@ async def run(settings: Settings, n: int, misses: int) -> list[tuple[str, float]
         # full collections walking the index and jieba's dictionaries.
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+        if calls:
+            return await calls_rows(ctx, settings, calls, top)
         return [*await measure(ctx, n), *await miss_rows(ctx, misses)]
     finally:
         await ctx.close()
@@ -166,6 +246,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="calls per batch")
     parser.add_argument("--misses", type=int, default=400, help="misses per figure")
+    parser.add_argument("--calls", type=int, default=0, metavar="N",
+                        help="count the server's Python calls over N whole hits instead (and bare's)")
+    parser.add_argument("--top", type=int, default=25, help="functions listed with --calls")
     args = parser.parse_args()
     work = common.tmpdir()
     data = common.fresh_data_dir(work, "data", common.knowledge_template(work))
@@ -179,12 +262,12 @@ def main() -> int:
         configure_logging(level="INFO", fmt=settings.log_format, server_id="bench")
         devnull = open(os.devnull, "w")  # for the life of the run
         logging.getLogger().handlers[0].setStream(devnull)
-        rows = asyncio.run(run(settings, args.n, args.misses))
+        rows = asyncio.run(run(settings, args.n, args.misses, args.calls, args.top))
     finally:
         fake.stop()
     print(f"service tree: {common.SERVICE_ROOT}")
-    for name, us in rows:
-        print(f"{name:<52} {us:8.1f} µs")
+    for row in rows:
+        print(row if isinstance(row, str) else f"{row[0]:<52} {row[1]:8.1f} µs")
     return 0
 
 

@@ -1,12 +1,14 @@
 """Profile the service's hot paths with py-spy while a load runs; print where the time goes.
 
-    python bench/profile_hot_paths.py [--path hit|hit_noknowledge|miss|search] [--seconds 8]
+    python bench/profile_hot_paths.py [--path hit|hit_noknowledge|miss|search|bare] [--seconds 8]
 
 Starts the fake upstream and one server (bundled knowledge), drives the chosen path with
 the same load generator as the benchmarks, samples the server with `py-spy record`
 (installed into the venv on first use: `pip install py-spy`), and prints the functions
 with the most samples, inclusive and self, from the collapsed stacks. The raw profile is
 kept in bench/results/profile-<path>.txt (collapsed format; speedscope/flamegraph read it).
+`--path bare` samples bench/bare_server.py answering the cache hit's answer instead: the
+reference a hit's profile is read against.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import common
 common.ensure_venv()
 import loadgen  # noqa: E402
 
-PATHS = ("hit", "hit_noknowledge", "miss", "search")
+PATHS = ("hit", "hit_noknowledge", "miss", "search", "bare")
 
 
 def py_spy() -> str:
@@ -38,7 +40,7 @@ def target_for(path: str, url: str) -> loadgen.Target:
     if path == "search":
         return loadgen.Target(url + "/api/knowledge/search?q=%E4%B9%A1%E6%9D%91%E6%8C%AF%E5%85%B4")
     body = {"message": "乡村振兴类材料的归纳概括题怎么答？" + ("{n}" if path == "miss" else ""),
-            "mode": "summarize", "use_knowledge": path == "hit"}
+            "mode": "summarize", "use_knowledge": path in ("hit", "bare")}
     return loadgen.Target(url + "/api/chat", "POST", json.dumps(body, ensure_ascii=False),
                           unique=path == "miss")
 
@@ -88,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     server = common.start_server(common.fresh_data_dir(work, "data", common.knowledge_template(work)),
                                  upstream=upstream.base_url, log_dir=logs, MAX_CONCURRENT_REQUESTS=100)
     target = target_for(args.path, server.url)
-    if args.path.startswith("hit"):
-        for _ in range(2):
-            common.http("POST", target.url, target.body.encode())
+    if args.path.startswith("hit") or args.path == "bare":
+        hit = common.prime_cache(server.url, "/api/chat", target.body)
+    if args.path == "bare":
+        server.stop()
+        server = common.start_bare(hit, log_dir=logs)
+        target = target_for(args.path, server.url)
     common.RESULTS.mkdir(exist_ok=True)
     out = common.RESULTS / f"profile-{args.path}.txt"
     spy_proc = common.Proc("py-spy", [spy, "record", "--pid", str(server.proc.pid), "--duration",

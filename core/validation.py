@@ -14,7 +14,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError, model_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
@@ -24,6 +24,7 @@ from core.errors import InvalidRequest
 
 FIELD = "{field}"  # where a message names its field ("字段 x", "参数 x"), filled in by Shape.parse
 REF_TEMPLATE = "#/components/schemas/{model}"
+T = TypeVar("T")
 
 # What Python's str.strip() removes (the checks' notion of blank), which is not
 # JSON Schema's \s: \x1c-\x1f and \x85 are blank to Python, \ufeff is not.
@@ -308,3 +309,34 @@ def json_schemas(*shapes: type[BaseModel], mode: JsonSchemaMode = "validation") 
     _, top = models_json_schema([(s, mode) for s in shapes], ref_template=REF_TEMPLATE,
                                 schema_generator=_Schema)
     return dict(top.get("$defs", {}))
+
+
+class RecentBodies(Generic[T]):
+    """The validated form of the last distinct small request bodies, per process.
+
+    A cache hit is an identical request asked again, and its body's JSON decoding and
+    validation cost more than the rest of the hit's own steps (bench/hit_costs.py): the
+    same bytes validate to the same value, so they are validated once. Only bodies that
+    validated are kept (a refused one is refused anew, with its message), the values
+    must be immutable (the same one is handed to every request with those bytes), and
+    bodies over `max_bytes` are never kept, so the memory is bounded by
+    `entries × max_bytes`.
+    """
+
+    def __init__(self, *, entries: int = 256, max_bytes: int = 4096) -> None:
+        self.entries = entries
+        self.max_bytes = max_bytes
+        self._values_per_process: dict[bytes, T] = {}
+
+    def get(self, raw: bytes) -> T | None:
+        """The value `raw` validated to, if it is one of the recent bodies."""
+        return self._values_per_process.get(raw) if len(raw) <= self.max_bytes else None
+
+    def put(self, raw: bytes, value: T) -> None:
+        """Remember what `raw` validated to (a no-op for a body over `max_bytes`)."""
+        if len(raw) > self.max_bytes:
+            return
+        if len(self._values_per_process) >= self.entries:
+            # The oldest goes: dicts keep insertion order.
+            del self._values_per_process[next(iter(self._values_per_process))]
+        self._values_per_process[raw] = value

@@ -5,6 +5,8 @@ Every error, ours or Tornado's (404, 405, uncaught exceptions), leaves through
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from core.errors import Forbidden, InvalidJson, PayloadTooLarge, RateLimited, Se
 from core.ops.logs import access_record
 from core.traffic.clients import client_identity
 from core.traffic.ratelimit import Decision
-from handlers.proxies import TrustedProxies
+from handlers.proxies import TrustedProxies, header_value
 
 if TYPE_CHECKING:  # the type only: the HTTP layer does not import every core module
     from core.context import AppContext
@@ -31,7 +33,7 @@ access_log = logging.getLogger("shenlun.access")
 # The status of each code of the catalogue (core/errors.py).
 STATUS_BY_CODE = {code: cls.status for code, cls in CATALOGUE.items()}
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # The rate limit covers the chat and the knowledge endpoints; grading
 # spends LLM calls like a chat, so it is covered too, and so is the OpenAI door to both.
 RATE_LIMITED_PREFIXES = ("/api/chat", "/api/grade", "/api/knowledge", "/v1/chat/")
@@ -40,11 +42,11 @@ CORS_EXPOSE_HEADERS = ("X-Request-ID, X-Server-ID, X-Cache, Retry-After, "
                        "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
 
 
-def rate_limit_headers(decision: Decision) -> dict[str, str]:
+def rate_limit_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
     """The `X-RateLimit-*` headers of one rate-limit decision."""
-    return {"X-RateLimit-Limit": str(decision.limit),
-            "X-RateLimit-Remaining": str(decision.remaining),
-            "X-RateLimit-Reset": str(decision.reset_seconds)}
+    return (("X-RateLimit-Limit", str(decision.limit)),
+            ("X-RateLimit-Remaining", str(decision.remaining)),
+            ("X-RateLimit-Reset", str(decision.reset_seconds)))
 
 
 @tornado.web.stream_request_body
@@ -58,7 +60,7 @@ class BaseHandler(tornado.web.RequestHandler):
     _body_too_large = False
     cache_status: str | None = None  # X-Cache of this answer, for the access log
     error_code: str | None = None    # code of the error answered, for metrics
-    _limit_headers: dict[str, str] = {}
+    _limit_headers: tuple[tuple[str, str], ...] = ()
     # Scope each method needs when keys are configured ("public", "client", "admin").
     # A method left out needs an admin key: the default fails closed.
     auth: dict[str, str] = {}
@@ -67,38 +69,42 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # --- shared resources ---
 
-    @property
+    @functools.cached_property
     def ctx(self) -> AppContext:
-        """The process's `AppContext` (built once in `server.py`)."""
+        """The process's `AppContext` (built once in `server.py`); looked up once per
+        request, which reads it a dozen times."""
         return self.application.settings["ctx"]
 
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            given = self.request.headers.get("X-Request-ID", "")
+            given = header_value(self.request.headers, "X-Request-ID")
             # 32 random hex digits, as uuid4().hex gave, for a third of its cost.
-            self._request_id = given if _REQUEST_ID.match(given) else os.urandom(16).hex()
+            self._request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         return self._request_id
 
     # --- request ---
 
     def set_default_headers(self) -> None:
-        self.clear_header("Server")
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("X-Request-ID", self.request_id)
+        # Straight into the header map where the value is ours and safe (constants, the
+        # request id checked against _REQUEST_ID, digits): set_header's per-value type
+        # and character checks are for values from elsewhere, like SERVER_ID.
+        headers = self._headers
+        del headers["Server"]
+        headers["Content-Type"] = "application/json; charset=UTF-8"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Request-ID"] = self.request_id
         self.set_header("X-Server-ID", self.ctx.settings.server_id)
         # Rate-limit headers survive the clear() that precedes an error answer.
-        for name, value in self._limit_headers.items():
-            self.set_header(name, value)
-        self._set_cors_headers()
+        for name, value in self._limit_headers:
+            headers[name] = value
+        if self.ctx.settings.cors_origins:
+            self._set_cors_headers()
 
     def _set_cors_headers(self) -> None:
         allowed = self.ctx.settings.cors_origins
-        if not allowed:
-            return
         self.add_header("Vary", "Origin")
-        origin = self.request.headers.get("Origin")
+        origin = header_value(self.request.headers, "Origin")
         if origin and ("*" in allowed or origin in allowed):
             # Keys travel in headers, never cookies: credentials are never allowed.
             self.set_header("Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
@@ -133,32 +139,52 @@ class BaseHandler(tornado.web.RequestHandler):
         return path
 
     _in_prepare = False
+    _body_timer: asyncio.TimerHandle | None = None
 
     async def prepare(self) -> None:
         # A coroutine: Tornado awaits it before reading the body, and an exception
         # raised here still leaves through send_error/write_error.
         self._in_prepare = True  # cleared when prepare returns; still set if it raised
-        self.ctx.inflight_requests += 1
-        self.ctx.metrics.request_started(self.request.path)
+        ctx = self.ctx
+        ctx.inflight_requests += 1
+        ctx.metrics.request_started(self.request.path)
         self._counted = True
         self._body_parts = []
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
+        self._watch_body(ctx.settings.body_timeout)
+        declared = header_value(self.request.headers, "Content-Length")
+        if declared.isdigit() and int(declared) > self._body_limit:
             raise self._too_large()
         if self.request.method == "OPTIONS":
             self._in_prepare = False
             return  # preflights carry no credentials and cost nothing
-        self.access = self.ctx.keys.identify(self._presented_key())
+        self.access = ctx.keys.identify(self._presented_key())
         if self.request.path.startswith(RATE_LIMITED_PREFIXES):
             await self._check_rate_limit()
         self.require(self.auth.get(self.request.method, ADMIN))
         self._in_prepare = False
 
+    def _watch_body(self, seconds: float) -> None:
+        """Close the connection unless the body is in within `seconds` (BODY_TIMEOUT).
+
+        Here rather than HTTPServer's body_timeout (server.py), which wraps every
+        body read in a task, a chained future and a timeout: ~160 Python calls and
+        several loop turns per request (bench/hit_costs.py --calls). This is one timer,
+        cancelled when Tornado resolves the body (prepare runs before any of it is read)."""
+        body = self.request._body_future  # set for @stream_request_body handlers: all of ours
+        if body.done():
+            return
+        self._body_timer = timer = asyncio.get_running_loop().call_later(seconds, self._body_too_slow)
+        body.add_done_callback(lambda _: timer.cancel())
+
+    def _body_too_slow(self) -> None:
+        log.info("Timeout reading body from %s (request %s)", self.request.remote_ip, self.request_id)
+        self.request.connection.close()  # type: ignore[union-attr]  # a live request's
+
     def _presented_key(self) -> str | None:
-        header = self.request.headers.get("Authorization", "")
+        header = header_value(self.request.headers, "Authorization")
         if header[:7].lower() == "bearer ":
             return header[7:].strip()
-        return self.request.headers.get("X-API-Key", "").strip() or None
+        return header_value(self.request.headers, "X-API-Key").strip() or None
 
     def require(self, scope: str) -> None:
         """401/403 unless the request's key meets `scope` (no-op when no keys are set)."""
@@ -176,9 +202,9 @@ class BaseHandler(tornado.web.RequestHandler):
         # so guessing keys spends the guesser's own bucket.
         key_digest = self.access.key_digest.hex() if self.access.key_digest else None
         decision = await limiter.check(client_identity(self.client_address, key_digest))
-        self._limit_headers = rate_limit_headers(decision)
-        for name, value in self._limit_headers.items():
-            self.set_header(name, value)
+        self._limit_headers = headers = rate_limit_headers(decision)
+        for name, value in headers:
+            self._headers[name] = value
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
 
@@ -199,11 +225,17 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             self._body_parts.append(chunk)
 
+    def body_bytes(self) -> bytes:
+        """The body as received (b"" when it was too large: `json_body` refuses it)."""
+        if len(self._body_parts) != 1:
+            self._body_parts = [b"".join(self._body_parts)]
+        return self._body_parts[0]
+
     def json_body(self) -> Any:
         """The decoded JSON body; 413 when too large, 400 `invalid_json` when not JSON."""
         if self._body_too_large:
             raise self._too_large()
-        raw = b"".join(self._body_parts)
+        raw = self.body_bytes()
         try:
             text = raw.decode("utf-8")
             value = json.loads(text)
@@ -227,6 +259,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _account(self) -> None:
         """Record the request as over, exactly once."""
+        if self._body_timer is not None:  # a client gone mid-body leaves the body unresolved
+            self._body_timer.cancel()
         if not self._counted:
             return
         self._counted = False
@@ -310,12 +344,12 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     request = handler.request
     request_id = getattr(handler, "request_id", "-")
     cache = getattr(handler, "cache_status", None)
+    client, method, path = request.remote_ip, request.method, request.path
     latency_ms = round(1000.0 * request.request_time(), 1)
     # The record is built here rather than by Logger.log, which looks up the calling
     # frame and %-formats the message twice (filter, formatter): 26 → 11 µs a line.
     access_log.handle(access_record(
         access_log.name, level, __file__,
-        f"{request_id} {request.remote_ip} {request.method} {request.path} {status} "
-        f"{latency_ms:.1f}ms cache={cache or '-'}",
-        {"request_id": request_id, "client": request.remote_ip, "method": request.method,
-         "path": request.path, "status": status, "latency_ms": latency_ms, "cache": cache}))
+        f"{request_id} {client} {method} {path} {status} {latency_ms:.1f}ms cache={cache or '-'}",
+        {"request_id": request_id, "client": client, "method": method, "path": path,
+         "status": status, "latency_ms": latency_ms, "cache": cache}))

@@ -116,11 +116,16 @@ class ChatHandler(EventStreamHandler):
     auth = {"POST": CLIENT}
 
     async def post(self) -> None:
-        payload = self.json_body()
-        if is_grade_request(payload):
-            await self._grade(payload)
-            return
-        req = ChatRequest.from_payload(payload)
+        raw = self.body_bytes()
+        recent = self.ctx.chat.recent_requests
+        req = recent.get(raw)
+        if req is None:
+            payload = self.json_body()
+            if is_grade_request(payload):
+                await self._grade(payload)
+                return
+            req = ChatRequest.from_payload(payload)
+            recent.put(raw, req)
         # User text only at DEBUG, and cut short: essays do not belong in logs.
         log.debug("chat %s mode=%s stream=%s question=%.60r", self.request_id, req.mode,
                   req.stream, req.question)

@@ -95,6 +95,20 @@ async def test_asking_not_to_use_the_cache_calls_the_llm_every_time(service, fak
     assert fake_llm.calls == 2
 
 
+def test_each_field_that_shapes_the_answer_changes_the_cache_key(service):
+    base = {"message": "问题", "mode": "summarize", "messages": [{"role": "user", "content": "先前"},
+                                                                  {"role": "assistant", "content": "答"}]}
+    changes = [{"message": "问题二"}, {"mode": "analyze"}, {"material": "资料"}, {"question": "题目"},
+               {"word_limit": 300}, {"temperature": 0.2}, {"max_tokens": 512},
+               {"messages": [{"role": "user", "content": "先前"}, {"role": "assistant", "content": "答二"}]}]
+    keys = {service._cache_key(ChatRequest.from_payload({**base, **change}), None) for change in changes}
+    same = service._cache_key(ChatRequest.from_payload(dict(base)), None)
+    assert same == service._cache_key(ChatRequest.from_payload(dict(reversed(list(base.items())))), None)
+    assert len(keys | {same}) == len(changes) + 1
+    versions = {service._cache_key(ChatRequest.from_payload(base), v) for v in (None, "", "v1", "v2", "库\"1")}
+    assert len(versions) == 5
+
+
 async def test_a_different_temperature_is_a_different_answer(service, fake_llm):
     await service.answer(ChatRequest.from_payload(ASK))
     other = await service.answer(ChatRequest.from_payload({**ASK, "temperature": 0.1}))

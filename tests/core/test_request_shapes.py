@@ -9,7 +9,7 @@ from pydantic import Field
 
 from core.chat.service import ChatBody
 from core.errors import CATALOGUE, InvalidRequest, ServiceError, for_status
-from core.validation import Integer, Query, QueryInt, Shape, Text, json_schemas
+from core.validation import Integer, Query, QueryInt, RecentBodies, Shape, Text, json_schemas
 
 
 class Item(Shape):
@@ -79,3 +79,12 @@ def test_the_catalogue_declares_each_code_once_with_a_status():
     assert for_status(418) is ServiceError
     with pytest.raises(TypeError, match="declared twice"):
         type("Again", (ServiceError,), {"code": "not_found"})
+
+
+def test_recent_bodies_keep_the_newest_small_bodies_only():
+    recent: RecentBodies[str] = RecentBodies(entries=2, max_bytes=8)
+    for raw in (b"one", b"two", b"three"):
+        recent.put(raw, raw.decode())
+    assert [recent.get(raw) for raw in (b"one", b"two", b"three")] == [None, "two", "three"]
+    recent.put(b"123456789", "too big")
+    assert recent.get(b"123456789") is None and recent.get(b"three") == "three"

@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import re
+import sys
 
 import pytest
 
@@ -66,6 +67,14 @@ def test_the_seed_formatter_writes_what_logging_formatter_writes():
         record = logging.LogRecord("shenlun.access", logging.INFO, __file__, 1, "line", None, None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.format(record) == stock.format(record)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("shenlun.http", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info())
+    traced = logging.LogRecord("shenlun.http", logging.INFO, __file__, 1, "here", None, None, sinfo="Stack (x)")
+    for record in (failed, traced):
+        assert ours.format(record) == stock.format(record)
+    assert "ValueError: boom" in ours.format(failed) and ours.format(traced).endswith("Stack (x)")
 
 
 def test_an_access_record_holds_what_a_stock_record_holds():

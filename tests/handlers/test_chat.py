@@ -130,6 +130,42 @@ async def test_unknown_path_and_wrong_method(http_server_client):
     assert wrong.headers["Allow"] == "POST"
 
 
+async def test_a_body_sent_again_is_a_hit_and_so_is_the_same_request_written_otherwise(http_server_client,
+                                                                                       fake_llm):
+    body = {"message": "如何答好归纳概括题？", "mode": "summarize", "use_knowledge": False, "temperature": 0.5}
+    first = await post_json(http_server_client, "/api/chat", body)
+    again = await post_json(http_server_client, "/api/chat", body)
+    reordered = await post_json(http_server_client, "/api/chat", dict(reversed(list(body.items()))))
+    assert [r.headers["X-Cache"] for r in (first, again, reordered)] == ["MISS", "HIT", "HIT"]
+    assert json.loads(again.body)["answer"] == json.loads(first.body)["answer"]
+    other = await post_json(http_server_client, "/api/chat", {**body, "temperature": 0.6})
+    assert other.headers["X-Cache"] == "MISS" and fake_llm.calls == 2
+
+
+async def test_a_refused_body_is_refused_with_its_message_each_time_it_comes(http_server_client, fake_llm):
+    body = json.dumps({"message": "问题", "temperature": 9})
+    answers = [await post_json(http_server_client, "/api/chat", body) for _ in range(2)]
+    assert [r.code for r in answers] == [400, 400]
+    assert error_of(answers[0])["message"] == error_of(answers[1])["message"]
+    assert "temperature" in error_of(answers[1])["message"] and fake_llm.calls == 0
+
+
+@pytest.mark.settings(offline=True)
+async def test_a_grading_body_sent_twice_is_graded_both_times(http_server_client):
+    grade = {"answer": "1. 设施不足：桶少。\n2. 宣传单一。", "question": "概括Q市垃圾分类存在的问题。",
+             "material": EXAM["material"], "mode": "批改"}
+    answers = [json.loads((await post_json(http_server_client, "/api/chat", grade)).body) for _ in range(2)]
+    assert [a["mode"] for a in answers] == ["grade", "grade"] and answers[0]["score"] == answers[1]["score"]
+
+
+@pytest.mark.settings(body_timeout=0.5)
+async def test_the_body_timeout_stops_once_the_body_is_in_however_long_the_answer_takes(http_server_client,
+                                                                                          fake_llm):
+    fake_llm.latency = 0.8  # the answer takes longer than BODY_TIMEOUT; the body came at once
+    answered = await post_json(http_server_client, "/api/chat", {"message": "慢慢答", "use_knowledge": False})
+    assert answered.code == 200 and json.loads(answered.body)["answer"]
+
+
 async def test_request_id_is_echoed_or_made(http_server_client):
     given = await post_json(http_server_client, "/api/chat", {},
                             headers={"X-Request-ID": "frontend-123"})
