@@ -71,11 +71,11 @@ MODES = ("or", "and")
 # long since it last did. Whoosh and the scoring are pure Python: without it a thread
 # that wants the GIL (the event loop woken by a request) waits for the interpreter's
 # switch interval (5 ms), at every turn of the loop, behind the search thread; /health
-# takes several turns. bench/b7_event_loop.py, six runs alternating with the code before
-# at a load of 4-7 on 2 cores: /health p99 8-20 ms against 13-30 ms, 22% fewer
-# searches/s (the loop takes the GIL it was waiting for); at 2 ms, p99 10-21 ms and 2%
-# fewer (docs/benchmarks.md, issue 18: /health under search load, continued).
-GIL_SLICE_SECONDS = 0.001
+# takes several turns. bench/b7_event_loop.py on a quiet machine, alternating runs:
+# no pauses /health p99 20-34 ms at 87-90 searches/s; 1 ms 10 ms at 54-61/s; 2 ms
+# 14-15 ms at 70-78/s; 3 ms 17-18 ms at 75-79/s (docs/benchmarks.md, issue 18: /health
+# under search load). 2 ms keeps the target with room at half 1 ms's cost in searches.
+GIL_SLICE_SECONDS = 0.002
 # A real sleep, not sleep(0): the search thread must stay off the GIL long enough for the
 # woken thread to take it (sleep(0) takes it straight back).
 _HANDOFF_SECONDS = 1e-5
