@@ -13,7 +13,11 @@ RSS sampled every 100 ms, the peak reported. Where the memory goes: a separate p
 imports the server and builds its context under tracemalloc, and the live Python
 allocations are printed by package (tracemalloc sees Python's allocations, not RSS).
 
-    python bench/b8_memory_startup.py [--starts 3] [--duration 5]
+    python bench/b8_memory_startup.py [--starts 3] [--duration 5] [--baseline DIR]
+
+With `--baseline DIR` (another copy of the project, e.g. an earlier commit) it only
+compares start-ups: this copy and that one started one after the other, `--starts`
+times each, against the same fake upstream and knowledge base.
 """
 from __future__ import annotations
 
@@ -94,10 +98,31 @@ def first_requests(server: common.Server, n: int) -> dict[str, float]:
     return out
 
 
+def compare_start_ups(report: Report, work: Path, template: Path, upstream: str, logs: Path,
+                      starts: int, baseline: Path) -> None:
+    """Start-up of this copy against `baseline`'s, alternating (noisy machines drift)."""
+    wall: dict[str, list[float]] = {"this copy": [], "baseline": []}
+    cpu: dict[str, list[float]] = {"this copy": [], "baseline": []}
+    for i in range(starts):
+        for side, root in (("baseline", baseline), ("this copy", None)):
+            server = common.start_server(common.fresh_data_dir(work, f"cmp{i}{side[0]}", template), root=root,
+                                         upstream=upstream, log_dir=logs, MAX_CONCURRENT_REQUESTS=100)
+            wall[side].append(server.startup_s)
+            cpu[side].append(common.cpu_seconds(server.proc.pid))
+            server.stop()
+    note = f"median of {starts}, alternating"
+    report.add("start-up to first /health 200, this copy", common.median(wall["this copy"]), "s",
+               reference=f"baseline {baseline}", ref_value=common.median(wall["baseline"]), note=note)
+    report.add("CPU time to first /health 200, this copy", common.median(cpu["this copy"]), "s",
+               reference="baseline", ref_value=common.median(cpu["baseline"]), note=note)
+    report.note(f"fastest start-up: this copy {min(wall['this copy']):.2f} s, baseline {min(wall['baseline']):.2f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--starts", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--baseline", type=Path, help="only compare start-ups with this project copy")
     args = ap.parse_args(argv)
     report = Report("b8_memory_startup", "RSS per instance and start-up time")
     report.note(f"before: {common.machine_load()}")
@@ -110,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     # Dockerfile's compileall): an environment with PYTHONDONTWRITEBYTECODE would
     # otherwise compile the project's modules at every start (~0.5 s more).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "core", "handlers", "server.py"],
-                   cwd=common.SERVICE_ROOT, check=True, timeout=300)
+    for root in (common.SERVICE_ROOT, *([args.baseline] if args.baseline else [])):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "core", "handlers", "server.py"],
+                       cwd=root, check=True, timeout=300)
+    if args.baseline:
+        compare_start_ups(report, work, template, upstream.base_url, logs, args.starts, args.baseline)
+        upstream.stop()
+        return finish(report)
     starts, bare_starts, phases, cpu, bare_cpu = [], [], [], [], []
     firsts: dict[str, list[float]] = {}
     server = None
