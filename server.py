@@ -44,11 +44,12 @@ def collector_paused_for_start_up() -> Iterator[None]:
 
     Start-up builds ~1,000 classes (the openai SDK's pydantic models) and jieba's tables
     and leaves next to no cycles: the collector would only walk that growing heap again
-    and again (0.2–0.4 s of CPU, bench/b8 --baseline). What start-up built lives as long as the process, so
-    it is frozen out of later full collections too; and young collections run less often,
-    since a request leaves few cycles but allocates many containers
-    (bench/b9_stream_relay.py, bench/b1_cache_hit.py). No gc.collect() before the
-    freeze: ~100 ms of start-up to spare the little garbage it leaves.
+    and again (0.2–0.4 s of CPU, bench/b8_memory_startup.py --baseline). What start-up
+    built lives as long as the process, so it is frozen out of later full collections
+    too; and young collections run less often, since a request leaves few cycles but
+    allocates many containers (bench/b9_stream_relay.py, bench/b1_cache_hit.py). No
+    gc.collect() before the freeze: ~100 ms of start-up to spare the little garbage it
+    leaves.
     """
     gc.disable()
     try:
