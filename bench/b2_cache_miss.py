@@ -3,7 +3,9 @@
 `/api/chat` with a unique prompt each time (a cache miss, then a cache write) → the fake
 OpenAI-compatible upstream answering at once, vs the load generator calling that
 upstream directly with the request the service would send, at concurrency 1, 16, 64;
-above 1, also vs a bare Tornado JSON handler answering the same body (bench 1's
+and through a bare Tornado relay (bench/bare_relay.py: parse, one upstream call, answer;
+nothing else), the floor of any Tornado relay on this machine, what "added" is read
+against. Above 1, also vs a bare Tornado JSON handler answering the same body (bench 1's
 reference), the issue's yardstick for a miss's own cost.
 The fake runs in a process of its own (bench/fake_upstream.py). Requests carry
 use_knowledge=false, so the figures are the gateway's own cost (bench 1 shows what
@@ -57,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     chat = json.dumps({"message": QUESTION, "use_knowledge": False}, ensure_ascii=False)
     bare = common.start_bare(json.loads(common.http("POST", server.url + "/api/chat", chat.encode())[2]),
                              log_dir=logs)
+    relay = common.start_relay(upstream.base_url, log_dir=logs)
     runs = {
         "direct": (loadgen.Target(upstream.base_url + "/chat/completions", "POST", direct_body(), unique=True),
                    {"upstream": upstream.proc.pid}),
         "service": (loadgen.Target(server.url + "/api/chat", "POST", chat, unique=True),
                     {"service": server.proc.pid, "upstream": upstream.proc.pid}),
+        "relay": (loadgen.Target(relay.url + "/api/chat", "POST", chat, unique=True),
+                  {"relay": relay.proc.pid, "upstream": upstream.proc.pid}),
     }
     report.note(f"before: {common.machine_load()}")
     tool = None
@@ -71,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         measured = common.alternate(these, rounds=args.rounds, concurrency=c, duration=args.duration,
                                     tool=args.tool)
         tool = tool or measured["direct"][0].result.tool
-        d, s = common.summary(measured["direct"]), common.summary(measured["service"])
-        report.note(f"c={c} direct: " + ", ".join(f"{k}={v:.1f}" for k, v in d.items()))
-        report.note(f"c={c} service: " + ", ".join(f"{k}={v:.1f}" for k, v in s.items()))
+        d, s, r = (common.summary(measured[name]) for name in ("direct", "service", "relay"))
+        for name, figures in (("direct", d), ("service", s), ("bare relay", r)):
+            report.note(f"c={c} {name}: " + ", ".join(f"{k}={v:.1f}" for k, v in figures.items()))
         cfg = f"c={c}, {tool}, median of {args.rounds}"
         if c == 1:
             added99 = s["p99"] - d["p99"]
@@ -86,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                        ratio=s["p99"] / d["p99"] if d["p99"] else None, target="<= 2 ms",
                        met=None if noisy else added99 <= 2.0,
                        note=cfg + (", direct p99 is noise: not judged" if noisy else ""))
+            for q in ("p50", "p99"):
+                report.add(f"added {q} at c=1, service vs the bare relay's", s[q] - d[q], "ms",
+                           reference="bare relay's added " + q, ref_value=r[q] - d[q],
+                           ratio=(s[q] - d[q]) / (r[q] - d[q]) if r[q] > d[q] else None, note=cfg)
         else:
             report.add(f"added p50 at c={c}", s["p50"] - d["p50"], "ms", reference="direct p50",
                        ref_value=d["p50"], ratio=s["p50"] / d["p50"] if d["p50"] else None, note=cfg)
@@ -102,13 +111,16 @@ def main(argv: list[str] | None = None) -> int:
                        target=">= 0.20" if c == 16 else "", met=(s["rps"] >= 0.2 * b["rps"]) if c == 16 else None,
                        note=cfg)
         report.add(f"service CPU per miss at c={c}", s["cpu_service"], "µs/req",
-                   reference="upstream CPU per request", ref_value=s["cpu_upstream"], note="same requests")
+                   reference="bare relay CPU per request", ref_value=r["cpu_relay"],
+                   note=f"upstream CPU per request: {s['cpu_upstream']:.0f} via the service, "
+                        f"{d['cpu_upstream']:.0f} direct")
         if s["errors"] or d["errors"]:
             report.note(f"c={c}: errors direct={d['errors']:.0f} service={s['errors']:.0f}")
     report.note(f"after: {common.machine_load()}")
     server.stop()
     upstream.stop()
     bare.stop()
+    relay.stop()
     return finish(report)
 
 

@@ -38,14 +38,6 @@ common.ensure_venv()
 DELTAS = 2000
 
 
-def start_relay(upstream: str, *, log_dir: Path) -> common.Server:
-    port = common.free_port()
-    proc = common.Proc("bare-relay", [sys.executable, str(common.BENCH / "bare_relay.py"), "--port", str(port),
-                                      "--upstream", upstream], log_dir=log_dir)
-    ready = common.wait_http(f"http://127.0.0.1:{port}/health", 30, proc)
-    return common.Server(proc, port, log_dir, startup_s=ready - proc.started)
-
-
 async def stream_once(port: int, path: str, body: bytes) -> tuple[float, int, bool]:
     """One streamed answer read to its end: (seconds, data lines, complete)."""
     started = time.monotonic()
@@ -120,7 +112,7 @@ def concurrent_part(report: Report, work: Path, chat: bytes, streams: int) -> No
     upstream = common.start_upstream(log_dir=logs, latency=1.0, answer_chars=160, chunk_chars=8, name="fake-c1000")
     server = common.start_server(common.fresh_data_dir(work, "data-c1000"), upstream=upstream.base_url,
                                  log_dir=logs, name="server-c1000", MAX_CONCURRENT_REQUESTS=1200)
-    relay = start_relay(upstream.base_url, log_dir=logs)
+    relay = common.start_relay(upstream.base_url, log_dir=logs)
     direct_body = json.dumps({"model": "fake-model", "stream": True,
                               "messages": [{"role": "user", "content": "你好"}]}).encode()
     direct, _ = asyncio.run(concurrent_streams(upstream.port, "/v1/chat/completions", direct_body, streams, None))
@@ -196,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                          chunk_chars=2, name=f"fake-{delay}")
         server = common.start_server(common.fresh_data_dir(work, f"data-{delay}"), upstream=upstream.base_url,
                                      log_dir=logs, name=f"server-{delay}")
-        relay = start_relay(upstream.base_url, log_dir=logs)
+        relay = common.start_relay(upstream.base_url, log_dir=logs)
         cpu: dict[str, list[float]] = {"service": [], "bare": []}
         for _ in range(args.rounds):
             cpu["service"].append(cpu_per_delta(server, "/api/chat", chat, args.answers)[0])

@@ -2,10 +2,12 @@
 
     python bench/bare_relay.py --port N --upstream http://127.0.0.1:M/v1
 
-POST /api/chat asks the upstream for a streamed completion and relays each delta the
-least a gateway that understands the stream can: `json.loads` of each upstream
-`data:` line, `json.dumps` of the delta, one write and flush per delta. No auth,
-limits, cache, logging or metrics. GET /health answers {"status": "ok"}.
+POST /api/chat with `"stream": true` asks the upstream for a streamed completion and
+relays each delta the least a gateway that understands the stream can: `json.loads` of
+each upstream `data:` line, `json.dumps` of the delta, one write and flush per delta.
+Without it (the reference of bench/b2_cache_miss.py), one non-streamed completion:
+`json.loads` of the upstream's body, `json.dumps` of `{"answer": …}`. No auth, limits,
+cache, logging or metrics. GET /health answers {"status": "ok"}.
 """
 from __future__ import annotations
 
@@ -35,9 +37,17 @@ class RelayHandler(tornado.web.RequestHandler):
                     self.flush()
 
     async def post(self) -> None:
-        question = json.loads(self.request.body)["message"]
-        body = json.dumps({"model": "fake-model", "stream": True,
-                           "messages": [{"role": "user", "content": question}]})
+        payload = json.loads(self.request.body)
+        stream = bool(payload.get("stream"))
+        body = json.dumps({"model": "fake-model", "stream": stream,
+                           "messages": [{"role": "user", "content": payload["message"]}]})
+        if not stream:
+            answer = await AsyncHTTPClient().fetch(self.upstream + "/chat/completions", method="POST",
+                                                   body=body, headers={"Content-Type": "application/json"})
+            content = json.loads(answer.body)["choices"][0]["message"]["content"]
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps({"answer": content}, ensure_ascii=False))
+            return
         self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
         await AsyncHTTPClient().fetch(self.upstream + "/chat/completions", method="POST", body=body,
                                       headers={"Content-Type": "application/json"},

@@ -283,6 +283,15 @@ def start_bare(answer: dict[str, Any], *, log_dir: Path) -> Server:
     return Server(proc, port, log_dir, startup_s=ready - proc.started)
 
 
+def start_relay(upstream: str, *, log_dir: Path) -> Server:
+    """bench/bare_relay.py: a bare Tornado relay to `upstream` (streamed or whole answers)."""
+    port = free_port()
+    proc = Proc("bare-relay", [sys.executable, str(BENCH / "bare_relay.py"), "--port", str(port),
+                               "--upstream", upstream], log_dir=log_dir)
+    ready = wait_http(f"http://127.0.0.1:{port}/health", 30, proc)
+    return Server(proc, port, log_dir, startup_s=ready - proc.started)
+
+
 _TEMPLATE: dict[str, Path] = {}
 
 
