@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
@@ -243,6 +244,11 @@ class OpenAIProvider:
         with self._build_lock:
             if self._openai is not None:
                 return
+            # httpx imports its command-line client whenever click and rich are installed
+            # (dev tools bring them): ~90 ms of the start-up for a module a server never
+            # runs. An import of a module that sys.modules holds as None fails, and httpx
+            # then defines a stub `main` (the change upstream: encode/httpx#3547).
+            sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
             import httpx
             import openai
             from openai._models import FinalRequestOptions

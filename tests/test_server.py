@@ -249,6 +249,31 @@ def test_building_the_app_imports_neither_the_sdk_nor_redis_nor_pkg_resources(tm
     assert result.stdout.split("\n")[-2] == "[]"
 
 
+_WARM_UP_PROBE = """
+import importlib.util, sys
+import server
+from core.config import Settings
+from core.context import build_context
+ctx = build_context(Settings.from_env())
+for loading in ctx.warm_up():
+    loading.result()
+import httpx
+print(importlib.util.find_spec("rich") is not None, httpx.__name__ in sys.modules,
+      sorted(m for m in ("httpx._main", "rich", "click", "pygments") if sys.modules.get(m)))
+"""
+
+
+def test_the_warm_up_leaves_out_the_http_clients_command_line_tools(tmp_path):
+    # httpx imports its command-line client (click, rich, pygments: ~90 ms) whenever they
+    # are installed, and this venv has them (dev tools): a server never runs it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STORE_", "API_KEYS"))}
+    env.update(DATA_DIR=str(tmp_path), OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
+    result = subprocess.run([sys.executable, "-c", _WARM_UP_PROBE], cwd=ROOT, env=env, check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "True True []"
+
+
 @pytest.mark.slow
 def test_the_first_chat_and_search_sent_together_right_after_start_up_are_answered(tmp_path, fake_llm):
     server = start_server(tmp_path, DATA_DIR=str(tmp_path), OPENAI_BASE_URL=fake_llm.base_url,
