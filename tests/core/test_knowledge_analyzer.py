@@ -97,6 +97,12 @@ def _fresh_tokenizer() -> jieba.Tokenizer:
     return tokenizer
 
 
+def _dict_file_freq(tokenizer: jieba.Tokenizer, word: str) -> int:
+    """A word's frequency in jieba's dictionary file itself: the reference."""
+    with tokenizer.get_dict_file() as lines:
+        return next(int(line.split()[1]) for line in map(bytes.decode, lines) if line.startswith(word + " "))
+
+
 def test_compact_dictionary_cache_round_trips_shard_by_shard(tmp_path):
     words = {"乡": 0, "乡村": 0, "乡村振兴": 3000, "乡村振兴战略规划": 9, "放管服": 5, "a": 7, "ab": 0,
              "十四五规划纲要全文": 2, "中华人民共和国国民经济": 1, "中": 4}
@@ -130,10 +136,7 @@ def test_a_fresh_install_loads_no_shard_until_a_word_is_looked_up():
     analyzer.initialize()
     tokenizer = _fresh_tokenizer()
     assert tokenizer.FREQ.shards == {}
-    # jieba's own dictionary file is the reference for a word's frequency.
-    line = next(line for line in open(tokenizer.get_dict_file().name, encoding="utf-8")
-                if line.startswith("中华人民共和国 "))
-    assert tokenizer.FREQ.get("中华人民共和国") == int(line.split()[1])
+    assert tokenizer.FREQ.get("中华人民共和国") == _dict_file_freq(tokenizer, "中华人民共和国")
     assert list(tokenizer.FREQ.shards) == [ord("中") + 1]
     # Segmenting loads the shards of the text's characters, and no others.
     assert "振兴" in tokenizer.lcut("中华人民共和国振兴乡村")
@@ -145,6 +148,20 @@ def test_a_fresh_install_loads_no_shard_until_a_word_is_looked_up():
     assert empty == {}
     tokenizer.FREQ["☃☃"] = 3
     assert tokenizer.FREQ["☃☃"] == 3
+
+
+def test_without_a_cache_install_builds_it_from_jiebas_own_loading(tmp_path, monkeypatch):
+    path = tmp_path / "dict.cache"
+    monkeypatch.setattr(prefix_dict, "_cache_path", lambda dict_file: path)
+    built = jieba.Tokenizer()
+    prefix_dict.install(built)  # no cache: jieba loads its dictionary, ours is written
+    assert path.exists() and built.FREQ.shards == {}
+    reloaded = _fresh_tokenizer()  # from that file
+    for word in ("中华人民共和国", "一帆风顺", "的"):
+        assert built.FREQ[word] == reloaded.FREQ[word] == _dict_file_freq(built, word)
+    assert built.FREQ.get("中华人民共") == reloaded.FREQ.get("中华人民共") == 0  # a prefix, no word
+    assert "没有这个词吧" not in built.FREQ and "没有这个词吧" not in reloaded.FREQ
+    assert built.total == reloaded.total > 0
 
 
 def test_threads_building_the_same_shard_keep_the_words_they_set():
