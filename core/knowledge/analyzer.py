@@ -68,7 +68,7 @@ MAX_TOKEN_CHARS = 40  # longer "words" are URLs, hashes or base64: not worth ind
 # jieba's process-wide tokenizer, shared with grading's keyword extraction
 # (jieba.analyse only uses this one): a second Tokenizer would hold a second copy of
 # the dictionary. Its dictionary is the compact one of prefix_dict.py (~35 MB less
-# than jieba's, and loaded in ~0.1 s instead of ~0.8 s).
+# than jieba's, installed in ~1 ms and built shard by shard as words are looked up).
 _jieba = jieba.dt
 _init_lock = threading.Lock()
 _ready = False

@@ -1,11 +1,29 @@
-"""jieba's prefix dictionary in a compact form, loaded from a cache in a tenth of the time.
+"""jieba's prefix dictionary in a compact form, loaded lazily, one shard per first character.
 
 jieba keeps every dictionary word and every prefix of one (~500,000 strings) in a dict
 of str → frequency: ~62 MB per process, and ~0.5 s to unmarshal from its cache at each
 start. Here the same dictionary is keyed by an integer code of the word (21 bits a
 character, each character's code point + 1, so the code is unique to the string): an
-int of 1–4 characters costs 28–40 bytes against 76–82 for the str, and the cache is two
-flat lists of ints that marshal reads without building a single string.
+int of 1–4 characters costs 28–40 bytes against 76–82 for the str.
+
+Even so, building one dict of half a million int keys cost ~0.25 s at each start, most
+of it cache misses in a table of a million slots. So the dictionary is split by the
+first character of the word (11,772 shards, 42 entries on average, 1 for the median
+character, 5,022 for 一, the biggest) and a shard is built the first time a word
+starting with its character is looked up or set: a few µs for most, 1–5 ms for the
+biggest. The cache file (in the system's temporary directory, layout at `_HEADER`)
+holds flat arrays of machine words grouped by first character and an index of where
+each character's entries are. `install()` maps it and reads only its header and the
+few thousand longest keys (~1 ms, against ~0.4 s for one dict); a shard is built from
+slices of the mapped arrays, whose pages are the page cache's, shared by every
+instance on the machine. Fully loaded, the shards take ~1 MiB more than the one dict.
+
+Threads: searches, indexing and grading segment from several threads at once. A
+shard is published with `shards.setdefault(first, built)` and the winner is what every
+caller uses (atomic under the GIL): two threads that build the same shard at once
+agree on one, so a word one of them sets (jieba's add_word, our load_userdict) is
+never lost in a discarded copy. A character with no entries gets its own empty shard,
+built once.
 
 `install(tokenizer)` puts it behind jieba's own `Tokenizer` interface: `FREQ` becomes a
 `CompactFreq` (get / [] / in / assignment by word, as jieba's add_word, suggest_freq,
@@ -20,10 +38,12 @@ import hashlib
 import logging
 import marshal
 import math
+import mmap
 import os
 import tempfile
 import types
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -32,7 +52,7 @@ import jieba
 
 log = logging.getLogger("shenlun.knowledge")
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _BITS = 21  # code points are below 0x110000 < 2**21
 
 
@@ -53,41 +73,104 @@ def decode(key: int) -> str:
     return "".join(reversed(chars))
 
 
+class _Cache:
+    """The cache file's arrays, grouped by first character: what a shard is built from.
+
+    `firsts` are the first characters (code point + 1), ascending. Keys come in three
+    widths: up to 3 characters (one machine word), 4–6 (two words, `lo` and `hi`) and
+    7+ (a few thousand Python ints). The j-th first character's keys of each width are
+    `short[short_at[j]:short_at[j + 1]]` and so on, and their frequencies, in that order
+    (short, middle, long), the `counts` from `short_at[j] + middle_at[j] + long_at[j]`
+    on. Read-only: views of the mapped file, shared by every thread."""
+
+    __slots__ = ("firsts", "short_at", "middle_at", "long_at", "short", "lo", "hi", "long", "counts",
+                 "shared")
+
+    def __init__(self, firsts: memoryview[int], short_at: memoryview[int], middle_at: memoryview[int],
+                 long_at: memoryview[int], short: memoryview[int], lo: memoryview[int], hi: memoryview[int],
+                 long: list[int], counts: memoryview[int]) -> None:
+        bounds = (short_at, middle_at, long_at)
+        if (len(lo) != len(hi) or any(len(at) != len(firsts) + 1 or at[0] != 0 for at in bounds)
+                or (short_at[-1], middle_at[-1], long_at[-1]) != (len(short), len(lo), len(long))
+                or len(short) + len(lo) + len(long) != len(counts)):
+            raise ValueError("the cache's arrays do not add up")
+        self.firsts, self.short_at, self.middle_at, self.long_at = firsts, short_at, middle_at, long_at
+        self.short, self.lo, self.hi, self.long, self.counts = short, lo, hi, long, counts
+        self.shared: dict[int, int] = {}  # equal frequencies share one int (~5,000 distinct)
+
+    def shard(self, first: int) -> dict[int, int]:
+        """A new dict of the entries whose first character (code point + 1) is `first`."""
+        j = bisect_left(self.firsts, first)
+        if j == len(self.firsts) or self.firsts[j] != first:
+            return {}
+        s0, s1 = self.short_at[j], self.short_at[j + 1]
+        m0, m1 = self.middle_at[j], self.middle_at[j + 1]
+        l0, l1 = self.long_at[j], self.long_at[j + 1]
+        at = s0 + m0 + l0
+        counts = self.counts[at:at + (s1 - s0) + (m1 - m0) + (l1 - l0)]
+        middle = ((hi << 64) | lo for hi, lo in zip(self.hi[m0:m1], self.lo[m0:m1], strict=True))
+        keys = chain(self.short[s0:s1], middle, self.long[l0:l1])
+        shared = self.shared
+        return dict(zip(keys, map(shared.setdefault, counts, counts), strict=True))
+
+
 class CompactFreq:
-    """jieba's FREQ mapping (word → frequency, 0 for a prefix that is no word) keyed by
-    `code(word)`. Supports what jieba and this project do with FREQ."""
+    """jieba's FREQ mapping (word → frequency, 0 for a prefix that is no word), as
+    `shards[first character's code point + 1][code(word)]`, each shard built from the
+    cache on first use. Supports what jieba and this project do with FREQ; `len`,
+    iteration and `items` load every shard first (only tests and tools use them)."""
 
-    __slots__ = ("codes",)
+    __slots__ = ("shards", "_cache")
 
-    def __init__(self, codes: dict[int, int]) -> None:
-        self.codes = codes
+    def __init__(self, cache: _Cache | None) -> None:
+        self.shards: dict[int, dict[int, int]] = {}
+        self._cache = cache
+
+    def shard(self, first: int) -> dict[int, int]:
+        """The shard of words whose first character is `first` (code point + 1), built
+        from the cache if it is not yet; the one every thread uses."""
+        shard = self.shards.get(first)
+        if shard is None:
+            built = self._cache.shard(first) if self._cache is not None else {}
+            shard = self.shards.setdefault(first, built)  # another thread's, if it won
+        return shard
+
+    def _shard_of(self, word: str) -> dict[int, int]:
+        return self.shard(ord(word[0]) + 1 if word else 0)
 
     def get(self, word: str, default: int | None = None) -> int | None:
-        return self.codes.get(code(word), default)
+        return self._shard_of(word).get(code(word), default)
 
     def __getitem__(self, word: str) -> int:
-        return self.codes[code(word)]
+        return self._shard_of(word)[code(word)]
 
     def __contains__(self, word: object) -> bool:
-        return isinstance(word, str) and code(word) in self.codes
+        return isinstance(word, str) and code(word) in self._shard_of(word)
 
     def __setitem__(self, word: str, freq: int) -> None:
-        self.codes[code(word)] = freq
+        self._shard_of(word)[code(word)] = freq
+
+    def _all(self) -> list[dict[int, int]]:
+        if self._cache is not None:
+            for first in self._cache.firsts:
+                self.shard(first)
+        return list(self.shards.values())  # a copy: another thread may add a shard
 
     def __len__(self) -> int:
-        return len(self.codes)
+        return sum(map(len, self._all()))
 
     def __iter__(self) -> Iterator[str]:
-        return (decode(key) for key in self.codes)
+        return (decode(key) for shard in self._all() for key in list(shard))
 
     def items(self) -> Iterator[tuple[str, int]]:
-        return ((decode(key), freq) for key, freq in self.codes.items())
+        return ((decode(key), freq) for shard in self._all() for key, freq in list(shard.items()))
 
 
 def _get_dag(self: jieba.Tokenizer, sentence: str) -> dict[int, list[int]]:
-    # jieba.Tokenizer.get_DAG, with the substring sentence[k:i + 1] carried as its code.
+    # jieba.Tokenizer.get_DAG, with the substring sentence[k:i + 1] carried as its code
+    # and looked up in the shard of its first character.
     self.check_initialized()
-    freq = self.FREQ.codes
+    shards, shard_of = self.FREQ.shards, self.FREQ.shard
     points = [ord(ch) + 1 for ch in sentence]
     dag: dict[int, list[int]] = {}
     n = len(sentence)
@@ -95,6 +178,9 @@ def _get_dag(self: jieba.Tokenizer, sentence: str) -> dict[int, list[int]]:
         ends = []
         i = k
         key = points[k]
+        freq = shards.get(key)
+        if freq is None:
+            freq = shard_of(key)
         while i < n:
             found = freq.get(key)
             if found is None:
@@ -113,15 +199,19 @@ def _get_dag(self: jieba.Tokenizer, sentence: str) -> dict[int, list[int]]:
 def _calc(self: jieba.Tokenizer, sentence: str, dag: dict[int, list[int]],
           route: dict[int, tuple[float, int]]) -> None:
     # jieba.Tokenizer.calc, the same expression in the same order; the frequency of
-    # sentence[idx:x + 1] looked up by its code, built up along the ascending ends.
+    # sentence[idx:x + 1] looked up by its code, built up along the ascending ends, in
+    # the shard of sentence[idx].
     n = len(sentence)
     route[n] = (0, 0)
     logtotal = math.log(self.total)
-    freq = self.FREQ.codes
+    shards, shard_of = self.FREQ.shards, self.FREQ.shard
     points = [ord(ch) + 1 for ch in sentence]
     for idx in range(n - 1, -1, -1):
         best = None
         key, upto = 0, idx
+        freq = shards.get(points[idx])
+        if freq is None:
+            freq = shard_of(points[idx])
         for x in dag[idx]:
             while upto <= x:
                 key = (key << _BITS) | points[upto]
@@ -140,40 +230,88 @@ def _cache_path(dict_file: str) -> Path:
 
 
 _MASK64 = (1 << 64) - 1
+# The file: a header of 8 machine words (version, total, how many first characters,
+# short, middle and long keys, bytes of the marshalled long keys, 0), then the arrays
+# of `_Cache` in the order of its constructor, machine words ("Q") but the 4-byte
+# frequencies ("I"), the long keys last as a marshalled list. Native byte order: the
+# file is this machine's (the temporary directory).
+_HEADER = 8
 
 
-def _load(path: Path) -> tuple[dict[int, int], int] | None:
+def _first(key: int) -> int:
+    """The first character's code point + 1 of a code (its top 21-bit group)."""
+    return key >> (_BITS * ((key.bit_length() - 1) // _BITS))
+
+
+def _record(codes: dict[int, int], total: int) -> bytes:
+    """The cache file's content for a dictionary of codes."""
+    groups: dict[int, tuple[list[int], list[int], list[int]]] = {}
+    for key in codes:
+        width = 0 if key <= _MASK64 else 1 if key >> 64 <= _MASK64 else 2
+        groups.setdefault(_first(key), ([], [], []))[width].append(key)
+    firsts = sorted(groups)
+    short: list[int] = []
+    middle: list[int] = []
+    long: list[int] = []
+    bounds: tuple[list[int], list[int], list[int]] = ([0], [0], [0])
+    counts = array("I")
+    for first in firsts:
+        for keys, flat, at in zip(groups[first], (short, middle, long), bounds, strict=True):
+            flat.extend(keys)
+            at.append(len(flat))
+            counts.extend(codes[k] for k in keys)
+    tail = marshal.dumps(long)
+    header = array("Q", [CACHE_VERSION, total, len(firsts), len(short), len(middle), len(long), len(tail), 0])
+    words = array("Q", firsts)
+    for flat in (*bounds, short, [k & _MASK64 for k in middle], [k >> 64 for k in middle]):
+        words.extend(flat)
+    return b"".join((header.tobytes(), words.tobytes(), counts.tobytes(), tail))
+
+
+def _parse(data: memoryview[int]) -> tuple[_Cache, int] | None:
+    """The `_Cache` and total of a cache file's content (views of it, no copy), or None
+    if it is not one of this version or does not add up."""
+    try:
+        header = data[:_HEADER * 8].cast("Q")
+        version, total, firsts, short, middle, long, tail, _ = header
+        if version != CACHE_VERSION:
+            return None
+        sizes = (firsts, *(firsts + 1,) * 3, short, middle, middle)
+        at = _HEADER * 8
+        views: list[memoryview[int]] = []
+        for size in sizes:
+            views.append(data[at:at + 8 * size].cast("Q"))
+            at += 8 * size
+        counts = data[at:at + 4 * (short + middle + long)].cast("I")
+        at += 4 * (short + middle + long)
+        if at + tail != len(data):
+            return None
+        keys = marshal.loads(data[at:])
+        if not isinstance(keys, list):
+            return None
+        first_chars, short_at, middle_at, long_at, short_keys, lo, hi = views
+        return _Cache(first_chars, short_at, middle_at, long_at, short_keys, lo, hi, keys, counts), total
+    except (TypeError, ValueError, EOFError):
+        return None
+
+
+def _load(path: Path) -> tuple[_Cache, int] | None:
+    # Mapped, not read: a start reads only the header and the long keys, a shard the
+    # pages of its slices, and the pages are the page cache's, shared by every
+    # instance on the machine. The map outlives the file if a rebuild replaces it.
     try:
         with open(path, "rb") as fh:
-            version, total, short, lo, hi, rest, freqs = marshal.load(fh)
-    except (OSError, EOFError, ValueError, TypeError):
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
         return None
-    if version != CACHE_VERSION:
-        return None
-    # Flat arrays of machine words: marshal reads them as bytes, array turns them into
-    # ints in C. Only words of 7+ characters (a few thousand) are Python ints on disk.
-    # Iterators all the way, no list of half a million ints beside the dict.
-    short_keys, lo_keys, hi_keys, counts = array("Q", short), array("Q", lo), array("Q", hi), array("I", freqs)
-    if len(short_keys) + len(lo_keys) + len(rest) != len(counts) or len(lo_keys) != len(hi_keys):
-        return None
-    del short, lo, hi, freqs
-    keys = chain(short_keys, ((h << 64) | lo for h, lo in zip(hi_keys, lo_keys, strict=True)), rest)
-    shared: dict[int, int] = {}  # equal frequencies share one int (~5,000 distinct)
-    return dict(zip(keys, map(shared.setdefault, counts, counts), strict=True)), total
+    return _parse(memoryview(mapped))
 
 
-def _save(path: Path, codes: dict[int, int], total: int) -> None:
-    short = [k for k in codes if k <= _MASK64]
-    middle = [k for k in codes if _MASK64 < k and k >> 64 <= _MASK64]
-    rest = [k for k in codes if k >> 64 > _MASK64]
-    freqs = array("I", [codes[k] for k in (*short, *middle, *rest)])
-    record = (CACHE_VERSION, total, array("Q", short).tobytes(),
-              array("Q", [k & _MASK64 for k in middle]).tobytes(),
-              array("Q", [k >> 64 for k in middle]).tobytes(), rest, freqs.tobytes())
+def _save(path: Path, record: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     try:
         with os.fdopen(fd, "wb") as fh:
-            marshal.dump(record, fh)
+            fh.write(record)
         os.replace(tmp, path)  # another process building it at once writes the same
     except OSError:
         log.warning("could not write jieba's compact dictionary cache %s", path, exc_info=True)
@@ -195,14 +333,13 @@ def install(tokenizer: jieba.Tokenizer) -> None:
     loaded = _load(path) if path is not None and path.exists() else None
     if loaded is None:
         tokenizer.initialize()  # jieba's own str-keyed dictionary, once
-        shared: dict[int, int] = {}
-        codes = {code(word): shared.setdefault(freq, freq) for word, freq in tokenizer.FREQ.items()}
-        total = tokenizer.total
+        record = _record({code(word): freq for word, freq in tokenizer.FREQ.items()}, tokenizer.total)
         if path is not None:
-            _save(path, codes, total)
-    else:
-        codes, total = loaded
-    tokenizer.FREQ, tokenizer.total = CompactFreq(codes), total
+            _save(path, record)
+        loaded = _parse(memoryview(record))  # lazily, like a start from the cache
+        assert loaded is not None
+    cache, total = loaded
+    tokenizer.FREQ, tokenizer.total = CompactFreq(cache), total
     tokenizer.get_DAG = types.MethodType(_get_dag, tokenizer)
     tokenizer.calc = types.MethodType(_calc, tokenizer)
     tokenizer.initialized = True

@@ -1,6 +1,10 @@
 """Our jieba analyzer: 申论 terms stay whole, stop words go, positions let phrases work."""
 from __future__ import annotations
 
+import sys
+import threading
+from array import array
+
 import jieba
 
 from core.config import PROJECT_ROOT
@@ -87,16 +91,107 @@ def test_compact_dictionary_segments_the_bundled_corpus_exactly_like_stock_jieba
         assert analyzer._jieba.FREQ.get(word) == stock.FREQ.get(word)
 
 
-def test_compact_dictionary_cache_round_trips(tmp_path):
-    words = {"乡": 0, "乡村": 0, "乡村振兴": 3000, "放管服": 5, "a": 7, "十四五规划纲要全文": 2,
-             "中华人民共和国国民经济": 1}
+def _fresh_tokenizer() -> jieba.Tokenizer:
+    tokenizer = jieba.Tokenizer()
+    prefix_dict.install(tokenizer)  # from the cache analyzer's own install leaves (or builds)
+    return tokenizer
+
+
+def _dict_file_freq(tokenizer: jieba.Tokenizer, word: str) -> int:
+    """A word's frequency in jieba's dictionary file itself: the reference."""
+    with tokenizer.get_dict_file() as lines:
+        return next(int(line.split()[1]) for line in map(bytes.decode, lines) if line.startswith(word + " "))
+
+
+def test_compact_dictionary_cache_round_trips_shard_by_shard(tmp_path):
+    words = {"乡": 0, "乡村": 0, "乡村振兴": 3000, "乡村振兴战略规划": 9, "放管服": 5, "a": 7, "ab": 0,
+             "十四五规划纲要全文": 2, "中华人民共和国国民经济": 1, "中": 4}
     codes = {prefix_dict.code(w): f for w, f in words.items()}
     assert len(codes) == len(words) and {prefix_dict.decode(c) for c in codes} == set(words)
     path = tmp_path / "dict.cache"
-    prefix_dict._save(path, codes, 123)
-    assert prefix_dict._load(path) == (codes, 123)
+    prefix_dict._save(path, prefix_dict._record(codes, 123))
+    loaded = prefix_dict._load(path)
+    assert loaded is not None and loaded[1] == 123
+    cache = loaded[0]
+    # Each first character's slice holds its words and only those (all three key widths).
+    for first in {w[0] for w in words}:
+        shard = cache.shard(ord(first) + 1)
+        assert {prefix_dict.decode(k): f for k, f in shard.items()} == {w: f for w, f in words.items()
+                                                                        if w[0] == first}
+    assert cache.shard(ord("的") + 1) == {}
+    freq = prefix_dict.CompactFreq(cache)
+    assert dict(freq.items()) == words and len(freq) == len(words) and set(freq) == set(words)
     path.write_bytes(b"not a cache")
     assert prefix_dict._load(path) is None  # a broken cache is rebuilt, never trusted
+    record = prefix_dict._record(codes, 123)
+    path.write_bytes(array("Q", [prefix_dict.CACHE_VERSION - 1]).tobytes() + record[8:])
+    assert prefix_dict._load(path) is None  # an older version's
+    path.write_bytes(record[:-1])
+    assert prefix_dict._load(path) is None  # cut short
+    path.write_bytes(b"")
+    assert prefix_dict._load(path) is None
+
+
+def test_a_fresh_install_loads_no_shard_until_a_word_is_looked_up():
+    analyzer.initialize()
+    tokenizer = _fresh_tokenizer()
+    assert tokenizer.FREQ.shards == {}
+    assert tokenizer.FREQ.get("中华人民共和国") == _dict_file_freq(tokenizer, "中华人民共和国")
+    assert list(tokenizer.FREQ.shards) == [ord("中") + 1]
+    # Segmenting loads the shards of the text's characters, and no others.
+    assert "振兴" in tokenizer.lcut("中华人民共和国振兴乡村")
+    assert set(tokenizer.FREQ.shards) == {ord(ch) + 1 for ch in "中华人民共和国振兴乡村"}
+    # A character with no words gets one empty shard, kept, not rebuilt at each lookup.
+    assert tokenizer.FREQ.get("☃") is None
+    empty = tokenizer.FREQ.shards[ord("☃") + 1]
+    assert "☃" not in tokenizer.FREQ and tokenizer.FREQ.shards[ord("☃") + 1] is empty
+    assert empty == {}
+    tokenizer.FREQ["☃☃"] = 3
+    assert tokenizer.FREQ["☃☃"] == 3
+
+
+def test_without_a_cache_install_builds_it_from_jiebas_own_loading(tmp_path, monkeypatch):
+    path = tmp_path / "dict.cache"
+    monkeypatch.setattr(prefix_dict, "_cache_path", lambda dict_file: path)
+    built = jieba.Tokenizer()
+    prefix_dict.install(built)  # no cache: jieba loads its dictionary, ours is written
+    assert path.exists() and built.FREQ.shards == {}
+    reloaded = _fresh_tokenizer()  # from that file
+    for word in ("中华人民共和国", "一帆风顺", "的"):
+        assert built.FREQ[word] == reloaded.FREQ[word] == _dict_file_freq(built, word)
+    assert built.FREQ.get("中华人民共") == reloaded.FREQ.get("中华人民共") == 0  # a prefix, no word
+    assert "没有这个词吧" not in built.FREQ and "没有这个词吧" not in reloaded.FREQ
+    assert built.total == reloaded.total > 0
+
+
+def test_threads_building_the_same_shard_keep_the_words_they_set():
+    # 一 has the biggest shard (thousands of words): slow enough to build that, with
+    # the GIL switching every microsecond, threads interleave while building it.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            tokenizer = _fresh_tokenizer()
+            barrier = threading.Barrier(8)
+            found: list[int | None] = []
+
+            def work(n: int, tokenizer: jieba.Tokenizer = tokenizer, barrier: threading.Barrier = barrier,
+                     found: list[int | None] = found) -> None:
+                barrier.wait()
+                if n % 2:
+                    tokenizer.FREQ[f"一{n}号词"] = 10 + n
+                else:
+                    found.append(tokenizer.FREQ.get("一帆风顺"))
+
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert {n: tokenizer.FREQ.get(f"一{n}号词") for n in range(1, 8, 2)} == {n: 10 + n for n in range(1, 8, 2)}
+            assert len(found) == 4 and all(found) and tokenizer.FREQ.get("一帆风顺") == found[0]
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_index_positions_are_the_index_mode_tokens_of_the_bundled_corpus():
