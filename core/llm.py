@@ -225,7 +225,7 @@ class OpenAIProvider:
         self._api_key = api_key
         self._base_url = base_url
         self._concurrency = concurrency
-        # `import openai` is ~0.6 s of CPU (more under load): the largest part of the
+        # `import openai` is ~1 s of CPU (more under load): the largest part of the
         # start-up. prepare() imports it and builds the client; the server runs it in
         # `executor` while it starts (warm_up), and a call that comes before that is
         # done waits for it there, never on the event loop.
