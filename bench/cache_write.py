@@ -61,81 +61,119 @@ def count_statements() -> list[int]:
     return counted
 
 
-async def writes(entries: int, number: int, counted: list[int] | None) -> dict[str, float]:
-    """Fill a store to its cap, then time `number` single-entry writes at the cap."""
-    from core.store import open_stores  # the tree of BENCH_SERVICE_ROOT (bench/common's path)
+class AtTheCap:
+    """A store filled to its entry cap, written one entry at a time (the batch writer's way)."""
 
-    rng = random.Random(17)
-    executor = ThreadPoolExecutor(2)
-    with tempfile.TemporaryDirectory(prefix="shenlun-cache-write-") as work:
-        stores = open_stores("diskcache", data_dir=Path(work), redis_url="", executor=executor,
-                             cache_max_bytes=256 * 1024 * 1024)
-        cache = stores.cache
-        try:
-            for start in range(0, entries, 100):
-                await cache.set_many([(f"fill:{n}", answer(rng)) for n in range(start, start + 100)],
-                                     ttl=3600, max_entries=entries)
-            values = [(f"new:{n}", answer(rng)) for n in range(number)]
-            for key, value in values[:50]:  # warm: connections, statement cache
-                await cache.set_many([(key, value)], ttl=3600, max_entries=entries)
-            values = values[50:]
-            if counted is not None:
-                counted[0] = 0
-            started, started_loop = time.process_time(), time.thread_time()
-            for key, value in values:
-                await cache.set_many([(key, value)], ttl=3600, max_entries=entries)
-            cpu, loop = time.process_time() - started, time.thread_time() - started_loop
-            assert await cache.count() == entries, await cache.count()
-            return {"cpu_us": cpu / len(values) * 1e6, "loop_us": loop / len(values) * 1e6,
-                    "statements": counted[0] / len(values) if counted is not None else 0.0}
-        finally:
-            await stores.aclose()
-            executor.shutdown()
+    def __init__(self, entries: int, work: Path) -> None:
+        from core.store import open_stores  # the tree of BENCH_SERVICE_ROOT (bench/common's path)
+
+        self.entries, self.rng, self.written = entries, random.Random(17), 0
+        self.executor = ThreadPoolExecutor(2)
+        self.stores = open_stores("diskcache", data_dir=work, redis_url="", executor=self.executor,
+                                  cache_max_bytes=256 * 1024 * 1024)
+
+    async def fill(self) -> None:
+        for start in range(0, self.entries, 100):
+            await self.stores.cache.set_many([(f"fill:{n}", answer(self.rng)) for n in range(start, start + 100)],
+                                             ttl=3600, max_entries=self.entries)
+        await self.run(50, None)  # warm: connections, statement caches
+
+    async def run(self, number: int, counted: list[int] | None) -> dict[str, float]:
+        """CPU per write over `number` single-entry writes (each evicts one)."""
+        cache = self.stores.cache
+        values = [(f"new:{self.written + n}", answer(self.rng)) for n in range(number)]
+        self.written += number
+        if counted is not None:
+            counted[0] = 0
+        started, started_loop = time.process_time(), time.thread_time()
+        for key, value in values:
+            await cache.set_many([(key, value)], ttl=3600, max_entries=self.entries)
+        cpu, loop = time.process_time() - started, time.thread_time() - started_loop
+        assert await cache.count() == self.entries, await cache.count()
+        return {"cpu_us": cpu / number * 1e6, "loop_us": loop / number * 1e6,
+                "statements": counted[0] / number if counted is not None else 0.0}
+
+    async def close(self) -> None:
+        await self.stores.aclose()
+        self.executor.shutdown()
 
 
-def child(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace) -> None:
+    """The child: fill a store, then one round per line read (`count` for a counted one)."""
     counted = count_statements() if args.count else None
-    print(json.dumps(asyncio.run(writes(args.entries, args.writes, counted))))
-    return 0
+    with tempfile.TemporaryDirectory(prefix="shenlun-cache-write-") as work:
+        store = AtTheCap(args.entries, Path(work))
+        await store.fill()
+        print("ready", flush=True)
+        for line in sys.stdin:
+            print(json.dumps(await store.run(args.writes, counted if line.strip() == "count" else None)),
+                  flush=True)
+        await store.close()
 
 
-def run_tree(root: Path, args: argparse.Namespace, *, count: bool) -> dict[str, float]:
-    env = {**os.environ, "BENCH_SERVICE_ROOT": str(root)}
-    command = [sys.executable, __file__, "--child", "--entries", str(args.entries),
-               "--writes", str(args.writes if not count else min(args.writes, 300))]
-    done = subprocess.run(command + (["--count"] if count else []), env=env, check=True,
-                          capture_output=True, text=True, timeout=600)
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+class Child:
+    """A subprocess measuring one tree, a round at a time."""
+
+    def __init__(self, root: Path, args: argparse.Namespace, *, count: bool = False) -> None:
+        env = {**os.environ, "BENCH_SERVICE_ROOT": str(root)}
+        command = [sys.executable, __file__, "--child", "--entries", str(args.entries),
+                   "--writes", str(args.writes)] + (["--count"] if count else [])
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def round(self, command: str = "run") -> dict[str, float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        result: dict[str, float] = json.loads(self.proc.stdout.readline())
+        return result
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=2000, help="the entry cap the store is filled to")
-    parser.add_argument("--writes", type=int, default=2000, help="timed writes per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per tree, alternating")
+    parser.add_argument("--writes", type=int, default=400, help="writes per round")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per tree, alternating")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args)
+        asyncio.run(serve(args))
+        return 0
     trees = {"this tree": common.ROOT}
     if common.SERVICE_ROOT != common.ROOT:
         trees["BENCH_SERVICE_ROOT"] = common.SERVICE_ROOT
     print(f"machine: {common.machine_load()}")
-    print(f"{args.entries} entries at the cap, {args.writes} writes of one entry per round, "
-          f"{args.rounds} rounds per tree, alternating")
+    print(f"{args.entries} entries at the cap; {args.rounds} rounds of {args.writes} one-entry writes per tree, "
+          "alternating, one process per tree")
+    children = {name: Child(root, args) for name, root in trees.items()}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
-    for _ in range(args.rounds):
-        for name, root in trees.items():
-            runs[name].append(run_tree(root, args, count=False))
+    try:
+        for _ in range(args.rounds):
+            for name, child in children.items():
+                runs[name].append(child.round())
+    finally:
+        for child in children.values():
+            child.stop()
     medians: dict[str, dict[str, float]] = {}
     for name, root in trees.items():
-        statements = run_tree(root, args, count=True)["statements"]
+        counting = Child(root, args, count=True)  # a process of its own: tracing costs CPU
+        try:
+            statements = counting.round("count")["statements"]
+        finally:
+            counting.stop()
         medians[name] = {figure: common.median([run[figure] for run in runs[name]]) for figure in ("cpu_us", "loop_us")}
-        rounds = " ".join(f"{run['cpu_us']:.0f}" for run in runs[name])
+        spread = sorted(run["cpu_us"] for run in runs[name])
         print(f"{name:20s} {root}\n{'':20s} CPU per write {medians[name]['cpu_us']:4.0f} µs (process, median; "
-              f"rounds {rounds}), {medians[name]['loop_us']:4.0f} µs on the loop's thread, "
+              f"rounds {spread[0]:.0f}–{spread[-1]:.0f}), {medians[name]['loop_us']:4.0f} µs on the loop's thread, "
               f"{statements:.1f} SQL statements")
     if len(trees) == 2:
         ours, theirs = medians["this tree"], medians["BENCH_SERVICE_ROOT"]

@@ -196,8 +196,9 @@ class DiskStore:
 
     async def set_many(self, items: Sequence[tuple[str, Any]], *, ttl: float,
                        max_entries: int | None = None) -> None:
-        # Inline when SQLite's write lock is free at once: the write is ~0.2 ms of CPU
-        # and no fsync (WAL, synchronous=NORMAL, no checkpoint in a write), where the
+        # Inline when SQLite's write lock is free at once: the write is ~0.4 ms of CPU at
+        # the entry cap (bench/cache_write.py; about half of it SQLite's commit of ~16 WAL
+        # pages) and no fsync (WAL, synchronous=NORMAL, no checkpoint in a write), where the
         # executor's round trip alone cost ~0.2 ms and its thread's wake-up made the
         # tail of a miss (bench/b2_cache_miss.py). When another process holds the lock,
         # the write waits for it on the executor, never on the loop.
