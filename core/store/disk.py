@@ -83,6 +83,7 @@ class DiskStore:
         self._cache = diskcache.Cache(str(self.directory), timeout=STORE_TIMEOUT, **options)
         self._writes = 0
         self._checkpointing = False
+        self._unwaiting: Any = None  # the connection _never_wait switched the busy handler off on
         if bounded:
             # The bounds evict by access_time; diskcache indexes it only under its LRU policy.
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
@@ -196,7 +197,7 @@ class DiskStore:
 
     async def set_many(self, items: Sequence[tuple[str, Any]], *, ttl: float,
                        max_entries: int | None = None) -> None:
-        # Inline when SQLite's write lock is free at once: the write is ~0.4 ms of CPU at
+        # Inline when SQLite's write lock is free at once: the write is ~0.35 ms of CPU at
         # the entry cap (bench/cache_write.py; about half of it SQLite's commit of ~16 WAL
         # pages) and no fsync (WAL, synchronous=NORMAL, no checkpoint in a write), where the
         # executor's round trip alone cost ~0.2 ms and its thread's wake-up made the
@@ -223,8 +224,10 @@ class DiskStore:
         the bound evicted."""
         # diskcache's own set for the insert (its file for a large value); the bounds in
         # one statement, where diskcache's cull, len, expire and a delete per key were
-        # eight (bench/cache_write.py).
-        with self._writing(), self._locking(wait), self._cache._transact(retry=wait) as (sql, cleanup):
+        # eight, and no busy_timeout switched off and on (bench/cache_write.py).
+        if not wait:
+            self._never_wait()
+        with self._writing(), self._cache._transact(retry=wait) as (sql, cleanup):
             for key, value in items:
                 self._cache.set(key, value, expire=ttl, retry=True)
             if not self._bounded:
@@ -238,22 +241,20 @@ class DiskStore:
                 cleanup(filename)  # diskcache removes the files once the commit is in
             return [key for key, _ in rows]
 
-    @contextmanager
-    def _locking(self, wait: bool) -> Iterator[None]:
-        """Unless `wait`: SQLite's busy handler off on this thread's connection, so a
-        taken write lock fails at once instead of sleeping up to the store's timeout."""
-        # Two statements (~10 µs) where a connection of the write's own cost more: each
-        # write discarded the page cache of the loop's reading connection, and a read
-        # after it cost 60-100 µs more (measured; bench/cache_write.py counts the rest).
-        if wait:
-            yield
-            return
+    def _never_wait(self) -> None:
+        """The calling thread's connection (the loop's) without SQLite's busy handler, for
+        good: a write lock another process holds fails a write there at once, instead of
+        holding the loop up to the store's timeout."""
+        # Once per connection, where switching it off and on around each write cost 5-9 %
+        # of a write's CPU at the entry cap (two statements; bench/cache_write.py). Reads
+        # there lose nothing: in WAL a reader never waits for a writer, and the lock that
+        # would stop it (another connection's exclusive locking mode) cannot be taken
+        # while this connection is open. A connection of the write's own was worse: each
+        # write discarded the page cache of the loop's reading one (reads +60-100 µs).
         connection = self._cache._con
-        connection.execute("PRAGMA busy_timeout = 0")
-        try:
-            yield
-        finally:
-            connection.execute(f"PRAGMA busy_timeout = {STORE_TIMEOUT * 1000}")
+        if connection is not self._unwaiting:
+            connection.execute("PRAGMA busy_timeout = 0")
+            self._unwaiting = connection
 
     def _checkpoint(self) -> None:
         try:

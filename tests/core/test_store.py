@@ -246,6 +246,7 @@ async def test_a_write_lock_held_elsewhere_sends_the_write_off_the_loop(tmp_path
             started = time.monotonic()
             await asyncio.sleep(0.2)
             assert time.monotonic() - started < 1 and not write.done()  # the loop runs meanwhile
+            assert await cache.count() == 1  # and reads on its connection, which never waits
             holder.execute("COMMIT")
             await asyncio.wait_for(write, 5)
         finally:
