@@ -147,9 +147,8 @@ def open_stores(backend: str, *, data_dir: Path, redis_url: str, executor: Execu
     return Stores(
         backend,
         # No write on a read (see DiskStore.get): access_time is set when an entry is
-        # stored and refreshed by _touch, and the entry cap evicts by it.
-        cache=DiskStore(data_dir / "cache", executor, size_limit=cache_max_bytes,
-                        eviction_policy="least-recently-stored", bounded=True, disk=disk,
+        # stored and refreshed by _touch, and both bounds evict by it (bounded).
+        cache=DiskStore(data_dir / "cache", executor, size_limit=cache_max_bytes, bounded=True, disk=disk,
                         memo_entries=CACHE_MEMO_ENTRIES),
         # the buckets live in buckets.shm in this directory (core/store/buckets.py)
         ratelimit=DiskStore(data_dir / "shared" / "ratelimit", executor, disk=disk),

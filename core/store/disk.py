@@ -32,10 +32,34 @@ CHECKPOINT_EVERY = 200  # cache entries written between two WAL checkpoints, per
 STORE_TIMEOUT = 5  # seconds a write waits for SQLite's lock (on the executor)
 MEMO_MAX_CHARS = 65_536  # longer values are read from SQLite every time
 CLEARED_MARKER = ".cleared"  # clear() touches it after emptying: every process drops its memo
+CULL_LIMIT = 10  # entries a write evicts while the byte bound is reached (diskcache's default)
+# A bounded store's eviction, one statement (RETURNING: SQLite >= 3.35): every expired
+# entry, then the least recently used live ones, as many as bring the count to the
+# entry cap, or CULL_LIMIT while the volume is over the byte bound. Count, size and
+# volume are diskcache's own (Settings rows its triggers keep, expired entries counted;
+# page_count as Cache.volume reads it); the IN list is made before a row goes. The
+# live test is not indexable on purpose: SQLite walks access_time's index and stops at
+# the limit (an indexable OR had it sort every live row: 1.5 ms at 2,000 entries); the
+# expired query is written twice, as a WITH table SQLite materialised it (+20 µs).
+EVICT_OVER_BOUNDS = """
+DELETE FROM Cache WHERE rowid IN (
+    SELECT rowid FROM Cache WHERE expire_time < :now
+    UNION ALL
+    SELECT rowid FROM (
+        SELECT rowid FROM Cache WHERE ifnull(expire_time, :now) >= :now ORDER BY access_time
+        LIMIT max(0, max((SELECT value FROM Settings WHERE key = 'count') - :cap,
+                         CASE WHEN (SELECT value FROM Settings WHERE key = 'size')
+                                   + (SELECT page_count FROM pragma_page_count) * :page_size
+                                   >= :size_limit THEN :cull ELSE 0 END)
+                     - (SELECT count(*) FROM Cache WHERE expire_time < :now))))
+RETURNING key, filename
+"""
 
 
 class DiskStore:
-    """A diskcache directory shared by the processes of one machine."""
+    """A diskcache directory shared by the processes of one machine. A `bounded` store
+    applies its bounds itself, by access_time: the entry cap a write names
+    (`max_entries`) and `size_limit` in bytes (diskcache's `eviction_policy` unused)."""
 
     backend = "diskcache"
 
@@ -48,14 +72,24 @@ class DiskStore:
         # No checkpoint inside a write: SQLite's autocheckpoint ran one (1–2 fdatasync,
         # up to tens of ms) in every ~200th cache write, the p99 of a miss; writes
         # checkpoint off the loop instead, every CHECKPOINT_EVERY (see set_many).
-        self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit,
-                                      eviction_policy=eviction_policy, timeout=STORE_TIMEOUT,
-                                      sqlite_wal_autocheckpoint=0)
+        options: dict[str, Any] = {"size_limit": size_limit, "eviction_policy": eviction_policy,
+                                   "sqlite_wal_autocheckpoint": 0}
+        self._bounded = bounded
+        if bounded:
+            # Both bounds are this store's (EVICT_OVER_BOUNDS, in the write's transaction):
+            # diskcache's own cull in every set (an expired-row query, Cache.volume's two,
+            # a store_time index to keep) was ~20 % of a write's CPU at the entry cap.
+            options.update(eviction_policy="none", cull_limit=0)
+        self._cache = diskcache.Cache(str(self.directory), timeout=STORE_TIMEOUT, **options)
         self._writes = 0
         self._checkpointing = False
+        self._unwaiting: Any = None  # the connection _never_wait switched the busy handler off on
         if bounded:
-            # The entry cap evicts by access_time; diskcache indexes it only under its LRU policy.
+            # The bounds evict by access_time; diskcache indexes it only under its LRU policy.
             self._cache._sql("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
+            # Made by diskcache's least-recently-stored policy, this store's before; unused.
+            self._cache._sql("DROP INDEX IF EXISTS Cache_store_time")
+        ((self._page_size,),) = self._cache._sql("PRAGMA page_size").fetchall()
         self._touched: dict[str, float] = {}  # key → when this process last stamped it
         # Hits whose stamp is still on its way to SQLite (the executor's thread may wake
         # late on a busy machine): a write that evicts applies them first, so a hit made
@@ -145,15 +179,16 @@ class DiskStore:
     def _touch_sync(self, key: str) -> None:
         try:
             with self._writing():
-                self._stamp(key)
+                self._stamp(key, self._cache._sql)
         except Exception:  # best effort: a missed stamp only ages the entry sooner
             log.debug("cache access stamp failed", exc_info=True)
 
-    def _stamp(self, key: str) -> None:
+    def _stamp(self, key: str, sql: Any) -> None:
+        """Write `key`'s pending hit stamp through `sql` (the connection's execute)."""
         stamp = self._unstamped.get(key)
         if stamp is not None:
             # raw = 1: diskcache stores str keys as themselves (schema of diskcache 5.x).
-            self._cache._sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1", (stamp, key))
+            sql("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1", (stamp, key))
             # Only once it is in: until then a write on the other thread stamps it too.
             self._unstamped.pop(key, None)
 
@@ -162,8 +197,9 @@ class DiskStore:
 
     async def set_many(self, items: Sequence[tuple[str, Any]], *, ttl: float,
                        max_entries: int | None = None) -> None:
-        # Inline when SQLite's write lock is free at once: the write is ~0.2 ms of CPU
-        # and no fsync (WAL, synchronous=NORMAL, no checkpoint in a write), where the
+        # Inline when SQLite's write lock is free at once: the write is ~0.35 ms of CPU at
+        # the entry cap (bench/cache_write.py; about half of it SQLite's commit of ~16 WAL
+        # pages) and no fsync (WAL, synchronous=NORMAL, no checkpoint in a write), where the
         # executor's round trip alone cost ~0.2 ms and its thread's wake-up made the
         # tail of a miss (bench/b2_cache_miss.py). When another process holds the lock,
         # the write waits for it on the executor, never on the loop.
@@ -183,33 +219,42 @@ class DiskStore:
 
     def _set_many_sync(self, items: Sequence[tuple[str, Any]], ttl: float,
                        max_entries: int | None, wait: bool = True) -> list[str]:
-        """Write `items` and apply the bound in one transaction: one commit, where a set
-        and its eviction were three to five (~0.5 ms of CPU per write at the entry cap).
-        With `wait` False, diskcache.Timeout at once when the write lock is taken.
-        Returns the keys the bound evicted."""
-        with self._writing(), self._locking(wait), self._cache.transact(retry=wait):
+        """Write `items` and apply the bound in one transaction, one commit. With `wait`
+        False, diskcache.Timeout at once when the write lock is taken. Returns the keys
+        the bound evicted."""
+        # diskcache's own set for the insert (its file for a large value); the bounds in
+        # one statement, where diskcache's cull, len, expire and a delete per key were
+        # eight, and no busy_timeout switched off and on (bench/cache_write.py).
+        if not wait:
+            self._never_wait()
+        with self._writing(), self._cache._transact(retry=wait) as (sql, cleanup):
             for key, value in items:
                 self._cache.set(key, value, expire=ttl, retry=True)
-            excess = len(self._cache) - max_entries if max_entries is not None else 0
-            if excess <= 0:
+            if not self._bounded:
                 return []
             for key in list(self._unstamped):
-                self._stamp(key)
-            return self._evict_least_recently_used(excess)
+                self._stamp(key, sql)
+            rows = sql(EVICT_OVER_BOUNDS, {
+                "now": time.time(), "cap": 2 ** 62 if max_entries is None else max_entries,
+                "size_limit": self._cache.size_limit, "page_size": self._page_size, "cull": CULL_LIMIT}).fetchall()
+            for _, filename in rows:
+                cleanup(filename)  # diskcache removes the files once the commit is in
+            return [key for key, _ in rows]
 
-    @contextmanager
-    def _locking(self, wait: bool) -> Iterator[None]:
-        """Unless `wait`: SQLite's busy handler off on this thread's connection, so a
-        taken write lock fails at once instead of sleeping up to the store's timeout."""
-        if wait:
-            yield
-            return
+    def _never_wait(self) -> None:
+        """The calling thread's connection (the loop's) without SQLite's busy handler, for
+        good: a write lock another process holds fails a write there at once, instead of
+        holding the loop up to the store's timeout."""
+        # Once per connection, where switching it off and on around each write cost 5-9 %
+        # of a write's CPU at the entry cap (two statements; bench/cache_write.py). Reads
+        # there lose nothing: in WAL a reader never waits for a writer, and the lock that
+        # would stop it (another connection's exclusive locking mode) cannot be taken
+        # while this connection is open. A connection of the write's own was worse: each
+        # write discarded the page cache of the loop's reading one (reads +60-100 µs).
         connection = self._cache._con
-        connection.execute("PRAGMA busy_timeout = 0")
-        try:
-            yield
-        finally:
-            connection.execute(f"PRAGMA busy_timeout = {STORE_TIMEOUT * 1000}")
+        if connection is not self._unwaiting:
+            connection.execute("PRAGMA busy_timeout = 0")
+            self._unwaiting = connection
 
     def _checkpoint(self) -> None:
         try:
@@ -218,19 +263,6 @@ class DiskStore:
             log.debug("cache checkpoint failed", exc_info=True)
         finally:
             self._checkpointing = False
-
-    def _evict_least_recently_used(self, count: int) -> list[str]:
-        """Remove `count` entries, the expired first, then the least recently used;
-        returns the keys of the live ones removed."""
-        # diskcache bounds bytes, not entries; the oldest keys come from access_time.
-        count -= self._cache.expire()
-        if count <= 0:
-            return []
-        rows = self._cache._sql(
-            "SELECT key FROM Cache ORDER BY access_time LIMIT ?", (count,)).fetchall()
-        for (key,) in rows:
-            self._cache.delete(key, retry=True)
-        return [key for (key,) in rows]
 
     async def delete(self, key: str) -> None:
         self._memo.pop(key, None)

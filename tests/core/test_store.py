@@ -3,12 +3,15 @@ token bucket, snapshots with expiry; Redis unreachable is StoreUnavailable, quic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import diskcache
 import pytest
 
 from core.store import StoreUnavailable, open_stores
@@ -159,3 +162,105 @@ async def test_a_hit_counts_for_the_entry_cap_even_while_its_stamp_waits_for_a_t
         await one.aclose()
         await other.aclose()
         busy.shutdown()
+
+
+# --- diskcache: the bounds a write applies in SQL of its own, on diskcache's own data ---
+
+BIG = "长" * 40_000  # over diskcache's disk_min_file_size (32,768 characters): a file of its own
+
+
+@contextlib.asynccontextmanager
+async def disk_store(path, *, max_bytes=2 ** 24, executor=None):
+    own = executor or ThreadPoolExecutor(2)
+    stores = open_stores("diskcache", data_dir=path, redis_url="", executor=own, cache_max_bytes=max_bytes)
+    try:
+        yield stores.cache
+    finally:
+        await stores.aclose()
+        if executor is None:
+            own.shutdown()
+
+
+def value_files(cache_dir):
+    return sorted(p for p in cache_dir.rglob("*.val"))
+
+
+async def test_an_entry_kept_in_a_file_is_read_by_diskcache_and_its_file_goes_with_its_eviction(tmp_path):
+    async with disk_store(tmp_path) as cache:
+        await cache.set("big", BIG, ttl=60, max_entries=2)
+        assert len(value_files(tmp_path / "cache")) == 1
+        with diskcache.Cache(str(tmp_path / "cache")) as plain:  # another process's view
+            assert plain.get("big") == BIG
+        await cache.set("a", "甲", ttl=60, max_entries=2)
+        await cache.set("b", "乙", ttl=60, max_entries=2)  # evicts "big", the least recently used
+        assert await cache.get("big") is None and await cache.get("a") == "甲"
+    assert value_files(tmp_path / "cache") == []
+
+
+async def test_diskcache_keeps_its_own_count_and_size_through_evictions(tmp_path):
+    async with disk_store(tmp_path) as cache:
+        for n in range(12):
+            await cache.set_many([(f"k{n}", BIG if n % 3 == 0 else f"小{n}")], ttl=60, max_entries=5)
+    with diskcache.Cache(str(tmp_path / "cache")) as plain:
+        rows, size = plain._sql("SELECT count(*), sum(size) FROM Cache").fetchone()
+        assert len(plain) == rows == 5
+        assert plain.volume() - plain._page_size * plain._sql("PRAGMA page_count").fetchone()[0] == size
+        assert size == sum(p.stat().st_size for p in value_files(tmp_path / "cache")) > 0
+        assert set(plain) == {f"k{n}" for n in range(7, 12)}
+
+
+async def test_an_expired_entry_goes_before_a_live_least_recently_used_one(tmp_path):
+    async with disk_store(tmp_path) as cache:
+        await cache.set("oldest", "甲", ttl=60, max_entries=3)
+        await cache.set("short", "乙", ttl=0.2, max_entries=3)
+        await cache.set("live", "丙", ttl=60, max_entries=3)
+        await asyncio.sleep(0.3)
+        await cache.set("new", "丁", ttl=60, max_entries=3)
+        assert await cache.count() == 3 and await cache.get("oldest") == "甲"
+        assert cache._cache._sql("SELECT count(*) FROM Cache WHERE key = 'short'").fetchone() == (0,)
+
+
+async def test_the_byte_bound_evicts_the_least_recently_used_too(tmp_path):
+    limit, entry = 2 ** 21, len(BIG.encode())  # room for about 17 entries
+    async with disk_store(tmp_path, max_bytes=limit) as cache:
+        written = 0
+        while cache._cache.volume() + 2 * entry < limit:
+            await cache.set(f"k{written}", BIG, ttl=60, max_entries=1000)
+            written += 1
+        assert await cache.get("k0") == BIG  # k0 now used after every other entry was written
+        for n in range(written, written + 3):  # the third at the latest reaches the bound
+            await cache.set(f"k{n}", BIG, ttl=60, max_entries=1000)
+        assert cache._cache.volume() < limit and await cache.count() < written
+        assert len(value_files(tmp_path / "cache")) == await cache.count()
+        with diskcache.Cache(str(tmp_path / "cache")) as plain:
+            assert "k0" in plain and "k1" not in plain and f"k{written + 2}" in plain
+
+
+async def test_a_write_lock_held_elsewhere_sends_the_write_off_the_loop(tmp_path):
+    async with disk_store(tmp_path) as cache:
+        await cache.set("a", "甲", ttl=60, max_entries=10)
+        holder = sqlite3.connect(tmp_path / "cache" / "cache.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # another process in the middle of its write
+            write = asyncio.ensure_future(cache.set("b", "乙", ttl=60, max_entries=10))
+            started = time.monotonic()
+            await asyncio.sleep(0.2)
+            assert time.monotonic() - started < 1 and not write.done()  # the loop runs meanwhile
+            assert await cache.count() == 1  # and reads on its connection, which never waits
+            holder.execute("COMMIT")
+            await asyncio.wait_for(write, 5)
+        finally:
+            holder.close()
+        with diskcache.Cache(str(tmp_path / "cache")) as plain:
+            assert plain.get("b") == "乙"
+
+
+async def test_a_cache_directory_from_diskcaches_own_policy_is_bounded_the_same(tmp_path):
+    with diskcache.Cache(str(tmp_path / "cache"), eviction_policy="least-recently-stored") as before:
+        before.set("old", "甲")  # as the store before this one wrote it: a store_time index too
+    async with disk_store(tmp_path) as cache:
+        indexes = {name for (name,) in cache._cache._sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "Cache_store_time" not in indexes and "Cache_access_time" in indexes
+        await cache.set("a", "乙", ttl=60, max_entries=2)
+        await cache.set("b", "丙", ttl=60, max_entries=2)
+        assert await cache.count() == 2 and await cache.get("old") is None
