@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -241,12 +242,18 @@ def test_building_the_app_imports_neither_the_sdk_nor_redis_nor_pkg_resources(tm
     # it starts loading needs no HTTP client library, no Redis client and no pkg_resources
     # (jieba's import of it costs ~0.15 s); the client and jieba's dictionary load in the
     # executor (ctx.warm_up).
+    assert probe(tmp_path, _STARTUP_PROBE) == "[]"
+
+
+def probe(data_dir: Path, script: str) -> str:
+    """The last line `script` prints, run in a fresh interpreter with an upstream
+    configured and the diskcache store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STORE_", "API_KEYS"))}
-    env.update(DATA_DIR=str(tmp_path), OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
-    result = subprocess.run([sys.executable, "-c", _STARTUP_PROBE], cwd=ROOT, env=env, check=False,
+    env.update(DATA_DIR=str(data_dir), OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=False,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split("\n")[-2] == "[]"
+    return result.stdout.split("\n")[-2]
 
 
 _WARM_UP_PROBE = """
@@ -266,12 +273,7 @@ print(importlib.util.find_spec("rich") is not None, httpx.__name__ in sys.module
 def test_the_warm_up_leaves_out_the_http_clients_command_line_tools(tmp_path):
     # httpx imports its command-line client (click, rich, pygments: ~90 ms) whenever they
     # are installed, and this venv has them (dev tools): a server never runs it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STORE_", "API_KEYS"))}
-    env.update(DATA_DIR=str(tmp_path), OPENAI_BASE_URL="http://127.0.0.1:9/v1", OPENAI_API_KEY="sk-test")
-    result = subprocess.run([sys.executable, "-c", _WARM_UP_PROBE], cwd=ROOT, env=env, check=False,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split("\n")[-2] == "True True []"
+    assert probe(tmp_path, _WARM_UP_PROBE) == "True True []"
 
 
 @pytest.mark.slow
