@@ -11,7 +11,11 @@ The fake runs in a process of its own (bench/fake_upstream.py). Requests carry
 use_knowledge=false, so the figures are the gateway's own cost (bench 1 shows what
 retrieval adds).
 
-    python bench/b2_cache_miss.py [--duration 3] [--rounds 3]
+    python bench/b2_cache_miss.py [--duration 3] [--rounds 3] [--baseline DIR]
+
+With `--baseline DIR` (another copy of the project, e.g. an earlier commit) its server.py
+runs beside this one, on the same upstream, in the same alternating rounds, and each
+concurrency also prints this copy's added p50/p99, requests/s and CPU per miss against it.
 Targets: <= 2 ms added p99 at concurrency 1; >= 80% of direct requests/s at 16 and 64;
 misses >= 20% of the bare handler's requests/s at 16.
 """
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--tool", default="auto", choices=("auto", "wrk", "python"))
+    ap.add_argument("--baseline", type=Path, help="another copy of the project, measured alongside")
     args = ap.parse_args(argv)
     report = Report("b2_cache_miss", "cache miss via the service vs the upstream called directly")
     work = common.tmpdir()
@@ -68,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         "relay": (loadgen.Target(relay.url + "/api/chat", "POST", chat, unique=True),
                   {"relay": relay.proc.pid, "upstream": upstream.proc.pid}),
     }
+    baseline = None
+    if args.baseline:
+        baseline = common.start_server(common.fresh_data_dir(work, "baseline-data"), name="baseline",
+                                       upstream=upstream.base_url, log_dir=logs, root=args.baseline,
+                                       MAX_CONCURRENT_REQUESTS=100)
+        runs["baseline"] = (loadgen.Target(baseline.url + "/api/chat", "POST", chat, unique=True),
+                            {"service": baseline.proc.pid, "upstream": upstream.proc.pid})
     report.note(f"before: {common.machine_load()}")
     tool = None
     for c in [int(x) for x in args.concurrency.split(",")]:
@@ -114,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
                    reference="bare relay CPU per request", ref_value=r["cpu_relay"],
                    note=f"upstream CPU per request: {s['cpu_upstream']:.0f} via the service, "
                         f"{d['cpu_upstream']:.0f} direct")
+        if baseline is not None:
+            o = common.summary(measured["baseline"])
+            report.note(f"c={c} baseline: " + ", ".join(f"{k}={v:.1f}" for k, v in o.items()))
+            for q in ("p50", "p99"):
+                report.add(f"added {q} at c={c}, this copy vs the baseline", s[q] - d[q], "ms",
+                           reference=f"baseline {args.baseline}", ref_value=o[q] - d[q], note=cfg)
+            report.add(f"requests/s at c={c}, this copy vs the baseline", s["rps"], "rps",
+                       reference="baseline", ref_value=o["rps"], note=cfg)
+            report.add(f"service CPU per miss at c={c}, this copy vs the baseline", s["cpu_service"], "µs/req",
+                       reference="baseline", ref_value=o["cpu_service"], note=cfg)
         if s["errors"] or d["errors"]:
             report.note(f"c={c}: errors direct={d['errors']:.0f} service={s['errors']:.0f}")
     report.note(f"after: {common.machine_load()}")
@@ -121,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     upstream.stop()
     bare.stop()
     relay.stop()
+    if baseline is not None:
+        baseline.stop()
     return finish(report)
 
 

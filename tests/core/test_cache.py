@@ -108,6 +108,22 @@ async def test_writes_made_while_one_is_in_the_store_s_hands_go_together_in_the_
         await stores.aclose()
 
 
+async def test_answers_put_one_after_another_within_the_write_delay_share_one_write(tmp_path, executor):
+    stores, _ = open_cache(tmp_path, executor)
+    store = CountingStore(stores.cache)
+    cache = ResponseCache(store, ttl_seconds=60, max_entries=100)
+    try:
+        cache.put("chat:0", "{}")
+        for i in range(1, 4):  # misses answered one after another, each in a loop turn of its own
+            await asyncio.sleep(0)
+            cache.put(f"chat:{i}", "{}")
+        assert store.batches == []  # nothing written in front of the answers that follow
+        await cache.flush()
+        assert store.batches == [[f"chat:{i}" for i in range(4)]]
+    finally:
+        await stores.aclose()
+
+
 async def test_an_answer_read_while_its_write_is_under_way_is_written_again_as_recently_used(
         tmp_path, executor):
     stores, _ = open_cache(tmp_path, executor)
