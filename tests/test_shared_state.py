@@ -17,7 +17,7 @@ CHAT = {"message": "什么是申论？", "use_knowledge": False}
 
 
 def until_written() -> None:
-    """A miss's cache write follows its answer by about a millisecond (core/traffic/cache.py):
+    """A miss's cache write follows its answer by about 2 ms (core/traffic/cache.py):
     a repeat sent to another instance within it misses. Wait it out before asking one."""
     time.sleep(0.1)
 

@@ -69,7 +69,7 @@ class ResponseCache:
 
         Raises StoreUnavailable when the shared store cannot be reached."""
         # An answer put here and not yet in the store (both dicts are empty but for
-        # the millisecond a write takes).
+        # the few milliseconds before a write lands).
         pending = self._next.get(key) if self._next else None
         if pending is None and self._batch:
             pending = self._batch.get(key)
@@ -140,11 +140,12 @@ class ResponseCache:
         return self._last_count
 
     async def clear(self) -> int:
-        """Remove every entry, for every process; returns how many were removed.
+        """Remove every entry, for every process; returns how many were removed, the
+        answers of this process not written yet (WRITE_DELAY) among them.
 
         Raises StoreUnavailable when the shared store cannot be reached."""
-        self._next = {}  # answers given before the clear, not written yet, go with it
-        return await self.store.clear()
+        pending, self._next = self._next, {}  # answers given before the clear go with it
+        return await self.store.clear() + len(pending)
 
     def check(self) -> None:
         """Raise unless the cache store takes a write and reads it back (see

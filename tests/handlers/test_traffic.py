@@ -171,7 +171,8 @@ async def test_entry_cap_evicts_the_least_recently_used(http_server_client, fake
 
     assert [await ask("甲"), await ask("乙")] == ["MISS", "MISS"]
     assert await ask("甲") == "HIT"          # 甲 is now the most recently used
-    assert await ask("丙") == "MISS"         # evicts 乙
+    assert await ask("丙") == "MISS"         # evicts 乙, once written (WRITE_DELAY after the answer)
+    await ctx.cache.flush()
     assert await ctx.cache.count() == 2
     assert [await ask("甲"), await ask("丙"), await ask("乙")] == ["HIT", "HIT", "MISS"]
 
