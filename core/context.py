@@ -104,7 +104,7 @@ def build_context(settings: Settings) -> AppContext:
                           instances=settings.instances)
     fleet = FleetBoard(stores.fleet, server_id=settings.server_id,
                        interval=settings.metrics_collection_interval)
-    # jieba's dictionaries are loaded by ctx.warm_up(), after the server listens.
+    # jieba's dictionaries are loaded by ctx.warm_up(), in the executor, before the server listens.
     knowledge = KnowledgeBase.open(data, executor, disk=disk)
     # One registry per process: every collector (requests, LLM calls, process) is on it.
     registry = CollectorRegistry()

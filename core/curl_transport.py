@@ -31,7 +31,7 @@ removes the handle from the multi: libcurl stops the transfer at once and closes
 connection (never reused half read). The caller closes every stream it opens.
 
 Imported by `OpenAIProvider.prepare()` only: pycurl, httpx and certifi load in the
-executor, never while the server starts.
+executor (the warm-up before the server listens), never on the event loop.
 """
 from __future__ import annotations
 

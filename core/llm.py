@@ -28,7 +28,7 @@ from core.errors import UpstreamError, UpstreamTimeout
 from core.ops.health import UpstreamState
 from core.traffic.concurrency import ConcurrencySlots
 
-if TYPE_CHECKING:  # imported by OpenAIProvider.prepare(), after the server listens
+if TYPE_CHECKING:  # imported by OpenAIProvider.prepare(), in the executor (the warm-up)
     import openai
     from openai import AsyncOpenAI
 

@@ -352,8 +352,8 @@ class ChatService:
         self._inflight[key] = future
         try:
             answer = self._encoded(req, prompt, await self._complete(req, prompt))
-            # Not awaited: the answer goes out first, the write follows in the loop's
-            # next turn (core/traffic/cache.py says what another process sees meanwhile).
+            # Not awaited: the answer goes out first, the write follows WRITE_DELAY
+            # later (core/traffic/cache.py says what another process sees meanwhile).
             self.cache.put(key, answer[0])
             future.set_result(answer)
             return answer

@@ -18,13 +18,12 @@ request. `set` returns when its batch is in the store.
 
 A miss's answer is not held back for its write: the chat service `put`s it (the write
 is scheduled, not awaited), so the answer goes out first and the write follows ~2 ms
-later. Until it is in the store,
-`get` in this process answers from the entries not yet written, so a repeat here hits
-at once (one read while its write is under way writes it again: the entry cap evicts by
-the last use, which a hit stamps in the store and this read could not); a repeat sent
-to another process or host within that window misses and asks the model again (its
-answer is cached too, the last write wins). `flush()` waits for the writes still out
-(before the store closes).
+later. Until it is in the store, `get` in this process answers from the entries not yet
+written, so a repeat here hits at once (one read while its write is under way writes it
+again: the entry cap evicts by the last use, which a hit stamps in the store and this
+read could not); a repeat sent to another process or host within that window misses and
+asks the model again (its answer is cached too, the last write wins). `flush()` waits
+for the writes still out (before the store closes).
 """
 from __future__ import annotations
 
